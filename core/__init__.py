@@ -1,0 +1,1 @@
+"""IntentLens headless core: data, models' inputs, metrics, cohorts, explanations. Never imports streamlit."""

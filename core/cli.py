@@ -1,0 +1,265 @@
+"""`python -m core ...`: the same functions the pages call, for pipelines.
+
+Exit codes: 0 success, 2 a user error (bad file, unknown dataset, incompatible model: the
+project's message is printed on stderr), 1 an unexpected failure, 130 cancelled.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from core.errors import IntentLensError
+
+LAYOUTS = ("auto", "taobao", "tianchi_mobile", "rees46", "retailrocket", "generic")
+MODEL_KINDS = ("transformer", "gbdt", "logreg", "ensemble")
+EXPLAIN_METHODS = ("ig", "shap", "attention", "all")
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    return key.strip(), value.strip()
+
+
+def _progress_bar(label: str):
+    """A tqdm bar on stderr driven by core's progress(done, total, message) callbacks."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc=label, file=sys.stderr, unit="", dynamic_ncols=True, leave=False,
+               disable=not sys.stderr.isatty())
+
+    def progress(done: float, total: float | None, message: str) -> None:
+        if total is not None and bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.set_postfix_str(message[:60], refresh=False)
+        bar.refresh()
+    return bar, progress
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=_json_default))
+
+
+def _store(args: argparse.Namespace, read_only: bool = False):
+    from core.store import Store
+    return Store(args.db, read_only=read_only)
+
+
+# -- data commands --------------------------------------------------------------------
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from core.ingest import ingest_file
+
+    bar, progress = _progress_bar("ingest")
+    with _store(args) as store, bar:
+        report = ingest_file(store, args.path, dataset=args.dataset, layout=args.format,
+                             column_map=dict(args.map or []),
+                             behavior_map=dict(args.behavior_map or []) or None,
+                             replace=args.replace, progress=progress)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(report.summary())
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        frame = store.datasets()
+    if args.json:
+        _print_json(frame.to_dict(orient="records"))
+    elif frame.empty:
+        print("No datasets yet. Ingest one: python -m core ingest PATH --dataset NAME")
+    else:
+        cols = ["name", "layout", "rows_stored", "n_users", "rows_quarantined", "ts_min", "ts_max"]
+        print(frame[cols].to_string(index=False))
+    return 0
+
+
+def cmd_quality(args: argparse.Namespace) -> int:
+    from core.quality import quality_report
+
+    with _store(args) as store:
+        report = quality_report(store, args.dataset)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(report.summary())
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from core.synth import SynthConfig, generate
+
+    bar, progress = _progress_bar("synth")
+    config = SynthConfig(users=args.users, days=args.days, seed=args.seed)
+    with bar:
+        summary = generate(config, args.out, fmt=args.fmt, truth_out=args.truth,
+                           progress=progress)
+    print(summary.summary())
+    return 0
+
+
+# -- model commands -------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from core.labels import LabelSpec
+    from core.pipeline import train_model
+
+    spec = LabelSpec(horizon=args.horizon, scope=args.scope, lookback=args.lookback,
+                     max_len=args.max_len)
+    bar, progress = _progress_bar("train")
+    with _store(args) as store, bar:
+        result = train_model(store, args.dataset, kind=args.model, spec=spec, epochs=args.epochs,
+                             search=args.search, seed=args.seed, out=args.out, progress=progress,
+                             log=lambda line: print(line, file=sys.stderr))
+    print(result.summary())
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from models.artifact import load_card
+
+    card = load_card(args.model)
+    if args.json:
+        _print_json(card.get("metrics", {}))
+    else:
+        metrics = card.get("metrics", {})
+        print(f"{card.get('kind')} model {card.get('model_id')} on {card.get('dataset')} "
+              f"(horizon {card.get('label', {}).get('horizon')}):")
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)):
+                print(f"  {key:>12}: {value:.4f}")
+            elif isinstance(value, dict) and {"value", "low", "high"} <= set(value):
+                print(f"  {key:>12}: {value['value']:.4f}  [{value['low']:.4f}, {value['high']:.4f}]")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from core.cohorts import score_dataset
+
+    bar, progress = _progress_bar("score")
+    with _store(args) as store, bar:
+        frame = score_dataset(store, args.model, args.dataset, progress=progress)
+    if args.out:
+        out = str(args.out)
+        if out.endswith(".parquet"):
+            frame.to_parquet(out, index=False)
+        else:
+            frame.to_csv(out, index=False)
+        print(f"wrote {len(frame):,} scores to {out}")
+    else:
+        print(frame.to_csv(index=False), end="")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from core.explain import explain_user
+
+    methods = ("ig", "shap", "attention") if args.method == "all" else (args.method,)
+    with _store(args, read_only=False) as store:
+        result = explain_user(store, args.model, args.dataset, args.user, methods=methods)
+    if args.json:
+        _print_json({"user_id": args.user, "score": result.score, "summary": result.summary,
+                     "events": result.events.to_dict(orient="records")})
+    else:
+        print(result.summary)
+        print(result.events.to_string(index=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core",
+                                     description="IntentLens: purchase-intent analytics, headless.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_db(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--db", help="DuckDB file (default: $INTENTLENS_DB or data/intentlens.duckdb)")
+        return p
+
+    p = with_db(sub.add_parser("ingest", help="load a behaviour log into the database"))
+    p.add_argument("path")
+    p.add_argument("--dataset", help="name to store it under (default: the file name)")
+    p.add_argument("--format", choices=LAYOUTS, default="auto")
+    p.add_argument("--map", action="append", type=_key_value, metavar="FIELD=COLUMN",
+                   help="generic layout: which source column holds user_id, item_id, category, "
+                        "behavior, ts, session_id, price, brand, query")
+    p.add_argument("--behavior-map", action="append", type=_key_value, metavar="SOURCE=BEHAVIOR",
+                   help="generic layout: source behaviour value -> view|cart|fav|buy|remove_from_cart|search")
+    p.add_argument("--replace", action="store_true", help="overwrite a dataset of the same name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ingest)
+
+    p = with_db(sub.add_parser("datasets", help="list datasets"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_datasets)
+
+    p = with_db(sub.add_parser("quality", help="data quality report of a dataset"))
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_quality)
+
+    p = sub.add_parser("synth", help="write a seeded synthetic log with known intent")
+    p.add_argument("--users", type=int, required=True)
+    p.add_argument("--days", type=float, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help=".csv/.csv.gz (taobao layout) or .parquet")
+    p.add_argument("--fmt", choices=("auto", "taobao", "parquet"), default="auto")
+    p.add_argument("--truth", help="where to write the true purchase probabilities (parquet/csv)")
+    p.set_defaults(func=cmd_synth)
+
+    p = with_db(sub.add_parser("train", help="train an intent model on a dataset"))
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--model", choices=MODEL_KINDS, default="transformer")
+    p.add_argument("--horizon", default="1d", help="label horizon: 30min, 6h, 1d, 7d ...")
+    p.add_argument("--scope", choices=("any", "category"), default="any")
+    p.add_argument("--lookback", default=None, help="history window before each cutoff (default: all)")
+    p.add_argument("--max-len", type=int, default=100, help="events per user sequence")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--search", type=int, default=0, help="hyper-parameter search trials")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="model directory (default models/saved/<dataset>-<model>-<horizon>)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="print a saved model's validation metrics")
+    p.add_argument("--model", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = with_db(sub.add_parser("score", help="score every user of a dataset"))
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", help="FILE.csv or FILE.parquet (default: CSV on stdout)")
+    p.set_defaults(func=cmd_score)
+
+    p = with_db(sub.add_parser("explain", help="why the model scores one user as it does"))
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--user", required=True)
+    p.add_argument("--method", choices=EXPLAIN_METHODS, default="all")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_explain)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("Cancelled.", file=sys.stderr)
+        return 130
+    except IntentLensError as err:
+        print(str(err), file=sys.stderr)
+        return 2

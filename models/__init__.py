@@ -1,0 +1,1 @@
+"""The IntentLens model family: the Transformer, the baselines and their saved artifacts."""

@@ -1,0 +1,94 @@
+import subprocess
+import sys
+
+import pytest
+
+from core.errors import ConflictError, NotFoundError, StoreError
+from core.store import Store, resolve_db_path
+
+
+def test_schema_created_and_versioned(store):
+    assert store.fetchone("SELECT value FROM meta WHERE key='schema_version'")[0] == "1"
+    names = {r[0] for r in store.fetchall("SELECT table_name FROM duckdb_tables()")}
+    assert {"events", "datasets", "quarantine", "scores", "meta"} <= names
+
+
+def test_reopen_keeps_data_and_checks_version(tmp_path):
+    path = tmp_path / "a.duckdb"
+    with Store(path) as s:
+        s.execute("INSERT INTO datasets (name, layout) VALUES (?, ?)", ["d1", "taobao"])
+    with Store(path) as s:
+        assert s.dataset_names() == ["d1"]
+        s.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
+    with pytest.raises(StoreError, match="schema version 999"):
+        Store(path)
+
+
+def test_transaction_rolls_back_on_any_error(store):
+    before = store.fingerprint()
+    with pytest.raises(RuntimeError):
+        with store.transaction() as cur:
+            cur.execute("INSERT INTO datasets (name, layout) VALUES (?, ?)", ["x", "taobao"])
+            raise RuntimeError("boom")
+    assert store.fingerprint() == before
+
+
+def test_duckdb_errors_become_store_errors(store):
+    with pytest.raises(StoreError) as info:
+        store.execute("SELECT * FROM no_such_table")
+    assert "no_such_table" in str(info.value)
+
+
+def test_values_are_bound_not_interpolated(store):
+    evil = "x'); DROP TABLE events; --"
+    store.execute("INSERT INTO datasets (name, layout) VALUES (?, ?)", [evil, "generic"])
+    assert store.dataset(evil)["name"] == evil
+    assert store.fetchone("SELECT count(*) FROM events")[0] == 0
+
+
+def test_unknown_dataset_and_conflict_messages(store):
+    with pytest.raises(NotFoundError, match="no dataset called 'nope'"):
+        store.dataset("nope")
+    store.execute("INSERT INTO datasets (name, layout) VALUES ('d', 'taobao')")
+    with pytest.raises(ConflictError, match="--replace"):
+        store.require_new_dataset("d", replace=False)
+    store.require_new_dataset("d", replace=True)
+
+
+def test_fingerprint_sees_any_change(store):
+    a = store.fingerprint()
+    store.execute("INSERT INTO quarantine VALUES ('d', 3, 'bad timestamp', 'x,y')")
+    assert store.fingerprint() != a
+
+
+def test_db_path_resolution(monkeypatch, tmp_path):
+    monkeypatch.setenv("INTENTLENS_DB", str(tmp_path / "env.duckdb"))
+    assert resolve_db_path(None) == tmp_path / "env.duckdb"
+    assert resolve_db_path(tmp_path / "arg.duckdb") == tmp_path / "arg.duckdb"
+    monkeypatch.delenv("INTENTLENS_DB")
+    assert str(resolve_db_path(None)).endswith("data/intentlens.duckdb")
+
+
+def test_second_process_gets_a_readable_lock_message(tmp_path):
+    path = tmp_path / "locked.duckdb"
+    with Store(path):
+        code = ("import sys; from core.store import Store\n"
+                "from core.errors import StoreError\n"
+                f"try:\n    Store({str(path)!r})\nexcept StoreError as e:\n    print(e); sys.exit(3)\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             cwd=str(__import__('pathlib').Path(__file__).parents[1]))
+    assert out.returncode == 3, out.stderr
+    assert "Database is in use" in out.stdout
+
+
+def test_headless_modules_do_not_import_streamlit():
+    code = ("import sys, importlib, pkgutil, core, models\n"
+            "for pkg in (core, models):\n"
+            "    for m in pkgutil.iter_modules(pkg.__path__):\n"
+            "        if m.name != '__main__':\n"
+            "            importlib.import_module(pkg.__name__ + '.' + m.name)\n"
+            "bad = [m for m in sys.modules if m == 'streamlit' or m.startswith('streamlit.')]\n"
+            "print(bad); sys.exit(1 if bad else 0)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=str(__import__('pathlib').Path(__file__).parents[1]))
+    assert out.returncode == 0, out.stdout + out.stderr
