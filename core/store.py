@@ -28,7 +28,7 @@ ENV_MEMORY = "INTENTLENS_MEMORY_LIMIT"
 DEFAULT_MEMORY_LIMIT = "3GB"
 
 # Tables in the order used by fingerprint(); the schema is created from _DDL on first use.
-TABLES: tuple[str, ...] = ("meta", "datasets", "events", "quarantine", "scores")
+TABLES: tuple[str, ...] = ("meta", "datasets", "events", "quarantine", "scores", "user_stats")
 
 _BEHAVIOR_ENUM = ", ".join("'" + b + "'" for b in BEHAVIORS)  # constants, not user input
 _DDL: tuple[str, ...] = (
@@ -77,6 +77,16 @@ _DDL: tuple[str, ...] = (
         probability DOUBLE NOT NULL,
         cutoff TIMESTAMP NOT NULL,
         scored_at TIMESTAMP NOT NULL
+    )""",
+    # One row per user and dataset as of its last event: what cohort filters and tables read.
+    """CREATE TABLE IF NOT EXISTS user_stats (
+        dataset VARCHAR NOT NULL,
+        user_id VARCHAR NOT NULL,
+        n_events BIGINT, n_views BIGINT, n_carts BIGINT, n_favs BIGINT, n_buys BIGINT,
+        open_carts BIGINT,          -- items carted and not bought afterwards
+        first_ts TIMESTAMP, last_ts TIMESTAMP,
+        top_category VARCHAR,       -- the category with most events
+        categories VARCHAR[]        -- every category the user touched
     )""",
 )
 
@@ -267,7 +277,7 @@ class Store:
             with self.transaction() as own:
                 self.delete_dataset(name, own)
             return
-        for table in ("scores", "quarantine", "events", "datasets"):
+        for table in ("scores", "user_stats", "quarantine", "events", "datasets"):
             column = "name" if table == "datasets" else "dataset"
             cur.execute(f"DELETE FROM {table} WHERE {column} = ?", [name])
 
