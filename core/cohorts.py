@@ -1,0 +1,479 @@
+"""Scoring runs, cohort queries and exports with an audit stamp.
+
+``score_dataset`` scores every user at T = the dataset's last event into the ``scores`` table and
+refreshes ``user_stats`` (what cohort filters read). A cohort is a :class:`CohortSpec` — a score cut
+(top X %, a threshold, or a band) and filters — turned into one SQL WHERE clause with every value
+bound; the same clause drives the summary, the user table, the contrast and the export, so they
+always describe the same users.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.errors import DataError, NotFoundError
+from core.progress import CancelToken, ProgressFn, report
+
+SCORE_CHUNK = 50_000                      # users scored per chunk (bounded memory for 1M users)
+ACTIVITY_EDGES = (5, 30)                  # light < 5 events <= regular < 30 <= heavy
+ACTIVITY_LEVELS = ("light", "regular", "heavy")
+BANDS = ("high", "medium", "low")
+DEFAULT_BAND_EDGES = (0.2, 0.5)           # low < 0.2 <= medium < 0.5 <= high
+SORTABLE = {"score": "score", "user_id": "user_id", "n_events": "n_events",
+            "days_since_last": "days_since_last", "open_carts": "open_carts"}
+
+_USER_STATS_SQL = """
+INSERT INTO user_stats
+WITH ev AS (SELECT user_id, item_id, category, behavior, ts FROM events WHERE dataset = ?),
+per_user AS (
+    SELECT user_id, count(*) AS n_events,
+           count(*) FILTER (WHERE behavior = 'view') AS n_views,
+           count(*) FILTER (WHERE behavior = 'cart') AS n_carts,
+           count(*) FILTER (WHERE behavior = 'fav') AS n_favs,
+           count(*) FILTER (WHERE behavior = 'buy') AS n_buys,
+           min(ts) AS first_ts, max(ts) AS last_ts
+    FROM ev GROUP BY user_id),
+carts AS (
+    SELECT user_id, count(*) AS open_carts FROM (
+        SELECT user_id, item_id,
+               max(ts) FILTER (WHERE behavior = 'cart') AS last_cart,
+               max(ts) FILTER (WHERE behavior = 'buy') AS last_buy
+        FROM ev WHERE behavior IN ('cart', 'buy') AND item_id IS NOT NULL GROUP BY user_id, item_id)
+    WHERE last_cart IS NOT NULL AND (last_buy IS NULL OR last_buy < last_cart)
+    GROUP BY user_id),
+cats AS (
+    SELECT user_id, arg_max(category, n) AS top_category, list(category ORDER BY n DESC) AS categories
+    FROM (SELECT user_id, category, count(*) AS n FROM ev WHERE category IS NOT NULL GROUP BY ALL)
+    GROUP BY user_id)
+SELECT ?, p.user_id, p.n_events, p.n_views, p.n_carts, p.n_favs, p.n_buys,
+       coalesce(c.open_carts, 0), p.first_ts, p.last_ts, t.top_category, t.categories
+FROM per_user p LEFT JOIN carts c USING (user_id) LEFT JOIN cats t USING (user_id)
+"""
+
+
+# -- scoring ----------------------------------------------------------------------------
+def refresh_user_stats(cur: Any, dataset: str) -> None:
+    """Recompute ``user_stats`` for one dataset inside the caller's transaction."""
+    cur.execute("DELETE FROM user_stats WHERE dataset = ?", [dataset])
+    cur.execute(_USER_STATS_SQL, [dataset, dataset])
+
+
+def score_dataset(store, model_dir: str | Path, dataset: str, *, progress: ProgressFn | None = None,
+                  cancel: CancelToken | None = None) -> pd.DataFrame:
+    """Score every user at T = the dataset's last event; replace this model's rows in ``scores``.
+
+    Returns one row per user (per user and candidate category for scope ``category``) with
+    columns ``user_id``, [``category``,] ``score`` = P(buy within the model's horizon after T).
+    """
+    from core.features import build_features
+    from core.labels import scoring_examples
+    from core.sequences import build_sequences
+    from models.artifact import load_model
+
+    model = load_model(model_dir)
+    info = store.dataset(dataset)
+    cutoff = pd.Timestamp(info["ts_max"]).to_pydatetime()
+    spec = model.spec
+    examples = scoring_examples(store, dataset, spec, cutoff)
+    if examples.empty:
+        raise DataError(f"dataset {dataset!r} has no users with events before {cutoff}.",
+                        title="Nothing to score")
+    scores = np.empty(len(examples), dtype=np.float64)
+    for start in range(0, len(examples), SCORE_CHUNK):
+        if cancel is not None:
+            cancel.check()
+        chunk = examples.iloc[start:start + SCORE_CHUNK].reset_index(drop=True)
+        seq = (build_sequences(store, dataset, chunk, model.vocab, spec)
+               if model.vocab is not None else None)
+        feats = build_features(store, dataset, chunk, spec) if model.feature_names else None
+        scores[start:start + len(chunk)] = model.predict(seq, feats)
+        report(progress, min(start + SCORE_CHUNK, len(examples)), len(examples), "scoring users")
+    scoped = spec.scope == "category"
+    frame = examples[["user_id"] + (["category"] if scoped else [])].copy()
+    frame["score"] = scores
+    staged = frame.assign(category=frame["category"] if scoped else None)
+    model_id = model.card["model_id"]
+    scored_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    with store.transaction() as cur:
+        cur.execute("DELETE FROM scores WHERE model_id = ? AND dataset = ?", [model_id, dataset])
+        cur.register("staged_scores", staged[["user_id", "category", "score"]])
+        cur.execute("INSERT INTO scores SELECT ?, ?, user_id, CAST(category AS VARCHAR), score, ?, ? "
+                    "FROM staged_scores", [model_id, dataset, cutoff, scored_at])
+        cur.unregister("staged_scores")
+        refresh_user_stats(cur, dataset)
+    return frame.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def scoring_runs(store, dataset: str | None = None) -> pd.DataFrame:
+    """One row per (model, dataset) scoring run: rows, cutoff, scored_at, mean score."""
+    return store.df(
+        "SELECT model_id, dataset, count(*) AS rows, max(cutoff) AS cutoff, max(scored_at) AS scored_at, "
+        "avg(probability) AS mean_score FROM scores WHERE ? IS NULL OR dataset = ? "
+        "GROUP BY model_id, dataset ORDER BY scored_at DESC", [dataset, dataset])
+
+
+def require_run(store, model_id: str, dataset: str) -> None:
+    if not store.fetchone("SELECT 1 FROM scores WHERE model_id = ? AND dataset = ? LIMIT 1",
+                          [model_id, dataset]):
+        raise NotFoundError(f"model {model_id!r} has not scored dataset {dataset!r} yet.",
+                            title="No scores yet",
+                            hint="Press Re-score (or run `python -m core score --model DIR "
+                                 "--dataset NAME`) first.")
+
+
+def score_histogram(store, model_id: str, dataset: str, bins: int = 50) -> pd.DataFrame:
+    """Counts of scores in ``bins`` equal-width bins on [0, 1]: bin_left, bin_right, users."""
+    require_run(store, model_id, dataset)
+    frame = store.df(
+        "SELECT least(floor(probability * ?), ? - 1)::INTEGER AS b, count(*) AS users FROM scores "
+        "WHERE model_id = ? AND dataset = ? GROUP BY b ORDER BY b", [bins, bins, model_id, dataset])
+    full = pd.DataFrame({"b": np.arange(bins)}).merge(frame, on="b", how="left").fillna({"users": 0})
+    full["bin_left"] = full["b"] / bins
+    full["bin_right"] = (full["b"] + 1) / bins
+    return full[["bin_left", "bin_right", "users"]].astype({"users": "int64"})
+
+
+# -- cohort definition ------------------------------------------------------------------
+@dataclass(frozen=True)
+class CohortSpec:
+    """A score cut plus filters.
+
+    mode: ``top`` (the top ``top_percent`` % of scored rows), ``threshold`` (score >= threshold) or
+        ``band`` (``high`` >= edges[1] > ``medium`` >= edges[0] > ``low``).
+    categories: keep users who touched any of these categories (empty = no filter).
+    max_days_since_last / min_days_since_last: days between the user's last event and T.
+    open_cart: True = only users with an item carted and not bought; False = only without.
+    activity: any of ``light`` (< 5 events), ``regular`` (5-29), ``heavy`` (>= 30); empty = all.
+    """
+
+    mode: str = "top"
+    top_percent: float = 5.0
+    threshold: float = 0.5
+    band: str = "high"
+    band_edges: tuple[float, float] = DEFAULT_BAND_EDGES
+    categories: tuple[str, ...] = ()
+    max_days_since_last: float | None = None
+    min_days_since_last: float | None = None
+    open_cart: bool | None = None
+    activity: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("top", "threshold", "band"):
+            raise DataError(f"cohort mode must be top, threshold or band; got {self.mode!r}.",
+                            title="Bad cohort")
+        if not 0 < float(self.top_percent) <= 100:
+            raise DataError(f"top_percent must be in (0, 100]; got {self.top_percent}.", title="Bad cohort")
+        if not 0 <= float(self.threshold) <= 1:
+            raise DataError(f"threshold must be in [0, 1]; got {self.threshold}.", title="Bad cohort")
+        low, high = self.band_edges
+        if not 0 <= low < high <= 1:
+            raise DataError(f"band edges must satisfy 0 <= low < high <= 1; got {self.band_edges}.",
+                            title="Bad cohort")
+        if self.band not in BANDS:
+            raise DataError(f"band must be one of {BANDS}; got {self.band!r}.", title="Bad cohort")
+        unknown = set(self.activity) - set(ACTIVITY_LEVELS)
+        if unknown:
+            raise DataError(f"activity levels must be among {ACTIVITY_LEVELS}; got {sorted(unknown)}.",
+                            title="Bad cohort")
+
+    def describe(self) -> str:
+        if self.mode == "top":
+            cut = f"top {self.top_percent:g} %"
+        elif self.mode == "threshold":
+            cut = f"score >= {self.threshold:.3f}"
+        else:
+            low, high = self.band_edges
+            cut = {"high": f"score >= {high:g}", "medium": f"{low:g} <= score < {high:g}",
+                   "low": f"score < {low:g}"}[self.band] + f" ({self.band} band)"
+        parts = [cut]
+        if self.categories:
+            parts.append("touched " + ", ".join(self.categories))
+        if self.max_days_since_last is not None:
+            parts.append(f"last visit <= {self.max_days_since_last:g} days ago")
+        if self.min_days_since_last is not None:
+            parts.append(f"last visit >= {self.min_days_since_last:g} days ago")
+        if self.open_cart is not None:
+            parts.append("has an open cart" if self.open_cart else "no open cart")
+        if self.activity:
+            parts.append("activity " + "/".join(self.activity))
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# Every scored row joined with its user's stats, ranked; parameters: model_id, dataset, dataset.
+_BASE_SQL = """
+WITH run AS (
+    SELECT user_id, category, probability AS score, cutoff,
+           (row_number() OVER (ORDER BY probability DESC, user_id) - 1)::DOUBLE
+               / count(*) OVER () AS score_rank
+    FROM scores WHERE model_id = ? AND dataset = ?),
+base AS (
+    SELECT r.user_id, r.category, r.score, r.score_rank,
+           u.n_events, u.n_views, u.n_carts, u.n_favs, u.n_buys, u.open_carts, u.last_ts,
+           u.top_category, u.categories,
+           date_diff('second', u.last_ts, r.cutoff) / 86400.0 AS days_since_last,
+           CASE WHEN u.n_events < ? THEN 'light' WHEN u.n_events < ? THEN 'regular' ELSE 'heavy' END
+               AS activity
+    FROM run r JOIN user_stats u ON u.dataset = ? AND u.user_id = r.user_id)
+"""
+
+
+def _where(spec: CohortSpec) -> tuple[str, list[Any]]:
+    """The cohort's WHERE clause from constant snippets, and its bound values in order."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if spec.mode == "top":
+        clauses.append("score_rank < ?")
+        params.append(float(spec.top_percent) / 100.0)
+    elif spec.mode == "threshold":
+        clauses.append("score >= ?")
+        params.append(float(spec.threshold))
+    else:
+        low, high = (float(x) for x in spec.band_edges)
+        if spec.band == "high":
+            clauses.append("score >= ?")
+            params.append(high)
+        elif spec.band == "medium":
+            clauses.append("score >= ? AND score < ?")
+            params += [low, high]
+        else:
+            clauses.append("score < ?")
+            params.append(low)
+    if spec.categories:
+        clauses.append("list_has_any(categories, ?::VARCHAR[])")
+        params.append(list(spec.categories))
+    if spec.max_days_since_last is not None:
+        clauses.append("days_since_last <= ?")
+        params.append(float(spec.max_days_since_last))
+    if spec.min_days_since_last is not None:
+        clauses.append("days_since_last >= ?")
+        params.append(float(spec.min_days_since_last))
+    if spec.open_cart is not None:
+        clauses.append("open_carts > 0" if spec.open_cart else "open_carts = 0")
+    if spec.activity:
+        clauses.append("list_contains(?::VARCHAR[], activity)")
+        params.append(list(spec.activity))
+    return " AND ".join(clauses), params
+
+
+def cohort_sql(model_id: str, dataset: str, spec: CohortSpec) -> tuple[str, list[Any]]:
+    """SQL selecting the cohort's rows (all base columns) and its bound parameters."""
+    where, params = _where(spec)
+    sql = _BASE_SQL + "SELECT * FROM base WHERE " + where
+    return sql, [model_id, dataset, ACTIVITY_EDGES[0], ACTIVITY_EDGES[1], dataset] + params
+
+
+@dataclass
+class CohortSummary:
+    size: int                    # rows in the cohort
+    total: int                   # rows scored
+    expected_buyers: float       # sum of probabilities in the cohort
+    mean_score: float
+    min_score: float | None      # the score cut actually applied (lowest score in the cohort)
+    description: str
+    validation: dict[str, float] = field(default_factory=dict)  # precision/lift/recall at the cut
+
+    @property
+    def share(self) -> float:
+        return self.size / self.total if self.total else 0.0
+
+
+def cohort_summary(store, model_id: str, dataset: str, spec: CohortSpec,
+                   validation: pd.DataFrame | None = None) -> CohortSummary:
+    """Size, expected buyers and, given the model's validation rows, precision and lift at the cut."""
+    require_run(store, model_id, dataset)
+    sql, params = cohort_sql(model_id, dataset, spec)
+    size, expected, mean, low = store.fetchone(
+        "SELECT count(*), coalesce(sum(score), 0), coalesce(avg(score), 0), min(score) FROM ("
+        + sql + ")", params)
+    total = store.fetchone("SELECT count(*) FROM scores WHERE model_id = ? AND dataset = ?",
+                           [model_id, dataset])[0]
+    summary = CohortSummary(size=int(size), total=int(total), expected_buyers=float(expected),
+                            mean_score=float(mean), min_score=None if low is None else float(low),
+                            description=spec.describe())
+    if validation is not None and not validation.empty:
+        summary.validation = validation_at_cut(validation, spec)
+    return summary
+
+
+def validation_at_cut(validation: pd.DataFrame, spec: CohortSpec) -> dict[str, float]:
+    """Precision, recall and lift of the same score cut on the model's validation window.
+
+    Filters are not applied here (they describe users as of T, not the validation cutoff); the cut
+    is the same rule: the same top %, threshold or band.
+    """
+    y = validation["label"].to_numpy(dtype=float)
+    p = validation["score"].to_numpy(dtype=float)
+    if spec.mode == "top":
+        k = max(1, int(math.ceil(len(p) * spec.top_percent / 100.0)))
+        chosen = np.zeros(len(p), dtype=bool)
+        chosen[np.argsort(-p, kind="stable")[:k]] = True
+    elif spec.mode == "threshold":
+        chosen = p >= spec.threshold
+    else:
+        low, high = spec.band_edges
+        chosen = {"high": p >= high, "medium": (p >= low) & (p < high), "low": p < low}[spec.band]
+    base_rate = float(y.mean()) if len(y) else float("nan")
+    picked = int(chosen.sum())
+    precision = float(y[chosen].mean()) if picked else float("nan")
+    recall = float(y[chosen].sum() / y.sum()) if y.sum() else float("nan")
+    return {"rows": picked, "precision": precision, "recall": recall, "base_rate": base_rate,
+            "lift": precision / base_rate if picked and base_rate > 0 else float("nan")}
+
+
+def cohort_users(store, model_id: str, dataset: str, spec: CohortSpec, *, order_by: str = "score",
+                 descending: bool = True, limit: int = 50, offset: int = 0) -> pd.DataFrame:
+    """One page of the cohort's users, sorted by a whitelisted column."""
+    if order_by not in SORTABLE:
+        raise DataError(f"cannot sort by {order_by!r}; choose one of {', '.join(SORTABLE)}.",
+                        title="Bad sort column")
+    sql, params = cohort_sql(model_id, dataset, spec)
+    direction = "DESC" if descending else "ASC"
+    page = ("SELECT user_id, category, score, score_rank, activity, n_events, open_carts, "
+            "days_since_last, top_category FROM (" + sql + ") ORDER BY " + SORTABLE[order_by]
+            + " " + direction + ", user_id LIMIT ? OFFSET ?")
+    return store.df(page, params + [int(limit), int(offset)])
+
+
+def cohort_contrast(store, model_id: str, dataset: str, spec: CohortSpec,
+                    top: int = 10) -> dict[str, pd.DataFrame]:
+    """What sets the cohort apart from everyone scored: categories, behaviour mix, recency, patterns.
+
+    Each frame has columns ``key``, ``cohort`` (share within the cohort), ``everyone`` and
+    ``ratio`` (cohort / everyone), sorted by how over-represented the key is.
+    """
+    sql, params = cohort_sql(model_id, dataset, spec)
+    everyone_sql, everyone_params = cohort_sql(model_id, dataset, CohortSpec(mode="top", top_percent=100))
+    out: dict[str, pd.DataFrame] = {}
+
+    def contrast(select_key: str, source: str, extra: list[Any]) -> pd.DataFrame:
+        query = (
+            "WITH c AS (" + sql + "), a AS (" + everyone_sql + "), "
+            "cohort_keys AS (" + select_key.format(src="c") + "), "
+            "all_keys AS (" + select_key.format(src="a") + ") "
+            "SELECT coalesce(ck.key, ak.key) AS key, "
+            "coalesce(ck.n, 0) / nullif(sum(coalesce(ck.n, 0)) OVER (), 0) AS cohort, "
+            "coalesce(ak.n, 0) / nullif(sum(coalesce(ak.n, 0)) OVER (), 0) AS everyone "
+            "FROM cohort_keys ck FULL JOIN all_keys ak ON ck.key = ak.key")
+        frame = store.df(query, params + everyone_params + extra + extra)
+        frame["ratio"] = frame["cohort"] / frame["everyone"].replace(0, np.nan)
+        return frame
+
+    by_category = contrast(
+        "SELECT top_category AS key, count(*)::DOUBLE AS n FROM {src} WHERE top_category IS NOT NULL GROUP BY 1",
+        "", [])
+    out["categories"] = (by_category.sort_values("cohort", ascending=False).head(top)
+                         .reset_index(drop=True))
+    out["behaviors"] = contrast(
+        "SELECT unnest(['view', 'cart', 'fav', 'buy']) AS key, "
+        "unnest([sum(n_views), sum(n_carts), sum(n_favs), sum(n_buys)])::DOUBLE AS n FROM {src}", "", [])
+    out["recency"] = contrast(
+        "SELECT CASE WHEN days_since_last < 1/24 THEN '< 1 hour' WHEN days_since_last < 1 THEN '1-24 hours' "
+        "WHEN days_since_last < 3 THEN '1-3 days' WHEN days_since_last < 7 THEN '3-7 days' "
+        "ELSE '7+ days' END AS key, count(*)::DOUBLE AS n FROM {src} GROUP BY 1", "", [])
+    out["activity"] = contrast("SELECT activity AS key, count(*)::DOUBLE AS n FROM {src} GROUP BY 1", "", [])
+    out["patterns"] = _pattern_contrast(store, dataset, sql, params, everyone_sql, everyone_params, top)
+    return out
+
+
+def _pattern_contrast(store, dataset: str, sql: str, params: list[Any], everyone_sql: str,
+                      everyone_params: list[Any], top: int) -> pd.DataFrame:
+    """Over-represented patterns among each user's last three behaviours (e.g. view>cart>cart)."""
+    query = (
+        "WITH c AS (" + sql + "), a AS (" + everyone_sql + "), "
+        "last3 AS (SELECT user_id, string_agg(behavior::VARCHAR, '>' ORDER BY ts) AS key FROM ("
+        "  SELECT user_id, behavior, ts, row_number() OVER (PARTITION BY user_id ORDER BY ts DESC) AS rn"
+        "  FROM events WHERE dataset = ? AND user_id IN (SELECT user_id FROM a)) WHERE rn <= 3 GROUP BY user_id), "
+        "ck AS (SELECT key, count(*)::DOUBLE AS n FROM last3 WHERE user_id IN (SELECT user_id FROM c) GROUP BY key), "
+        "ak AS (SELECT key, count(*)::DOUBLE AS n FROM last3 GROUP BY key) "
+        "SELECT ak.key, coalesce(ck.n, 0) / nullif(sum(coalesce(ck.n, 0)) OVER (), 0) AS cohort, "
+        "ak.n / sum(ak.n) OVER () AS everyone FROM ak LEFT JOIN ck USING (key)")
+    frame = store.df(query, params + everyone_params + [dataset])
+    frame["ratio"] = frame["cohort"] / frame["everyone"].replace(0, np.nan)
+    frame = frame[frame["cohort"] > 0].sort_values(["ratio", "cohort"], ascending=False)
+    return frame.head(top).reset_index(drop=True)
+
+
+def value_curve(store, model_id: str, dataset: str, spec: CohortSpec | None = None, *,
+                margin: float = 10.0, cost: float = 1.0, budget: int | None = None,
+                points: int = 200) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Expected value of contacting the top-k users of the cohort, for every k.
+
+    value(k) = margin * (sum of the k highest probabilities) - cost * k. Returns the curve
+    (k, share, expected_buyers, expected_value, min_score; about ``points`` rows) and the best cut:
+    the k with the highest value, limited to ``budget`` users when given.
+    """
+    if margin < 0 or cost < 0:
+        raise DataError("margin and contact cost must be >= 0.", title="Bad value inputs")
+    spec = spec or CohortSpec(mode="top", top_percent=100)
+    sql, params = cohort_sql(model_id, dataset, spec)
+    curve = store.df(
+        "WITH ranked AS (SELECT score, row_number() OVER (ORDER BY score DESC, user_id) AS k, "
+        "sum(score) OVER (ORDER BY score DESC, user_id ROWS UNBOUNDED PRECEDING) AS expected_buyers "
+        "FROM (" + sql + ")), n AS (SELECT count(*) AS total FROM ranked) "
+        "SELECT k, k::DOUBLE / total AS share, expected_buyers, ? * expected_buyers - ? * k AS expected_value, "
+        "score AS min_score FROM ranked, n "
+        "WHERE k % greatest(1, total // ?) = 0 OR k = total OR (? IS NOT NULL AND k = ?) "
+        "OR k = (SELECT arg_max(k2, ? * eb - ? * k2) FROM (SELECT k AS k2, expected_buyers AS eb FROM ranked "
+        "        WHERE ? IS NULL OR k <= ?)) ORDER BY k",
+        params + [margin, cost, points, budget, budget, margin, cost, budget, budget])
+    if curve.empty:
+        return curve, {"k": 0, "expected_value": 0.0, "expected_buyers": 0.0, "min_score": None}
+    eligible = curve if budget is None else curve[curve["k"] <= budget]
+    best = eligible.loc[eligible["expected_value"].idxmax()] if not eligible.empty else curve.iloc[0]
+    return curve, {"k": int(best["k"]), "expected_value": float(best["expected_value"]),
+                   "expected_buyers": float(best["expected_buyers"]), "min_score": float(best["min_score"])}
+
+
+# -- export -----------------------------------------------------------------------------
+def export_cohort(store, model_id: str, dataset: str, spec: CohortSpec, path: str | Path, *,
+                  fmt: str | None = None) -> dict[str, Any]:
+    """Write the cohort to CSV or Parquet with an audit stamp; returns the stamp.
+
+    CSV: the stamp is written as ``# key: value`` lines before the header and as a
+    ``<file>.audit.json`` sidecar. Parquet: the stamp is in the file's key-value metadata
+    (``intentlens.audit``) and in the sidecar.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    fmt = fmt or ("parquet" if path.suffix == ".parquet" else "csv")
+    if fmt not in ("csv", "parquet"):
+        raise DataError(f"export format must be csv or parquet; got {fmt!r}.", title="Bad export format")
+    require_run(store, model_id, dataset)
+    sql, params = cohort_sql(model_id, dataset, spec)
+    select = ("SELECT user_id, category, score, activity, n_events, open_carts, days_since_last, "
+              "top_category FROM (" + sql + ") ORDER BY score DESC, user_id")
+    table = store.arrow(select, params)
+    info = store.dataset(dataset)
+    stamp = {
+        "model_id": model_id, "dataset": dataset, "dataset_sha256": info.get("sha256"),
+        "dataset_ingested_at": str(info.get("ingested_at")), "cut": spec.describe(),
+        "cohort": spec.to_dict(), "sql": select, "params": [str(p) for p in params],
+        "rows": table.num_rows,
+        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":
+        meta = dict(table.schema.metadata or {})
+        meta[b"intentlens.audit"] = json.dumps(stamp).encode()
+        pq.write_table(table.replace_schema_metadata(meta), path)
+    else:
+        with open(path, "w", encoding="utf-8", newline="") as handle:
+            for key in ("model_id", "dataset", "dataset_sha256", "cut", "rows", "exported_at"):
+                handle.write(f"# {key}: {stamp[key]}\n")
+            handle.write("# sql: " + " ".join(select.split()) + "\n")
+            handle.write("# params: " + json.dumps(stamp["params"]) + "\n")
+            table.to_pandas().to_csv(handle, index=False)
+    Path(str(path) + ".audit.json").write_text(json.dumps(stamp, indent=2), encoding="utf-8")
+    return stamp
