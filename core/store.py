@@ -197,13 +197,13 @@ class Store:
     def arrow(self, sql: str, params: Sequence[Any] | None = None):
         """Result as a pyarrow Table."""
         with self.cursor() as cur:
-            return cur.execute(sql, params or []).arrow()
+            return cur.sql(sql, params=list(params or [])).to_arrow_table()
 
     def batches(self, sql: str, params: Sequence[Any] | None = None,
                 rows_per_batch: int = 100_000) -> Iterator[Any]:
         """Stream a result as pyarrow RecordBatches of about ``rows_per_batch`` rows."""
         with self.cursor() as cur:
-            reader = cur.execute(sql, params or []).fetch_record_batch(rows_per_batch)
+            reader = cur.sql(sql, params=list(params or [])).to_arrow_reader(rows_per_batch)
             yield from reader
 
     def register_df(self, cur: duckdb.DuckDBPyConnection, name: str, frame: Any) -> None:
