@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-from core.errors import DataError
+import numpy as np
+import pandas as pd
+
+from core.errors import DataError, EligibilityError
+
+if TYPE_CHECKING:
+    from core.store import Store
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|min|m|h|d|w)\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -78,3 +84,304 @@ class LabelSpec:
     def from_dict(cls, data: dict[str, Any]) -> LabelSpec:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cutoffs and the time split
+# ---------------------------------------------------------------------------------------------
+
+# scope ``category``: at most this many candidate categories per (user, cutoff), the ones the user
+# touched most recently before T (ties broken by category text). Keeps rows per user bounded.
+MAX_CANDIDATE_CATEGORIES = 5
+
+# Name of the small cutoff table registered on a cursor (a code constant, never user input).
+_CUTOFFS_VIEW = "il_cutoffs"
+
+
+def _to_datetime(value: Any) -> datetime:
+    """A naive UTC ``datetime`` from a pandas/numpy/python timestamp."""
+    if value is None or (not isinstance(value, datetime) and pd.isna(value)):
+        raise DataError("a cutoff or dataset time is missing.", title="Missing time",
+                        hint="Ingest the dataset again so its time range is recorded.")
+    stamp = pd.Timestamp(value)
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    return stamp.to_pydatetime()
+
+
+def _floor(moment: datetime, unit: timedelta) -> datetime:
+    """Round ``moment`` down to a whole multiple of ``unit`` (since the epoch)."""
+    epoch = datetime(1970, 1, 1)
+    return epoch + ((moment - epoch) // unit) * unit
+
+
+@dataclass
+class CutoffPlan:
+    """Where the time split falls for one dataset and label definition.
+
+    train_cutoffs: training cutoffs, oldest first; every window (T, T + H] ends at or before
+        ``valid_cutoff`` so no training label looks into the validation window.
+    valid_cutoff: the last complete window: ``ts_max - H`` rounded down to the whole minute
+        (whole second for horizons under a minute); its labels are the validation set.
+    score_cutoff: the dataset's last event time; scoring describes users as of this moment.
+    """
+
+    train_cutoffs: list[datetime]
+    valid_cutoff: datetime
+    score_cutoff: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"train_cutoffs": [t.isoformat() for t in self.train_cutoffs],
+                "valid_cutoff": self.valid_cutoff.isoformat(),
+                "score_cutoff": self.score_cutoff.isoformat()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CutoffPlan:
+        return cls(train_cutoffs=[_to_datetime(t) for t in data["train_cutoffs"]],
+                   valid_cutoff=_to_datetime(data["valid_cutoff"]),
+                   score_cutoff=_to_datetime(data["score_cutoff"]))
+
+
+def _time_range(store: Store, dataset: str) -> tuple[datetime, datetime]:
+    """(ts_min, ts_max) of a dataset: the ``datasets`` row, else computed from ``events``."""
+    row = store.dataset(dataset)   # NotFoundError names the datasets that exist
+    ts_min, ts_max = row.get("ts_min"), row.get("ts_max")
+    if ts_min is None or ts_max is None or pd.isna(ts_min) or pd.isna(ts_max):
+        ts_min, ts_max = store.fetchone(
+            "SELECT min(ts), max(ts) FROM events WHERE dataset = ?", [dataset])
+    if ts_min is None or ts_max is None:
+        raise DataError(f"dataset {dataset!r} has no events.", title="Empty dataset",
+                        hint="Ingest a file with events into it first.")
+    return _to_datetime(ts_min), _to_datetime(ts_max)
+
+
+def plan_cutoffs(store: Store, dataset: str, spec: LabelSpec) -> CutoffPlan:
+    """The time split: validation at the last complete window, training cutoffs before it.
+
+    ``valid_cutoff = ts_max - H`` (rounded down to the minute); the training cutoffs are
+    ``valid_cutoff - k * step`` for k = 1, 2, ... keeping those whose window ends at or before
+    ``valid_cutoff`` and that leave at least one step of history after ``ts_min``; at most
+    ``spec.max_train_cutoffs`` of them (the most recent), returned oldest first. The list is empty
+    when the dataset is too short; :func:`check_eligibility` then explains what to change.
+    """
+    ts_min, ts_max = _time_range(store, dataset)
+    horizon, step = spec.horizon_td, spec.step_td
+    unit = timedelta(minutes=1) if horizon >= timedelta(minutes=1) else timedelta(seconds=1)
+    valid = _floor(ts_max - horizon, unit)
+    earliest = ts_min + step          # at least one step of history before a training cutoff
+    train: list[datetime] = []
+    k = 1
+    while len(train) < int(spec.max_train_cutoffs):
+        cutoff = valid - k * step
+        if cutoff < earliest:
+            break
+        if cutoff + horizon <= valid:
+            train.append(cutoff)
+        k += 1
+    return CutoffPlan(train_cutoffs=sorted(train), valid_cutoff=valid, score_cutoff=ts_max)
+
+
+# ---------------------------------------------------------------------------------------------
+# Example rows and labels, all in SQL
+# ---------------------------------------------------------------------------------------------
+
+# Rows of scope ``any``: (user, cutoff) where the user's last event at or before T lies inside
+# the lookback (lo is NULL for all history). The ASOF join finds that last event per user and
+# cutoff without expanding every event against every cutoff. Label: a buy in (T, T + H].
+_EXAMPLES_ANY_SQL = f"""
+WITH c AS (SELECT cutoff, split, lo, hi FROM {_CUTOFFS_VIEW}),
+ev AS (SELECT user_id, ts FROM events WHERE dataset = ?),
+grid AS (SELECT u.user_id, c.cutoff, c.split, c.lo
+         FROM (SELECT DISTINCT user_id FROM ev) u CROSS JOIN c),
+active AS (
+    SELECT g.user_id, g.cutoff, g.split
+    FROM grid g ASOF JOIN ev e ON g.user_id = e.user_id AND g.cutoff >= e.ts
+    WHERE g.lo IS NULL OR e.ts > g.lo),
+bought AS (
+    SELECT DISTINCT b.user_id, c.cutoff
+    FROM events b JOIN c ON b.ts > c.cutoff AND b.ts <= c.hi
+    WHERE b.dataset = ? AND b.behavior = 'buy')
+SELECT a.user_id, a.cutoff, (bo.user_id IS NOT NULL)::INTEGER AS label, a.split
+FROM active a LEFT JOIN bought bo ON a.user_id = bo.user_id AND a.cutoff = bo.cutoff
+"""
+
+# Rows of scope ``category``: (user, cutoff, category) for the categories the user touched in the
+# lookback before T, the MAX_CANDIDATE_CATEGORIES most recent ones. Label: a buy in that category
+# in (T, T + H].
+_EXAMPLES_CATEGORY_SQL = f"""
+WITH c AS (SELECT cutoff, split, lo, hi FROM {_CUTOFFS_VIEW}),
+ev AS (SELECT user_id, category, ts FROM events WHERE dataset = ? AND category IS NOT NULL),
+grid AS (SELECT p.user_id, p.category, c.cutoff, c.split, c.lo
+         FROM (SELECT DISTINCT user_id, category FROM ev) p CROSS JOIN c),
+touched AS (
+    SELECT g.user_id, g.category, g.cutoff, g.split, e.ts AS last_touch
+    FROM grid g ASOF JOIN ev e
+      ON g.user_id = e.user_id AND g.category = e.category AND g.cutoff >= e.ts
+    WHERE g.lo IS NULL OR e.ts > g.lo
+    QUALIFY row_number() OVER (PARTITION BY g.user_id, g.cutoff
+                               ORDER BY e.ts DESC, g.category) <= ?),
+bought AS (
+    SELECT DISTINCT b.user_id, b.category, c.cutoff
+    FROM events b JOIN c ON b.ts > c.cutoff AND b.ts <= c.hi
+    WHERE b.dataset = ? AND b.behavior = 'buy' AND b.category IS NOT NULL)
+SELECT t.user_id, t.cutoff, t.category, (bo.user_id IS NOT NULL)::INTEGER AS label, t.split
+FROM touched t LEFT JOIN bought bo
+  ON t.user_id = bo.user_id AND t.category = bo.category AND t.cutoff = bo.cutoff
+"""
+
+
+def _cutoff_frame(spec: LabelSpec, cutoffs: list[tuple[datetime, str]]) -> pd.DataFrame:
+    """The registered cutoff table: cutoff, split, lo (lookback start or NULL), hi (T + H)."""
+    lookback = spec.lookback_td
+    return pd.DataFrame({
+        "cutoff": pd.Series([t for t, _ in cutoffs], dtype="datetime64[us]"),
+        "split": pd.Series([s for _, s in cutoffs], dtype=object),
+        "lo": pd.Series([t - lookback if lookback else pd.NaT for t, _ in cutoffs],
+                        dtype="datetime64[us]"),
+        "hi": pd.Series([t + spec.horizon_td for t, _ in cutoffs], dtype="datetime64[us]"),
+    })
+
+
+def _examples_query(spec: LabelSpec, dataset: str) -> tuple[str, list[Any]]:
+    if spec.scope == "category":
+        return _EXAMPLES_CATEGORY_SQL, [dataset, MAX_CANDIDATE_CATEGORIES, dataset]
+    return _EXAMPLES_ANY_SQL, [dataset, dataset]
+
+
+def _run_examples(store: Store, dataset: str, spec: LabelSpec,
+                  cutoffs: list[tuple[datetime, str]], wrap: str | None = None) -> pd.DataFrame:
+    """Run the examples query over ``cutoffs`` (optionally wrapped, e.g. into counts)."""
+    keys = ["cutoff", "user_id"] + (["category"] if spec.scope == "category" else [])
+    sql, params = _examples_query(spec, dataset)
+    sql = wrap.format(inner=sql) if wrap else sql + " ORDER BY " + ", ".join(keys)
+    with store.cursor() as cur:
+        store.register_df(cur, _CUTOFFS_VIEW, _cutoff_frame(spec, cutoffs))
+        return cur.execute(sql, params).df()
+
+
+def _empty_examples(spec: LabelSpec) -> pd.DataFrame:
+    columns: dict[str, Any] = {"user_id": pd.Series([], dtype=object),
+                               "cutoff": pd.Series([], dtype="datetime64[us]")}
+    if spec.scope == "category":
+        columns["category"] = pd.Series([], dtype=object)
+    columns["label"] = pd.Series([], dtype="int64")
+    columns["split"] = pd.Series([], dtype=object)
+    return pd.DataFrame(columns)
+
+
+def _plan_cutoffs_for(plan: CutoffPlan, splits: tuple[str, ...]) -> list[tuple[datetime, str]]:
+    unknown = set(splits) - {"train", "valid"}
+    if unknown:
+        raise DataError(f"unknown split(s) {sorted(unknown)}; use 'train' and/or 'valid'.",
+                        title="Bad split")
+    out = [(t, "train") for t in plan.train_cutoffs] if "train" in splits else []
+    if "valid" in splits:
+        out.append((plan.valid_cutoff, "valid"))
+    return out
+
+
+def build_examples(store: Store, dataset: str, spec: LabelSpec, plan: CutoffPlan, *,
+                   splits: tuple[str, ...] = ("train", "valid")) -> pd.DataFrame:
+    """Labelled rows for the training cutoffs and/or the validation cutoff.
+
+    Columns: user_id, cutoff, [category when scope == category], label (0/1), split
+    (train|valid). One row per user with >= 1 event in the lookback at or before the cutoff (per
+    user and candidate category for scope ``category``), ordered by cutoff, user_id, category.
+    """
+    cutoffs = _plan_cutoffs_for(plan, tuple(splits))
+    if not cutoffs:
+        return _empty_examples(spec)
+    frame = _run_examples(store, dataset, spec, cutoffs)
+    frame["label"] = frame["label"].astype("int64")
+    return frame
+
+
+def scoring_examples(store: Store, dataset: str, spec: LabelSpec, cutoff: Any) -> pd.DataFrame:
+    """Rows to score at ``cutoff`` (usually the dataset's last event): same columns, label NaN,
+    split ``score``."""
+    frame = _run_examples(store, dataset, spec, [(_to_datetime(cutoff), "score")])
+    frame["label"] = np.nan
+    return frame
+
+
+# ---------------------------------------------------------------------------------------------
+# Eligibility
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Eligibility:
+    """Positives and negatives in each split, and whether that is enough to learn from.
+
+    windows: number of training cutoffs (each one a window of length H before validation).
+    ok: every split has at least ``min_pos`` positives and ``min_neg`` negatives, windows >= 1.
+    message: one paragraph with the counts and, when not ok, what to change.
+    """
+
+    train_pos: int
+    train_neg: int
+    valid_pos: int
+    valid_neg: int
+    windows: int
+    ok: bool
+    message: str
+
+    def require(self) -> Eligibility:
+        """Return self when ok, else raise :class:`EligibilityError` with the message."""
+        if not self.ok:
+            raise EligibilityError(self.message)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_COUNTS_WRAP = ("SELECT split, count(*) FILTER (label = 1) AS pos, count(*) FILTER (label = 0) AS neg"
+                " FROM ({inner}) GROUP BY split")
+
+
+def check_eligibility(store: Store, dataset: str, spec: LabelSpec, plan: CutoffPlan | None = None,
+                      *, min_pos: int = 10, min_neg: int = 10) -> Eligibility:
+    """Count positives/negatives per split (in SQL, without building the rows) and judge them."""
+    plan = plan or plan_cutoffs(store, dataset, spec)
+    counts = {"train": (0, 0), "valid": (0, 0)}
+    cutoffs = _plan_cutoffs_for(plan, ("train", "valid"))
+    for split, pos, neg in _run_examples(store, dataset, spec, cutoffs,
+                                         wrap=_COUNTS_WRAP).itertuples(index=False):
+        counts[split] = (int(pos), int(neg))
+    (tp, tn), (vp, vn) = counts["train"], counts["valid"]
+    windows = len(plan.train_cutoffs)
+    what = "buyers" if spec.scope == "any" else "category buys"
+    text = (f"Dataset {dataset!r} with horizon {spec.horizon} (scope {spec.scope}): "
+            f"training has {tp:,} positives and {tn:,} negatives over {windows} cutoff window(s); "
+            f"validation (cutoff {plan.valid_cutoff:%Y-%m-%d %H:%M} UTC) has {vp:,} positives and "
+            f"{vn:,} negatives.")
+    problems = []
+    if windows < 1:
+        problems.append(f"the data ends too soon after it starts to fit a training window of "
+                        f"{spec.horizon} before the validation window (it needs at least "
+                        f"{spec.horizon} of history plus two windows)")
+    for name, value, need in (("training positives", tp, min_pos), ("training negatives", tn, min_neg),
+                              ("validation positives", vp, min_pos),
+                              ("validation negatives", vn, min_neg)):
+        if value < need:
+            problems.append(f"{name}: {value:,} < {need}")
+    ok = not problems
+    if ok:
+        message = text + " Enough to train."
+    else:
+        message = (text + " Not enough to learn from: " + "; ".join(problems) + ". "
+                   f"Use a dataset with a longer history or more {what}, a shorter horizon "
+                   f"(e.g. --horizon {_shorter(spec.horizon_td)}), scope 'any' instead of "
+                   f"'category', or another dataset.")
+    return Eligibility(train_pos=tp, train_neg=tn, valid_pos=vp, valid_neg=vn, windows=windows,
+                       ok=ok, message=message)
+
+
+def _shorter(horizon: timedelta) -> str:
+    """A suggestion for a shorter horizon in the duration syntax."""
+    seconds = horizon.total_seconds() / 4
+    if seconds >= 86400:
+        return f"{int(seconds // 86400)}d"
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)}h"
+    return f"{max(1, int(seconds // 60))}min"

@@ -5,14 +5,26 @@ sits at position L-1. Built inside DuckDB and streamed in chunks of users.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+
+from core.errors import DataError, NotFoundError
+from core.labels import LabelSpec, _to_datetime
+from core.progress import CancelToken, ProgressFn, report
+from core.schema import BEHAVIORS, BEHAVIOR_CODE
+
+if TYPE_CHECKING:
+    from core.store import Store
 
 PAD = 0
 OOV = 1
+QUERY_TOKENS = 4          # Q: hashed tokens kept per search event (the first ones of the query)
 
 
 @dataclass
@@ -53,17 +65,21 @@ class Vocab:
 
 @dataclass
 class SequenceBatch:
-    """Model inputs for N examples of length L (see docs/INTERFACES.md)."""
+    """Model inputs for N examples of length L (see docs/INTERFACES.md).
+
+    Arrays are stored in the smallest integer type that holds their ids (1M users x L = 100 fit
+    in about 1.6 GB); :meth:`tensors` widens them to int64 (``torch.long``) for embeddings.
+    """
 
     keys: pd.DataFrame                 # user_id, cutoff, [category], label, split
-    behavior: np.ndarray               # (N, L) int64
-    item: np.ndarray                   # (N, L) int64
-    category: np.ndarray               # (N, L) int64
-    gap: np.ndarray                    # (N, L) int64
-    hour: np.ndarray                   # (N, L) int64
-    query: np.ndarray                  # (N, L, Q) int64
-    mask: np.ndarray                   # (N, L) bool
-    target_category: np.ndarray | None = None   # (N,) int64
+    behavior: np.ndarray               # (N, L) int8: 0 pad, core.schema.BEHAVIOR_CODE
+    item: np.ndarray                   # (N, L) int16/int32 (smallest that holds vocab.n_items)
+    category: np.ndarray               # (N, L) int16/int32 vocab ids
+    gap: np.ndarray                    # (N, L) int8: 1 + log2 bucket of (cutoff - ts), 0 pad
+    hour: np.ndarray                   # (N, L) int8: 1 + hour of day (UTC), 0 pad
+    query: np.ndarray                  # (N, L, Q) int16/int32 hashed search tokens, 0 pad
+    mask: np.ndarray                   # (N, L) bool, True = real event (newest at L-1)
+    target_category: np.ndarray | None = None   # (N,) category vocab id (scope category)
 
     ARRAYS = ("behavior", "item", "category", "gap", "hour", "query", "mask")
 
@@ -86,10 +102,9 @@ class SequenceBatch:
         """torch tensors keyed like IntentTransformer.forward's arguments."""
         import torch
 
-        out = {name: torch.from_numpy(np.ascontiguousarray(getattr(self, name)))
-               for name in self.ARRAYS}
+        out = {name: torch.from_numpy(_widen(getattr(self, name))) for name in self.ARRAYS}
         if self.target_category is not None:
-            out["target_category"] = torch.from_numpy(np.ascontiguousarray(self.target_category))
+            out["target_category"] = torch.from_numpy(_widen(self.target_category))
         return out
 
     @staticmethod
@@ -101,3 +116,299 @@ class SequenceBatch:
             target_category=None if first.target_category is None
             else np.concatenate([p.target_category for p in parts]),
         )
+
+
+def _widen(array: np.ndarray) -> np.ndarray:
+    """int64 for integer ids (what nn.Embedding wants), bool stays bool; always contiguous."""
+    if array.dtype == np.bool_:
+        return np.ascontiguousarray(array)
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
+def _id_dtype(max_id: int) -> np.dtype:
+    """The smallest signed integer type that holds ids 0..max_id."""
+    for dtype in (np.int8, np.int16, np.int32):
+        if max_id <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# A stable hash, the same in SQL and in Python
+# ---------------------------------------------------------------------------------------------
+# DuckDB's hash() may change between versions, which would silently remap every tail id of a
+# saved model. This hash is the first 15 hex digits (60 bits) of the MD5 of the text: it is
+# defined by MD5 alone, so SQL and Python agree and it never changes.
+
+def _stable_hash_sql(expr: str) -> str:
+    """SQL for the stable hash of a VARCHAR expression (expr is a code constant)."""
+    return f"('0x' || substr(md5({expr}), 1, 15))::BIGINT"
+
+
+def stable_hash(text: str) -> int:
+    """Python twin of the SQL stable hash (used for single values and in tests)."""
+    return int(hashlib.md5(text.encode("utf-8")).hexdigest()[:15], 16)
+
+
+# ---------------------------------------------------------------------------------------------
+# Vocabulary
+# ---------------------------------------------------------------------------------------------
+
+_TOP_VALUES_SQL = {
+    # column name -> top-K query; the column comes from this constant table, never from input
+    column: f"""
+        SELECT {column} AS value, count(*) AS n FROM events
+        WHERE dataset = ? AND ts <= ? AND {column} IS NOT NULL
+        GROUP BY {column} ORDER BY n DESC, value LIMIT ?"""
+    for column in ("item_id", "category")
+}
+
+
+def build_vocab(store: Store, dataset: str, before: Any, *, max_items: int = 20000,
+                max_categories: int = 2000, item_buckets: int = 1024, category_buckets: int = 128,
+                query_buckets: int = 1024, gap_buckets: int = 32) -> Vocab:
+    """Top-K items and categories by event count among events at or before ``before``.
+
+    Pass the validation cutoff (or an earlier time) as ``before``: the vocabulary never looks at
+    the validation window. Values outside the top K map to hash buckets (or OOV when the bucket
+    count is 0) by :func:`stable_hash`.
+    """
+    for name, value in (("max_items", max_items), ("max_categories", max_categories),
+                        ("item_buckets", item_buckets), ("category_buckets", category_buckets)):
+        if int(value) < 0:
+            raise DataError(f"{name} must be >= 0, got {value}.", title="Bad vocabulary size")
+    for name, value in (("query_buckets", query_buckets), ("gap_buckets", gap_buckets)):
+        if int(value) < 1:
+            raise DataError(f"{name} must be >= 1, got {value}.", title="Bad vocabulary size")
+    before = _to_datetime(before)
+    tops = {}
+    for column, limit in (("item_id", max_items), ("category", max_categories)):
+        rows = store.fetchall(_TOP_VALUES_SQL[column], [dataset, before, int(limit)])
+        tops[column] = {str(value): OOV + 1 + i for i, (value, _) in enumerate(rows)}
+    return Vocab(items=tops["item_id"], categories=tops["category"], item_buckets=int(item_buckets),
+                 category_buckets=int(category_buckets), query_buckets=int(query_buckets),
+                 gap_buckets=int(gap_buckets))
+
+
+def _vocab_frame(mapping: dict[str, int]) -> pa.Table:
+    return pa.table({"value": pa.array(list(mapping.keys()), pa.string()),
+                     "id": pa.array(list(mapping.values()), pa.int32())})
+
+
+def map_ids(values: Any, mapping: dict[str, int], buckets: int) -> np.ndarray:
+    """Vocabulary ids of source values in Python (the twin of the SQL mapping): top-K id, else
+    ``2 + K + stable_hash % buckets``, else OOV; missing values map to OOV."""
+    series = pd.Series(values, dtype=object)
+    uniques = pd.unique(series.dropna())
+    base = OOV + 1 + len(mapping)
+    table = {}
+    for value in uniques:          # one step per distinct value, not per event
+        text = str(value)
+        if text in mapping:
+            table[value] = mapping[text]
+        elif buckets > 0:
+            table[value] = base + stable_hash(text) % buckets
+        else:
+            table[value] = OOV
+    return series.map(table).fillna(OOV).to_numpy(dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sequences
+# ---------------------------------------------------------------------------------------------
+
+_KEYS_VIEW = "il_seq_keys"
+_ITEMS_VIEW = "il_vocab_items"
+_CATEGORIES_VIEW = "il_vocab_categories"
+
+
+def _behavior_code_sql(expr: str) -> str:
+    """SQL mapping a behaviour to its core.schema.BEHAVIOR_CODE (expr is a code constant)."""
+    whens = " ".join(f"WHEN '{b}' THEN {BEHAVIOR_CODE[b]}" for b in BEHAVIORS)
+    return f"CASE {expr} {whens} END"
+
+
+# Event order: newest first, ties broken on every other column so the order is deterministic.
+_NEWEST_FIRST = "e.ts DESC, e.behavior DESC, e.item_id DESC, e.category DESC, e.query DESC"
+
+# The last L events at or before each key's cutoff (and after its lookback start, lo). rn = 1 is
+# the newest event; it lands at position L - 1.
+_RECENT_SQL = f"""
+SELECT k.seq_idx, k.cutoff, e.ts, e.behavior, e.item_id, e.category, e.query,
+       row_number() OVER (PARTITION BY k.seq_idx ORDER BY {_NEWEST_FIRST}) AS rn
+FROM {_KEYS_VIEW} k JOIN events e ON e.user_id = k.user_id AND e.ts <= k.cutoff
+WHERE e.dataset = ? AND (k.lo IS NULL OR e.ts > k.lo)
+QUALIFY rn <= ?
+"""
+
+# Parameters, in order: dataset, L, item buckets, item base, item buckets, category buckets,
+# category base, category buckets, query buckets, L, gap_buckets - 1.
+_TOKENS = "list_filter(regexp_split_to_array(lower(r.query), '[^\\pL\\pN]+'), lambda t: t <> '')"
+_SEQUENCE_SQL = f"""
+WITH r AS MATERIALIZED ({_RECENT_SQL}),
+items AS (
+    SELECT d.item_id, coalesce(v.id, CASE WHEN ? > 0 THEN ? + {_stable_hash_sql('d.item_id')} % ?
+                                          ELSE {OOV} END) AS id
+    FROM (SELECT DISTINCT item_id FROM r WHERE item_id IS NOT NULL) d
+    LEFT JOIN {_ITEMS_VIEW} v ON v.value = d.item_id),
+cats AS (
+    SELECT d.category, coalesce(v.id, CASE WHEN ? > 0 THEN ? + {_stable_hash_sql('d.category')} % ?
+                                           ELSE {OOV} END) AS id
+    FROM (SELECT DISTINCT category FROM r WHERE category IS NOT NULL) d
+    LEFT JOIN {_CATEGORIES_VIEW} v ON v.value = d.category),
+flat AS (
+    SELECT r.seq_idx, r.rn, r.cutoff, r.ts, r.behavior, i.id AS item, c.id AS category,
+           list_transform({_TOKENS}[1:{QUERY_TOKENS}],
+                          lambda t: 1 + {_stable_hash_sql('t')} % ?) AS tok
+    FROM r
+    LEFT JOIN items i ON i.item_id = r.item_id
+    LEFT JOIN cats c ON c.category = r.category)
+SELECT seq_idx,
+       (? - rn)::SMALLINT AS pos,
+       ({_behavior_code_sql('behavior')})::TINYINT AS behavior,
+       coalesce(item, {OOV})::INTEGER AS item,
+       coalesce(category, {OOV})::INTEGER AS category,
+       (1 + least(?, floor(log2(1 + epoch(cutoff - ts)))))::SMALLINT AS gap,
+       (1 + hour(ts))::TINYINT AS hour,
+       {", ".join(f"coalesce(tok[{j + 1}], 0)::INTEGER AS q{j}" for j in range(QUERY_TOKENS))}
+FROM flat
+"""
+
+
+def _lookback_start(cutoffs: pd.Series, spec: LabelSpec) -> pd.Series:
+    lookback = spec.lookback_td
+    if lookback is None:
+        return pd.Series(pd.NaT, index=cutoffs.index, dtype="datetime64[us]")
+    return (cutoffs - lookback).astype("datetime64[us]")
+
+
+def _check_examples(examples: pd.DataFrame, spec: LabelSpec) -> None:
+    need = ["user_id", "cutoff"] + (["category"] if spec.scope == "category" else [])
+    missing = [c for c in need if c not in examples.columns]
+    if missing:
+        raise DataError(f"the example rows lack column(s) {missing}.", title="Bad example rows",
+                        hint="Build them with core.labels.build_examples or scoring_examples.")
+
+
+def build_sequences(store: Store, dataset: str, examples: pd.DataFrame, vocab: Vocab,
+                    spec: LabelSpec, *, progress: ProgressFn | None = None,
+                    cancel: CancelToken | None = None, chunk_users: int = 50_000) -> SequenceBatch:
+    """Per example row, the last ``spec.max_len`` events at or before its cutoff, left-padded.
+
+    Each chunk of ``chunk_users`` users is one DuckDB query (a row_number window picks the last L
+    events, vocabulary joins map ids); its flat (row, position, ids...) result is scattered into
+    preallocated arrays with numpy. Rows sharing (user, cutoff) (scope category) share one query
+    row. Memory: the output arrays plus one chunk.
+    """
+    _check_examples(examples, spec)
+    n_rows, length = len(examples), int(spec.max_len)
+    keys = examples.reset_index(drop=True)
+    cutoffs = pd.to_datetime(keys["cutoff"]).astype("datetime64[us]")
+    # one sequence per distinct (user, cutoff); rows map to it through `seq_of_row`
+    user_code, users = pd.factorize(keys["user_id"].astype(str), sort=False)
+    pair = pd.MultiIndex.from_arrays([user_code, cutoffs.to_numpy()])
+    seq_of_row, pairs = pd.factorize(pair, sort=False)
+    n_seq = len(pairs)
+    seq_user = pairs.get_level_values(0).to_numpy(dtype=np.int64)
+    seq_cutoff = pd.Series(pairs.get_level_values(1), dtype="datetime64[us]")
+    seq_lo = _lookback_start(seq_cutoff, spec)
+
+    n_items_max = vocab.n_items - 1
+    n_cat_max = vocab.n_categories - 1
+    arrays = {
+        "behavior": np.zeros((n_seq, length), np.int8),
+        "item": np.zeros((n_seq, length), _id_dtype(n_items_max)),
+        "category": np.zeros((n_seq, length), _id_dtype(n_cat_max)),
+        "gap": np.zeros((n_seq, length), _id_dtype(vocab.gap_buckets)),
+        "hour": np.zeros((n_seq, length), np.int8),
+        "query": np.zeros((n_seq, length, QUERY_TOKENS), _id_dtype(vocab.query_buckets)),
+    }
+    item_base = OOV + 1 + len(vocab.items)
+    cat_base = OOV + 1 + len(vocab.categories)
+    params = [dataset, length,
+              vocab.item_buckets, item_base, max(vocab.item_buckets, 1),
+              vocab.category_buckets, cat_base, max(vocab.category_buckets, 1),
+              vocab.query_buckets, length, vocab.gap_buckets - 1]
+
+    chunk_users = max(1, int(chunk_users))
+    chunk_of_seq = seq_user // chunk_users
+    order = np.argsort(chunk_of_seq, kind="stable")
+    bounds = np.searchsorted(chunk_of_seq[order], np.arange(0, len(users) // chunk_users + 2))
+    seq_ids = np.arange(n_seq, dtype=np.int64)
+    user_text = np.asarray(users, dtype=object)
+    with store.cursor() as cur:
+        store.register_df(cur, _ITEMS_VIEW, _vocab_frame(vocab.items))
+        store.register_df(cur, _CATEGORIES_VIEW, _vocab_frame(vocab.categories))
+        for chunk in range(len(bounds) - 1):
+            if cancel is not None:
+                cancel.check()
+            members = order[bounds[chunk]:bounds[chunk + 1]]
+            if len(members) == 0:
+                continue
+            key_table = pa.table({
+                "seq_idx": pa.array(seq_ids[members]),
+                "user_id": pa.array(user_text[seq_user[members]], pa.string()),
+                "cutoff": pa.array(seq_cutoff.to_numpy()[members], pa.timestamp("us")),
+                "lo": pa.array(seq_lo.to_numpy()[members], pa.timestamp("us")),
+            })
+            store.register_df(cur, _KEYS_VIEW, key_table)
+            reader = cur.sql(_SEQUENCE_SQL, params=params).to_arrow_reader(1_000_000)
+            for batch in reader:
+                _scatter(arrays, batch)
+            cur.unregister(_KEYS_VIEW)
+            report(progress, min(len(users), (chunk + 1) * chunk_users), len(users),
+                   "building sequences")
+
+    if n_seq != n_rows or not np.array_equal(seq_of_row, np.arange(n_rows)):
+        arrays = {name: array[seq_of_row] for name, array in arrays.items()}
+    target = None
+    if spec.scope == "category":
+        target = map_ids(keys["category"], vocab.categories, vocab.category_buckets)
+        target = target.astype(_id_dtype(n_cat_max))
+    return SequenceBatch(keys=keys, mask=arrays["behavior"] != PAD, target_category=target,
+                         **arrays)
+
+
+def _scatter(arrays: dict[str, np.ndarray], batch: pa.RecordBatch) -> None:
+    """Write one Arrow batch of flat (seq_idx, pos, ids...) rows into the arrays, vectorised."""
+    columns = {name: batch.column(name).to_numpy(zero_copy_only=False)
+               for name in batch.schema.names}
+    row, pos = columns["seq_idx"], columns["pos"].astype(np.int64)
+    for name in ("behavior", "item", "category", "gap", "hour"):
+        arrays[name][row, pos] = columns[name]
+    for j in range(QUERY_TOKENS):
+        arrays["query"][row, pos, j] = columns[f"q{j}"]
+
+
+# ---------------------------------------------------------------------------------------------
+# One user's events, aligned with sequence positions (for explanations)
+# ---------------------------------------------------------------------------------------------
+
+_USER_EVENTS_SQL = f"""
+SELECT ? - row_number() OVER (ORDER BY {_NEWEST_FIRST}) AS position,
+       e.ts, e.behavior::VARCHAR AS behavior, e.item_id, e.category, e.query,
+       epoch(?::TIMESTAMP - e.ts) AS gap_seconds
+FROM events e
+WHERE e.dataset = ? AND e.user_id = ? AND e.ts <= ? AND (?::TIMESTAMP IS NULL OR e.ts > ?)
+QUALIFY position >= 0
+ORDER BY position
+"""
+
+
+def user_events(store: Store, dataset: str, user_id: Any, cutoff: Any,
+                spec: LabelSpec) -> pd.DataFrame:
+    """The raw events behind one user's sequence at ``cutoff``, one row per filled position.
+
+    Columns: position (L-1 = newest), ts, behavior, item_id, category, query, gap_seconds.
+    Empty when the user has no event in the lookback; NotFoundError when the user is unknown.
+    """
+    user = str(user_id)
+    if store.fetchone("SELECT 1 FROM events WHERE dataset = ? AND user_id = ? LIMIT 1",
+                      [dataset, user]) is None:
+        raise NotFoundError(f"user {user!r} is unknown in dataset {dataset!r}.",
+                            hint="Check the user id (ids are matched as text, exactly as in the "
+                                 "source file) and the dataset name.")
+    cutoff = _to_datetime(cutoff)
+    lookback = spec.lookback_td
+    lo = cutoff - lookback if lookback else None
+    return store.df(_USER_EVENTS_SQL, [int(spec.max_len), cutoff, dataset, user, cutoff, lo, lo])

@@ -1,0 +1,155 @@
+"""Benchmark: building model sequences for many synthetic users, against a bare DuckDB reference.
+
+    python bench/sequences.py                 # 1,000,000 users, ~50 events each
+    python bench/sequences.py --users 200000  # a quicker run
+
+Events are generated inside DuckDB (seeded hash arithmetic, so the same data every run) into a
+throw-away database file. The script prints, for each step, the median seconds over --repeats,
+users per second and the peak resident memory of the process (psutil, sampled in a thread), and
+the ratio of `build_sequences` to a reference in the same run: one DuckDB query that groups each
+user's last L events into lists and fetches them to Arrow (what any sequence builder must at
+least do, without vocabulary mapping or the numpy arrays).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.labels import LabelSpec, scoring_examples  # noqa: E402
+from core.sequences import build_sequences, build_vocab  # noqa: E402
+from core.store import Store  # noqa: E402
+
+DATASET = "bench"
+
+# Users get 1..99 events (about 50 on average) spread over nine days; items follow a skewed
+# (cubic) popularity so the vocabulary has a head and a long tail; 2% of events are searches.
+_GENERATE_SQL = """
+INSERT INTO events (dataset, user_id, item_id, category, behavior, ts, session_id, query)
+WITH u AS (SELECT range AS u, 1 + (hash(range, ?) % 99) AS n FROM range(?)),
+e AS (SELECT u.u, x.range AS k,
+             (hash(u.u, x.range, ?) % 1000000) / 1000000.0 AS r1,
+             (hash(x.range, u.u, ?) % 1000000) / 1000000.0 AS r2
+      FROM u JOIN range(99) x ON x.range < u.n)
+SELECT ?, 'u' || u, 'i' || floor(1000000 * r1 * r1 * r1)::BIGINT,
+       'c' || (floor(1000000 * r1 * r1 * r1)::BIGINT % 5000),
+       CASE WHEN r2 < 0.87 THEN 'view' WHEN r2 < 0.925 THEN 'cart' WHEN r2 < 0.955 THEN 'fav'
+            WHEN r2 < 0.98 THEN 'buy' ELSE 'search' END,
+       TIMESTAMP '2017-11-25' + to_seconds((u * 7919 + k * 15013) % (9 * 86400)),
+       NULL,
+       CASE WHEN r2 >= 0.98 THEN 'red shoes size ' || (k % 40) END
+FROM e
+"""
+
+_REFERENCE_SQL = """
+SELECT user_id, list(behavior ORDER BY ts) AS behavior, list(item_id ORDER BY ts) AS item,
+       list(category ORDER BY ts) AS category, list(ts ORDER BY ts) AS ts
+FROM (SELECT user_id, behavior, item_id, category, ts,
+             row_number() OVER (PARTITION BY user_id ORDER BY ts DESC) AS rn
+      FROM events WHERE dataset = ?)
+WHERE rn <= ?
+GROUP BY user_id
+"""
+
+
+class PeakRSS:
+    """Samples this process's resident memory every few milliseconds in a daemon thread."""
+
+    def __init__(self, interval: float = 0.02):
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._proc = psutil.Process()
+
+    def __enter__(self) -> PeakRSS:
+        self.peak = self._proc.memory_info().rss
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+
+def timed(fn, repeats: int):
+    """(median seconds, peak RSS bytes over the runs, last result)."""
+    seconds, result = [], None
+    with PeakRSS() as rss:
+        for _ in range(repeats):
+            result = None
+            start = time.perf_counter()
+            result = fn()
+            seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds), rss.peak, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--max-len", type=int, default=100, help="L, events per sequence")
+    parser.add_argument("--chunk-users", type=int, default=50_000)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--memory-limit", default=None, help="DuckDB memory limit, e.g. 4GB")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "bench.duckdb", memory_limit=args.memory_limit)
+        start = time.perf_counter()
+        store.execute(_GENERATE_SQL, [args.seed, args.users, args.seed, args.seed + 1, DATASET])
+        store.execute("""INSERT INTO datasets (name, layout, ts_min, ts_max)
+                         SELECT ?, 'synthetic', min(ts), max(ts) FROM events WHERE dataset = ?""",
+                      [DATASET, DATASET])
+        n_events, ts_max = store.fetchone(
+            "SELECT count(*), max(ts) FROM events WHERE dataset = ?", [DATASET])
+        print(f"generated {n_events:,} events for {args.users:,} users "
+              f"in {time.perf_counter() - start:.1f}s")
+
+        spec = LabelSpec(horizon="1d", max_len=args.max_len)
+        base_rss = psutil.Process().memory_info().rss
+        t_ex, rss_ex, examples = timed(lambda: scoring_examples(store, DATASET, spec, ts_max), 1)
+        t_vocab, _, vocab = timed(lambda: build_vocab(store, DATASET, ts_max), 1)
+        t_ref, rss_ref, ref = timed(
+            lambda: store.arrow(_REFERENCE_SQL, [DATASET, args.max_len]), args.repeats)
+        ref_rows = ref.num_rows
+        del ref
+        t_seq, rss_seq, batch = timed(
+            lambda: build_sequences(store, DATASET, examples, vocab, spec,
+                                    chunk_users=args.chunk_users), args.repeats)
+        n = len(batch)
+        nbytes = sum(getattr(batch, name).nbytes for name in batch.ARRAYS)
+        filled = int(batch.mask.sum())
+        store.close()
+
+    mib = 1024 * 1024
+    print(f"rows: {len(examples):,} examples, {n:,} sequences (reference {ref_rows:,} users), "
+          f"{filled:,} events kept, L = {args.max_len}")
+    print(f"process RSS before the steps: {base_rss / mib:,.0f} MiB")
+    print(f"{'step':<34}{'seconds':>9}{'users/s':>12}{'peak RSS MiB':>14}")
+    for label, sec, peak in (("scoring_examples", t_ex, rss_ex),
+                             ("build_vocab", t_vocab, 0),
+                             ("reference: DuckDB list() -> Arrow", t_ref, rss_ref),
+                             ("build_sequences", t_seq, rss_seq)):
+        print(f"{label:<34}{sec:>9.2f}{args.users / sec:>12,.0f}"
+              f"{(f'{peak / mib:,.0f}' if peak else '-'):>14}")
+    print(f"build_sequences / reference time: {t_seq / t_ref:.2f}x "
+          f"(medians of {args.repeats} run(s)); output arrays {nbytes / mib:,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
