@@ -132,3 +132,220 @@ def prepare_inputs(store, dataset: str, spec: LabelSpec, *, sequences: bool, fea
 def _log(log: LogFn | None, line: str) -> None:
     if log is not None:
         log(line)
+
+
+# -- fitting ------------------------------------------------------------------------------
+def _cap_training_rows(examples: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
+    """Keep every validation row and at most ``max_rows`` training rows (a seeded sample)."""
+    train = examples["split"].to_numpy() == "train"
+    if train.sum() <= max_rows:
+        return examples
+    rng = np.random.default_rng(seed)
+    keep_train = rng.choice(np.flatnonzero(train), size=max_rows, replace=False)
+    keep = np.sort(np.concatenate([keep_train, np.flatnonzero(~train)]))
+    return examples.iloc[keep].reset_index(drop=True)
+
+
+def _transformer_config(inputs: Inputs, spec: LabelSpec, preset: dict[str, Any]):
+    from core.schema import BEHAVIORS
+    from models.transformer import TransformerConfig
+
+    vocab = inputs.vocab
+    return TransformerConfig(
+        n_behaviors=len(BEHAVIORS) + 1, n_items=vocab.n_items, n_categories=vocab.n_categories,
+        n_gaps=vocab.gap_buckets + 1, n_hours=25, n_query_buckets=vocab.query_buckets + 1,
+        max_len=spec.max_len, d_model=preset["d_model"], n_heads=preset["n_heads"],
+        n_layers=preset["n_layers"], d_ff=preset["d_ff"], dropout=0.1, scope=spec.scope)
+
+
+def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: dict[str, Any], *, seed: int,
+                     search: int, checkpoint_dir: Path | None, progress, cancel, on_epoch,
+                     log) -> dict[str, Any]:
+    from core.training import TrainConfig, fit_transformer, search_transformer
+
+    train = inputs.sequences.subset(inputs.split_index("train"))
+    valid = inputs.sequences.subset(inputs.split_index("valid"))
+    config = _transformer_config(inputs, spec, preset)
+    tc = TrainConfig(epochs=preset["epochs"], batch_size=preset["batch_size"], seed=seed,
+                     patience=preset.get("patience", 3), augment_crop=preset.get("augment_crop", 0.1),
+                     event_dropout=preset.get("event_dropout", 0.05))
+    trials: list[dict[str, Any]] = []
+    if search > 0:
+        _log(log, f"transformer: hyper-parameter search, {search} trials")
+        result = search_transformer(train, valid, config, n_trials=search, seed=seed, tc=tc,
+                                    progress=progress, cancel=cancel,
+                                    on_trial=lambda t: _log(log, f"  trial {t['number']}: "
+                                                                 f"PR-AUC {t['valid_pr_auc']:.4f} {t['params']}"))
+        fit, config, tc, trials = result.best_fit, result.best_config, result.best_train_config, result.trials
+    else:
+        fit = fit_transformer(config, train, valid, tc, progress=progress, cancel=cancel,
+                              on_epoch=on_epoch, checkpoint_dir=checkpoint_dir)
+    _log(log, f"transformer: best epoch {fit.best_epoch}, valid PR-AUC {fit.best_valid_pr_auc:.4f}, "
+              f"{fit.seconds:.1f}s")
+    return {"model": fit.model, "config": config.to_dict(), "train_config": tc.to_dict(),
+            "history": fit.history, "trials": trials, "valid_pred": np.asarray(fit.valid_pred),
+            "seconds": fit.seconds}
+
+
+def _fit_baseline(kind: str, inputs: Inputs, preset: dict[str, Any], *, seed: int,
+                  log) -> dict[str, Any]:
+    from models.baselines import GBDTBaseline, LogisticBaseline
+
+    started = time.perf_counter()
+    train_idx, valid_idx = inputs.split_index("train"), inputs.split_index("valid")
+    X_train = inputs.features.iloc[train_idx].reset_index(drop=True)
+    X_valid = inputs.features.iloc[valid_idx].reset_index(drop=True)
+    y_train, y_valid = inputs.labels("train"), inputs.labels("valid")
+    if kind == "gbdt":
+        model = GBDTBaseline(n_estimators=preset["gbdt_trees"], random_state=seed).fit(
+            X_train, y_train, X_valid, y_valid)
+    else:
+        model = LogisticBaseline().fit(X_train, y_train)
+    seconds = time.perf_counter() - started
+    _log(log, f"{kind}: fitted in {seconds:.1f}s")
+    return {"model": model, "config": model.get_params(), "valid_pred": model.predict_proba(X_valid),
+            "seconds": seconds}
+
+
+def _segments(store, dataset: str, valid_rows: pd.DataFrame) -> pd.DataFrame:
+    """Per validation row: events before its cutoff and the user's top category then."""
+    keys = valid_rows[["user_id", "cutoff"]].drop_duplicates().reset_index(drop=True)
+    with store.cursor() as cur:
+        cur.register("valid_keys", keys)
+        frame = cur.execute(
+            "SELECT k.user_id, k.cutoff, count(e.ts) AS n_events, "
+            "mode(e.category) AS top_category "
+            "FROM valid_keys k LEFT JOIN events e ON e.dataset = ? AND e.user_id = k.user_id "
+            "AND e.ts <= k.cutoff GROUP BY k.user_id, k.cutoff", [dataset]).df()
+        cur.unregister("valid_keys")
+    return valid_rows.merge(frame, on=["user_id", "cutoff"], how="left")
+
+
+def train_model(store, dataset: str, *, kind: str = "transformer", spec: LabelSpec | None = None,
+                epochs: int | None = None, search: int = 0, seed: int = 0,
+                out: str | Path | None = None, preset: str = "balanced",
+                progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                log: LogFn | None = None, on_epoch: Callable[[dict], None] | None = None,
+                models_root: Path = MODELS_ROOT) -> TrainResult:
+    """Train ``kind`` on ``dataset`` with a time split, evaluate it, save it; see the module doc."""
+    from core.metrics import summary_metrics
+    from models.artifact import save_model
+
+    spec = spec or LabelSpec()
+    if preset not in PRESETS:
+        raise DataError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}.",
+                        title="Unknown preset")
+    settings = dict(PRESETS[preset])
+    if epochs is not None:
+        if int(epochs) < 1:
+            raise DataError(f"epochs must be >= 1; got {epochs}.", title="Bad epochs")
+        settings["epochs"] = int(epochs)
+    if spec.max_train_cutoffs > settings["max_train_cutoffs"]:
+        spec = LabelSpec.from_dict({**spec.to_dict(), "max_train_cutoffs": settings["max_train_cutoffs"]})
+    need_seq, need_feat = _needs(kind)
+    started = time.perf_counter()
+    info = store.dataset(dataset)
+    out_dir = Path(out) if out else default_model_dir(dataset, kind, spec, models_root)
+    inputs = prepare_inputs(store, dataset, spec, sequences=need_seq, features=need_feat,
+                            progress=progress, cancel=cancel, log=log)
+    y_valid = inputs.labels("valid")
+    members: dict[str, dict[str, Any]] = {}
+    member_kinds = ("transformer", "gbdt", "logreg") if kind == "ensemble" else (kind,)
+    for member in member_kinds:
+        if cancel is not None:
+            cancel.check()
+        if member == "transformer":
+            members[member] = _fit_transformer(
+                inputs, spec, settings, seed=seed, search=search,
+                checkpoint_dir=out_dir.parent / (out_dir.name + ".checkpoint"),
+                progress=progress, cancel=cancel, on_epoch=on_epoch, log=log)
+        else:
+            members[member] = _fit_baseline(member, inputs, settings, seed=seed, log=log)
+        members[member]["metrics"] = summary_metrics(y_valid, members[member]["valid_pred"], seed=seed)
+    ensemble = None
+    if kind == "ensemble":
+        from models.baselines import EnsembleModel
+
+        ensemble = EnsembleModel().fit({k: m["valid_pred"] for k, m in members.items()}, y_valid)
+        valid_pred = ensemble.predict_proba({k: m["valid_pred"] for k, m in members.items()})
+        _log(log, f"ensemble weights: {ensemble.weights_}")
+    else:
+        valid_pred = members[kind]["valid_pred"]
+    metrics = summary_metrics(y_valid, valid_pred, seed=seed)
+    valid_rows = inputs.examples.iloc[inputs.split_index("valid")].reset_index(drop=True).copy()
+    valid_rows["score"] = valid_pred
+    for name, member in members.items():
+        valid_rows[f"score_{name}"] = member["valid_pred"]
+    valid_rows = _segments(store, dataset, valid_rows)
+    card = {
+        "kind": kind,
+        "dataset": dataset,
+        "dataset_sha256": info.get("sha256"),
+        "dataset_rows": int(info.get("rows_stored") or 0),
+        "label": spec.to_dict(),
+        "cutoffs": inputs.plan.to_dict(),
+        "preset": preset,
+        "seed": seed,
+        "rows": {"train": int(len(inputs.split_index("train"))), "valid": int(len(y_valid)),
+                 "train_positives": int(inputs.labels("train").sum()), "valid_positives": int(y_valid.sum())},
+        "metrics": metrics,
+        "members": {name: {"metrics": m["metrics"], "seconds": m["seconds"], "config": m["config"]}
+                    for name, m in members.items()},
+        "train_seconds": time.perf_counter() - started,
+    }
+    if "transformer" in members:
+        card["history"] = members["transformer"]["history"]
+        card["train_config"] = members["transformer"]["train_config"]
+        card["search_trials"] = members["transformer"]["trials"]
+    model_dir = save_model(
+        out_dir, kind=kind, card=card,
+        transformer=members.get("transformer", {}).get("model"),
+        logreg=members.get("logreg", {}).get("model"), gbdt=members.get("gbdt", {}).get("model"),
+        ensemble=ensemble, vocab=inputs.vocab,
+        feature_names=list(inputs.features.columns) if inputs.features is not None else None)
+    valid_rows.to_parquet(Path(model_dir) / VALIDATION_FILE, index=False)
+    from models.artifact import load_card
+
+    saved = load_card(model_dir)
+    return TrainResult(model_dir=Path(model_dir), card=saved, metrics=metrics,
+                       members={k: m["metrics"] for k, m in members.items()} if kind == "ensemble" else {})
+
+
+# -- registry -------------------------------------------------------------------------------
+def list_models(root: str | Path = MODELS_ROOT, dataset: str | None = None) -> pd.DataFrame:
+    """The leaderboard: one row per valid model directory under ``root`` (newest first)."""
+    from models.artifact import load_card
+
+    rows = []
+    root = Path(root)
+    for card_file in sorted(root.glob("*/card.json")) if root.exists() else []:
+        try:
+            card = load_card(card_file.parent)
+        except ModelError:
+            continue  # not an IntentLens model (or an incompatible one): not on the leaderboard
+        if dataset is not None and card.get("dataset") != dataset:
+            continue
+        metrics = card.get("metrics", {})
+        row = {"model_id": card.get("model_id"), "path": str(card_file.parent), "kind": card.get("kind"),
+               "dataset": card.get("dataset"), "horizon": card.get("label", {}).get("horizon"),
+               "scope": card.get("label", {}).get("scope"), "created_at": card.get("created_at"),
+               "train_seconds": card.get("train_seconds"),
+               "size_mb": sum(f.stat().st_size for f in card_file.parent.iterdir() if f.is_file()) / 1e6}
+        for name in ("roc_auc", "pr_auc", "log_loss", "brier"):
+            value = metrics.get(name)
+            if isinstance(value, dict):
+                row[name], row[name + "_low"], row[name + "_high"] = value["value"], value["low"], value["high"]
+            else:
+                row[name] = value
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    return frame.sort_values("created_at", ascending=False).reset_index(drop=True) if not frame.empty else frame
+
+
+def load_validation(model_dir: str | Path) -> pd.DataFrame:
+    """The saved validation rows of a model: keys, label, score (+ per member), segments."""
+    path = Path(model_dir) / VALIDATION_FILE
+    if not path.exists():
+        raise ModelError(f"{model_dir} has no {VALIDATION_FILE}, so its quality cannot be shown.",
+                         hint="Retrain it with this version of IntentLens.")
+    return pd.read_parquet(path)
