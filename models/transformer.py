@@ -1,0 +1,243 @@
+"""IntentTransformer: a small Behavior-Sequence-Transformer that reads a user's recent events.
+
+Reads top to bottom (in the spirit of nanoGPT's ``model.py``):
+
+1. ``TransformerConfig``: every size and switch, one comment per field.
+2. ``SelfAttention``: multi-head attention with two paths that agree numerically:
+   ``F.scaled_dot_product_attention`` (fast, used when nobody asks for the weights) and a manual
+   softmax(q k^T / sqrt(d)) path that also returns the attention matrix.
+3. ``Block``: a pre-norm encoder block (attention + MLP, each with a residual).
+4. ``IntentTransformer``: token embeddings -> [CLS] (+ target-category token) -> blocks -> MLP head.
+
+Inputs (see ``core.sequences.SequenceBatch``): per example the last L events, LEFT-padded with 0 so
+the newest event sits at position L-1. An event token is the sum of the embeddings of its behaviour,
+item, category, time-gap bucket, hour of day, the mean of its search-query tokens and a position
+embedding. Positions are counted FROM THE RIGHT (the newest event is position 0, the one before it 1,
+...), so adding more left padding changes nothing: padded keys are masked out of every softmax and
+the real events keep their position ids. That is what makes a score independent of the padded length.
+
+Token order inside the model: index 0 is [CLS]; for scope ``category`` index 1 is the target-category
+token (its category embedding + a type embedding); then the L events. ``n_special`` says how many
+special tokens precede the events, so attention matrices are (B, heads, n_special + L, n_special + L).
+
+``forward`` takes tensors only and never converts, moves or reads values back to Python, so Captum's
+``LayerIntegratedGradients`` can attach to the embedding layers ``behavior_emb``, ``item_emb``,
+``category_emb``, ``gap_emb``, ``hour_emb`` and ``query_emb``. Padding id 0 of every embedding is a
+zero vector (``padding_idx=0``), a natural integrated-gradients baseline.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SCOPES = ("any", "category")
+
+
+@dataclass
+class TransformerConfig:
+    """Sizes of the model. Every ``n_*`` counts embedding rows INCLUDING the padding id 0."""
+
+    n_behaviors: int        # int >= 2: behaviour ids 1..n-1 (core.schema.BEHAVIOR_CODE), 0 pad
+    n_items: int            # int >= 2: item vocabulary rows (Vocab.n_items)
+    n_categories: int       # int >= 2: category vocabulary rows (Vocab.n_categories)
+    n_gaps: int             # int >= 2: time-gap buckets + 1 (Vocab.gap_buckets + 1)
+    n_hours: int            # int >= 2: hours of day + 1, normally 25 (ids 1..24)
+    n_query_buckets: int    # int >= 2: hashed query-token rows (Vocab.query_buckets + 1)
+    max_len: int            # int >= 1: position embeddings; events further back share the last one
+    d_model: int = 64       # int >= 8, divisible by n_heads: width of every token vector
+    n_heads: int = 4        # int >= 1: attention heads per block
+    n_layers: int = 2       # int in [1, 4] (1-2 recommended): encoder blocks
+    d_ff: int = 128         # int >= d_model/2: hidden width of each block's MLP
+    dropout: float = 0.1    # float in [0, 0.5): dropout on embeddings, attention, MLPs and the head
+    scope: str = "any"      # "any" | "category": "category" adds a target-category token
+
+    def __post_init__(self) -> None:
+        for name in ("n_behaviors", "n_items", "n_categories", "n_gaps", "n_hours", "n_query_buckets"):
+            if int(getattr(self, name)) < 2:
+                raise ValueError(f"TransformerConfig.{name} must be >= 2 (pad + one id), "
+                                 f"got {getattr(self, name)}.")
+        if int(self.max_len) < 1:
+            raise ValueError(f"TransformerConfig.max_len must be >= 1, got {self.max_len}.")
+        if self.d_model < 8 or self.d_model % self.n_heads:
+            raise ValueError(f"TransformerConfig.d_model must be >= 8 and divisible by n_heads "
+                             f"({self.n_heads}), got {self.d_model}.")
+        if not 1 <= self.n_layers <= 4:
+            raise ValueError(f"TransformerConfig.n_layers must be in [1, 4], got {self.n_layers}.")
+        if not 0.0 <= self.dropout < 0.5:
+            raise ValueError(f"TransformerConfig.dropout must be in [0, 0.5), got {self.dropout}.")
+        if self.scope not in SCOPES:
+            raise ValueError(f"TransformerConfig.scope must be one of {SCOPES}, got {self.scope!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TransformerConfig:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+    @classmethod
+    def from_vocab(cls, vocab: Any, max_len: int, *, scope: str = "any", n_behaviors: int = 7,
+                   **sizes: Any) -> TransformerConfig:
+        """Embedding sizes that match a ``core.sequences.Vocab``; ``sizes`` override d_model etc."""
+        return cls(n_behaviors=n_behaviors, n_items=vocab.n_items, n_categories=vocab.n_categories,
+                   n_gaps=vocab.gap_buckets + 1, n_hours=25, n_query_buckets=vocab.query_buckets + 1,
+                   max_len=int(max_len), scope=scope, **sizes)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over keys that the boolean ``key_mask`` allows."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.dropout = config.dropout
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
+        self.proj = nn.Linear(config.d_model, config.d_model)
+        self.attn_drop = nn.Dropout(config.dropout)
+        self.resid_drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor,
+                return_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)                              # 3 x (B, T, C)
+        q = q.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, h, T, hs)
+        k = k.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, h, T, hs)
+        v = v.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, h, T, hs)
+        allowed = key_mask[:, None, None, :]                               # (B, 1, 1, T)
+        if return_attention:
+            # manual path: the attention matrix itself is wanted (explanations, tests)
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, h, T, T)
+            att = att.masked_fill(~allowed, float("-inf"))
+            att = F.softmax(att, dim=-1)          # every row has >= 1 allowed key ([CLS]): no NaN
+            weights = att
+            y = self.attn_drop(att) @ v                                    # (B, h, T, hs)
+        else:
+            # fast path: fused kernel, same maths
+            weights = None
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
+                                               dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)                   # (B, T, C)
+        return self.resid_drop(self.proj(y)), weights
+
+
+class Block(nn.Module):
+    """Pre-norm encoder block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(config.d_model)
+        self.attn = SelfAttention(config)
+        self.ln2 = nn.LayerNorm(config.d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(config.d_model, config.d_ff),
+            nn.GELU(),
+            nn.Linear(config.d_ff, config.d_model),
+            nn.Dropout(config.dropout),
+        )
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor,
+                return_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        a, weights = self.attn(self.ln1(x), key_mask, return_attention)
+        x = x + a                                                          # (B, T, C)
+        x = x + self.mlp(self.ln2(x))                                      # (B, T, C)
+        return x, weights
+
+
+class IntentTransformer(nn.Module):
+    """P(purchase within the horizon) from a user's last events; one logit per row."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = config
+        C = config.d_model
+        # event embeddings (id 0 = padding = zero vector)
+        self.behavior_emb = nn.Embedding(config.n_behaviors, C, padding_idx=0)
+        self.item_emb = nn.Embedding(config.n_items, C, padding_idx=0)
+        self.category_emb = nn.Embedding(config.n_categories, C, padding_idx=0)
+        self.gap_emb = nn.Embedding(config.n_gaps, C, padding_idx=0)
+        self.hour_emb = nn.Embedding(config.n_hours, C, padding_idx=0)
+        self.query_emb = nn.Embedding(config.n_query_buckets, C, padding_idx=0)
+        # position from the right: 0 = newest event; older than max_len share the last row
+        self.pos_emb = nn.Embedding(config.max_len, C)
+        # special tokens: row 0 = [CLS], row 1 = "this is the target category"
+        self.special_emb = nn.Embedding(2, C)
+        # scope "category": does an event's category equal the target? (0 pad, 1 no, 2 yes)
+        self.match_emb = nn.Embedding(3, C, padding_idx=0) if config.scope == "category" else None
+        self.n_special = 2 if config.scope == "category" else 1
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layers)])
+        self.ln_f = nn.LayerNorm(C)
+        self.head = nn.Sequential(nn.Linear(C, C), nn.GELU(), nn.Dropout(config.dropout),
+                                  nn.Linear(C, 1))
+        # a constant added to every logit: training sets it to -log(pos_weight) so that the
+        # probabilities stay calibrated after class re-weighting (a prior correction)
+        self.register_buffer("logit_offset", torch.zeros(()))
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+
+    def param_count(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    # -- the three stages ----------------------------------------------------------------
+    def embed(self, behavior: torch.Tensor, item: torch.Tensor, category: torch.Tensor,
+              gap: torch.Tensor, hour: torch.Tensor, query: torch.Tensor, mask: torch.Tensor,
+              target_category: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token vectors (B, S+L, C) and the key mask (B, S+L) with S special tokens in front."""
+        B, L = behavior.shape
+        # search query: mean of its token embeddings, padding tokens ignored
+        q = self.query_emb(query)                                          # (B, L, Q, C)
+        q_real = (query > 0).unsqueeze(-1).to(q.dtype)                     # (B, L, Q, 1)
+        q = (q * q_real).sum(dim=2) / q_real.sum(dim=2).clamp(min=1.0)     # (B, L, C)
+        # positions counted from the right so that left padding does not move anything
+        pos = torch.arange(L - 1, -1, -1, device=behavior.device).clamp(max=self.config.max_len - 1)
+        x = (self.behavior_emb(behavior) + self.item_emb(item) + self.category_emb(category)
+             + self.gap_emb(gap) + self.hour_emb(hour) + q + self.pos_emb(pos))  # (B, L, C)
+        special = [self.special_emb.weight[0].expand(B, 1, -1)]           # [CLS]: (B, 1, C)
+        if self.match_emb is not None:
+            if target_category is None:
+                raise ValueError("this model has scope 'category': pass target_category (B,).")
+            match = torch.where(category == target_category[:, None], 2, 1) * (category > 0)
+            x = x + self.match_emb(match)                                  # (B, L, C)
+            tgt = self.category_emb(target_category) + self.special_emb.weight[1]  # (B, C)
+            special.append(tgt.unsqueeze(1))                               # (B, 1, C)
+        x = torch.cat(special + [x], dim=1)                                # (B, S+L, C)
+        key_mask = torch.cat([torch.ones(B, self.n_special, dtype=torch.bool, device=mask.device),
+                              mask.bool()], dim=1)                         # (B, S+L)
+        return self.drop(x), key_mask
+
+    def encode(self, x: torch.Tensor, key_mask: torch.Tensor,
+               return_attention: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run the blocks; returns the final [CLS] vector (B, C) and the attention per layer."""
+        attentions = []
+        for block in self.blocks:
+            x, weights = block(x, key_mask, return_attention)              # (B, S+L, C)
+            if return_attention:
+                attentions.append(weights)                                 # (B, h, S+L, S+L)
+        return self.ln_f(x[:, 0]), attentions                              # (B, C)
+
+    def forward(self, behavior: torch.Tensor, item: torch.Tensor, category: torch.Tensor,
+                gap: torch.Tensor, hour: torch.Tensor, query: torch.Tensor, mask: torch.Tensor,
+                target_category: torch.Tensor | None = None, return_attention: bool = False):
+        """Logits (B,); with ``return_attention`` also a list of (B, heads, S+L, S+L) per layer."""
+        x, key_mask = self.embed(behavior, item, category, gap, hour, query, mask, target_category)
+        cls, attentions = self.encode(x, key_mask, return_attention)
+        logits = self.head(cls).squeeze(-1) + self.logit_offset            # (B,)
+        if return_attention:
+            return logits, attentions
+        return logits

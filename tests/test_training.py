@@ -1,0 +1,131 @@
+"""fit_transformer / predict_transformer / search_transformer on small planted sequence data."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from core.errors import EligibilityError, ModelError
+from core.progress import CancelToken, Cancelled
+from core.training import (CHECKPOINT_FILE, TrainConfig, fit_transformer, predict_transformer,
+                           search_transformer)
+from tests.test_transformer import planted_batch, tiny_config
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return planted_batch(1500, seed=1), planted_batch(600, seed=2)
+
+
+def _same_weights(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@pytest.mark.parametrize("scope,extra", [("any", {}),
+                                         ("any", {"balanced_sampling": True, "augment_crop": 0.2}),
+                                         ("category", {})])
+def test_learns_a_planted_signal(scope, extra):
+    train, valid = planted_batch(2500, seed=1, scope=scope), planted_batch(800, seed=2, scope=scope)
+    tc = TrainConfig(epochs=4, batch_size=128, lr=3e-3, seed=0, **extra)
+    fit = fit_transformer(tiny_config(scope=scope), train, valid, tc)
+    p = predict_transformer(fit.model, valid)
+    assert p.shape == (800,) and np.all((p >= 0) & (p <= 1))
+    assert roc_auc_score(valid.keys["label"], p) > 0.9
+    # the returned weights are the best epoch's
+    best = fit.history[fit.best_epoch - 1]["valid_pr_auc"]
+    assert average_precision_score(valid.keys["label"], p) == pytest.approx(best, abs=1e-9)
+    np.testing.assert_allclose(fit.valid_pred, p)
+
+
+def test_prior_correction_keeps_probabilities_calibrated(data):
+    train, valid = data
+    ratio = (1 - train.keys["label"]).sum() / train.keys["label"].sum()
+    fit = fit_transformer(tiny_config(), train, valid, TrainConfig(epochs=3, batch_size=128, lr=3e-3))
+    assert float(fit.model.logit_offset) == pytest.approx(-math.log(ratio))
+    p = predict_transformer(fit.model, valid)
+    assert abs(p.mean() - valid.keys["label"].mean()) < 0.08
+
+
+def test_same_seed_same_weights(data):
+    train, valid = data
+    tc = TrainConfig(epochs=2, batch_size=256, seed=5, augment_crop=0.3, event_dropout=0.1)
+    a = fit_transformer(tiny_config(), train, valid, tc).model
+    b = fit_transformer(tiny_config(), train, valid, tc).model
+    c = fit_transformer(tiny_config(), train, valid, TrainConfig(**{**tc.to_dict(), "seed": 6})).model
+    assert _same_weights(a, b)
+    assert not _same_weights(a, c)
+
+
+def test_callbacks_cancel_and_resume_from_checkpoint(data, tmp_path):
+    train, valid = data
+    tc = TrainConfig(epochs=3, batch_size=256, lr=2e-3, seed=1, patience=5, event_dropout=0.1)
+    reference = fit_transformer(tiny_config(), train, valid, tc)
+
+    token, calls, epochs = CancelToken(), [], []
+
+    def on_epoch(record):
+        epochs.append(record)
+        if record["epoch"] == 1:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        fit_transformer(tiny_config(), train, valid, tc, cancel=token, on_epoch=on_epoch,
+                        progress=lambda d, t, m: calls.append((d, t, m)), checkpoint_dir=tmp_path)
+    assert (tmp_path / CHECKPOINT_FILE).is_file()
+    assert set(epochs[0]) >= {"epoch", "train_loss", "valid_loss", "valid_pr_auc", "valid_roc_auc",
+                              "seconds"}
+    steps = math.ceil(len(train) / 256)
+    assert calls[-1][0] == steps and calls[-1][1] == 3 * steps and "epoch 1/3" in calls[-1][2]
+
+    resumed = fit_transformer(tiny_config(), train, valid, tc, cancel=CancelToken(),
+                              checkpoint_dir=tmp_path)
+    assert resumed.resumed_from == 1
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert resumed.best_epoch == reference.best_epoch
+    assert _same_weights(resumed.model, reference.model)
+    for got, want in zip(resumed.history, reference.history):
+        assert got["valid_pr_auc"] == want["valid_pr_auc"]
+
+    # a checkpoint of another run is refused rather than silently mixed in
+    with pytest.raises(ModelError, match="different training run"):
+        fit_transformer(tiny_config(d_model=16), train, valid, tc, checkpoint_dir=tmp_path)
+
+
+def test_early_stopping_after_patience(data):
+    train, valid = data
+    # a learning rate too small to move float32 weights: validation never improves
+    tc = TrainConfig(epochs=6, batch_size=512, lr=1e-13, weight_decay=0.0, patience=2, warmup=0)
+    fit = fit_transformer(tiny_config(dropout=0.0), train, valid, tc)
+    assert len(fit.history) == 3 and fit.best_epoch == 1
+
+
+def test_bad_inputs_are_refused(data):
+    train, valid = data
+    one_class = train.subset(np.flatnonzero(train.keys["label"].to_numpy() == 0))
+    with pytest.raises(EligibilityError, match="one class"):
+        fit_transformer(tiny_config(), one_class, valid, TrainConfig(epochs=1))
+    with pytest.raises(ModelError, match="target_category"):
+        fit_transformer(tiny_config(scope="category"), train, valid, TrainConfig(epochs=1))
+    from models.transformer import IntentTransformer
+    with pytest.raises(ModelError, match="target_category"):
+        predict_transformer(IntentTransformer(tiny_config(scope="category")), valid)
+    with pytest.raises(ValueError, match="TrainConfig.lr"):
+        TrainConfig(lr=0)
+
+
+def test_search_records_every_trial(data):
+    train, valid = data
+    small_train = train.subset(np.arange(600))
+    result = search_transformer(small_train, valid, tiny_config(), n_trials=3, seed=0,
+                                tc=TrainConfig(epochs=1, batch_size=128))
+    assert len(result.trials) == 3
+    assert {"d_model", "n_layers", "lr", "dropout", "weight_decay"} <= set(result.trials[0]["params"])
+    assert result.best_fit.best_valid_pr_auc == max(t["valid_pr_auc"] for t in result.trials)
+    assert result.best_config.d_model == result.best_params["d_model"]
+    frame = result.trials_frame()
+    assert list(frame["trial"]) == [0, 1, 2] and (frame["seconds"] > 0).all()

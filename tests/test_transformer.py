@@ -1,0 +1,182 @@
+"""IntentTransformer: shapes, attention, padding invariance, determinism, Captum-friendliness."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from core.sequences import SequenceBatch
+from models.transformer import IntentTransformer, TransformerConfig
+
+torch.set_num_threads(1)
+
+N_ITEMS, N_CATS, N_GAPS, N_QUERY, Q = 50, 12, 17, 33, 3
+
+
+def planted_batch(n: int, L: int = 20, *, seed: int = 0, scope: str = "any",
+                  min_events: int = 1) -> SequenceBatch:
+    """Random left-padded sequences; label 1 when a cart (code 2) is among the newest 3 events
+    (scope "any"), or when the newest 3 events hold a cart in the target category ("category")."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(min_events, L + 1, size=n)
+    mask = np.arange(L)[None, :] >= (L - lengths)[:, None]                 # left padded
+    behavior = np.where(rng.random((n, L)) < 0.15, 2, rng.choice([1, 3, 5, 6], size=(n, L)))
+    item = rng.integers(2, N_ITEMS, size=(n, L))
+    category = rng.integers(2, N_CATS, size=(n, L))
+    gap = np.sort(rng.integers(1, N_GAPS, size=(n, L)), axis=1)[:, ::-1].copy()
+    hour = rng.integers(1, 25, size=(n, L))
+    query = np.where(rng.random((n, L, Q)) < 0.3, rng.integers(1, N_QUERY, size=(n, L, Q)), 0)
+    query[behavior != 6] = 0
+    arrays = {"behavior": behavior, "item": item, "category": category, "gap": gap, "hour": hour}
+    arrays = {k: np.where(mask, v, 0).astype(np.int64) for k, v in arrays.items()}
+    query = np.where(mask[:, :, None], query, 0).astype(np.int64)
+    recent_cart = (arrays["behavior"][:, -3:] == 2)
+    target = None
+    if scope == "category":
+        # half the rows target a category of a recent event, half a random one
+        pick = np.where(rng.random(n) < 0.5, arrays["category"][:, -1], rng.integers(2, N_CATS, n))
+        target = pick.astype(np.int64)
+        label = (recent_cart & (arrays["category"][:, -3:] == target[:, None])).any(axis=1)
+    else:
+        label = recent_cart.any(axis=1)
+    keys = pd.DataFrame({"user_id": [f"u{i}" for i in range(n)],
+                         "cutoff": pd.Timestamp("2017-12-01"), "label": label.astype(int),
+                         "split": "train"})
+    return SequenceBatch(keys=keys, query=query, mask=mask, target_category=target, **arrays)
+
+
+def tiny_config(L: int = 20, scope: str = "any", **kw) -> TransformerConfig:
+    sizes = dict(d_model=32, n_heads=4, n_layers=2, d_ff=64, dropout=0.1)
+    sizes.update(kw)
+    return TransformerConfig(n_behaviors=7, n_items=N_ITEMS, n_categories=N_CATS, n_gaps=N_GAPS,
+                             n_hours=25, n_query_buckets=N_QUERY, max_len=L, scope=scope, **sizes)
+
+
+def _model(scope: str = "any", seed: int = 0, **kw) -> IntentTransformer:
+    torch.manual_seed(seed)
+    return IntentTransformer(tiny_config(scope=scope, **kw)).eval()
+
+
+@pytest.mark.parametrize("scope", ["any", "category"])
+def test_shapes_and_attention_rows(scope):
+    batch = planted_batch(8, scope=scope)
+    model = _model(scope)
+    with torch.no_grad():
+        logits, att = model(**batch.tensors(), return_attention=True)
+    S = model.n_special
+    assert logits.shape == (8,)
+    assert len(att) == 2
+    for layer in att:
+        assert layer.shape == (8, 4, S + 20, S + 20)
+        torch.testing.assert_close(layer.sum(-1), torch.ones(8, 4, S + 20))
+        # padded keys get exactly zero weight
+        padded = ~torch.from_numpy(batch.mask)                              # (B, L)
+        weights_on_pad = layer[:, :, :, S:].permute(0, 1, 3, 2)[padded.unsqueeze(1).expand(-1, 4, -1)]
+        assert padded.any() and float(weights_on_pad.abs().max()) == 0.0
+    assert model.param_count() == sum(p.numel() for p in model.parameters())
+
+
+def test_fast_and_manual_attention_agree():
+    batch = planted_batch(16)
+    model = _model()
+    fast = model(**batch.tensors())
+    manual, _ = model(**batch.tensors(), return_attention=True)
+    torch.testing.assert_close(fast, manual, atol=1e-5, rtol=1e-5)
+
+
+def test_padding_does_not_change_the_score():
+    batch = planted_batch(10, L=12)
+    model = _model()                                       # max_len 20 > 12
+    extra = 8
+    padded = {}
+    for name, value in batch.tensors().items():
+        pad = torch.zeros((value.shape[0], extra) + tuple(value.shape[2:]), dtype=value.dtype)
+        padded[name] = torch.cat([pad, value], dim=1)      # extra LEFT padding: L 12 -> 20
+    longer = padded["behavior"].shape[1] + 10              # beyond max_len: clamped positions
+    more = {k: torch.cat([torch.zeros((v.shape[0], 10) + tuple(v.shape[2:]), dtype=v.dtype), v], 1)
+            for k, v in padded.items()}
+    assert more["behavior"].shape[1] == longer
+    base = model(**batch.tensors())
+    torch.testing.assert_close(model(**padded), base, atol=1e-5, rtol=0)
+    torch.testing.assert_close(model(**more), base, atol=1e-5, rtol=0)
+
+
+def test_padding_invariance_category_scope():
+    batch = planted_batch(6, L=10, scope="category")
+    model = _model("category")
+    t = batch.tensors()
+    padded = {k: (torch.cat([torch.zeros((v.shape[0], 5) + tuple(v.shape[2:]), dtype=v.dtype), v], 1)
+                  if k != "target_category" else v) for k, v in t.items()}
+    torch.testing.assert_close(model(**padded), model(**t), atol=1e-5, rtol=0)
+
+
+def test_fully_padded_rows_are_finite():
+    batch = planted_batch(4)
+    t = batch.tensors()
+    for name in ("behavior", "item", "category", "gap", "hour", "query"):
+        t[name] = torch.zeros_like(t[name])
+    t["mask"] = torch.zeros_like(t["mask"])
+    model = _model()
+    logits, att = model(**t, return_attention=True)
+    assert torch.isfinite(logits).all() and all(torch.isfinite(a).all() for a in att)
+    model.train()
+    assert torch.isfinite(model(**t)).all()
+
+
+def test_same_seed_same_weights_and_scores():
+    batch = planted_batch(5)
+    a, b, c = _model(seed=3), _model(seed=3), _model(seed=4)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert torch.equal(a(**batch.tensors()), b(**batch.tensors()))
+    assert not torch.equal(a(**batch.tensors()), c(**batch.tensors()))
+
+
+def test_query_tokens_are_averaged_ignoring_padding():
+    batch = planted_batch(3)
+    model = _model()
+    t = batch.tensors()
+    t["query"] = torch.zeros_like(t["query"])
+    t["query"][:, -1, 0] = 5
+    one = model(**t)
+    t["query"][:, -1, 1] = 5                                # same token twice: same mean
+    torch.testing.assert_close(model(**t), one)
+    t["query"][:, -1, 1] = 7                                # another token changes it
+    assert not torch.allclose(model(**t), one)
+
+
+def test_category_scope_requires_target():
+    batch = planted_batch(3)
+    with pytest.raises(ValueError, match="target_category"):
+        _model("category")(**batch.tensors())
+
+
+def test_config_validation_names_field():
+    with pytest.raises(ValueError, match="n_layers"):
+        tiny_config(n_layers=0)
+    with pytest.raises(ValueError, match="d_model"):
+        tiny_config(d_model=30)
+    cfg = tiny_config()
+    assert TransformerConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_captum_layer_integrated_gradients_attaches_to_embeddings():
+    from captum.attr import LayerIntegratedGradients
+
+    batch = planted_batch(2)
+    model = _model()
+    t = batch.tensors()
+    names = ("behavior", "item", "category", "gap", "hour", "query", "mask")
+    inputs = tuple(t[n] for n in names)
+    layers = [model.behavior_emb, model.item_emb, model.category_emb, model.gap_emb,
+              model.hour_emb, model.query_emb]
+    lig = LayerIntegratedGradients(lambda *args: model(*args), layers)
+    # baseline: every id 0 (padding embeddings are zero vectors), keep the mask
+    baselines = tuple(torch.zeros_like(x) for x in inputs[:6]) + (inputs[6],)
+    attrs, delta = lig.attribute(inputs, baselines=baselines, n_steps=64,
+                                 return_convergence_delta=True)
+    assert len(attrs) == 6 and attrs[0].shape == (2, 20, 32) and attrs[5].shape == (2, 20, Q, 32)
+    total = sum(a.sum(dim=tuple(range(1, a.dim()))) for a in attrs)
+    with torch.no_grad():
+        gap = model(*inputs) - model(*baselines)
+    torch.testing.assert_close(total.detach(), gap, atol=float(delta.abs().max()) + 1e-4, rtol=0)
