@@ -29,7 +29,6 @@ Layouts
 from __future__ import annotations
 
 import gzip
-import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,10 +199,10 @@ def how_to_map(info: FileInfo) -> str:
     guess: dict[str, str] = {}
     for name in names:
         low = name.lower()
-        for fld, keys in (("user_id", ("user", "visitor", "customer", "client")),
+        for fld, keys in (("ts", ("time", "date", "ts")),
+                          ("user_id", ("user", "visitor", "customer", "client")),
                           ("item_id", ("item", "product", "sku")),
-                          ("behavior", ("event", "behav", "action", "type")),
-                          ("ts", ("time", "date", "ts"))):
+                          ("behavior", ("event", "behav", "action", "type"))):
             if fld not in guess and any(k in low for k in keys):
                 guess[fld] = name
                 break
@@ -398,16 +397,16 @@ def _plan_generic(info: FileInfo, column_map: dict[str, str],
                         f"found {info.found()}.", title="Incomplete column map", hint=how_to_map(info))
     names = [n for n, _ in info.parquet_columns] if info.kind == "parquet" else info.first_fields
     lowered = [n.lower() for n in names]
-    header = info.kind == "csv"
+    # every column given as a number: positional, and a CSV has no header line
+    positional = all(str(c).strip().isdigit() for c in column_map.values())
+    header = info.kind == "csv" and not positional
     fields: dict[str, int] = {}
     for fld, column in column_map.items():
         column = str(column).strip()
-        if column.lower() in lowered:
+        if not positional and column.lower() in lowered:
             fields[fld] = lowered.index(column.lower())
         elif column.isdigit() and 1 <= int(column) <= len(names):
             fields[fld] = int(column) - 1   # 1-based position
-            if info.kind == "csv" and not any(c.lower() in lowered for c in column_map.values()):
-                header = False
         else:
             raise DataError(f"--map {fld}={column}: the file has no column {column!r}; "
                             f"its columns are {', '.join(names)}.", title="Column not found",

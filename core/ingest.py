@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import DataError, StoreError
-from core.formats import FileInfo, ReadPlan, inspect_file, plan_read
+from core.formats import ReadPlan, inspect_file, plan_read
 from core.progress import ProgressFn, report
 
 MAX_NAME_LEN = 64
