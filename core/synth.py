@@ -555,8 +555,16 @@ def _simulate_block(cfg: SynthConfig, cat: _Catalog, block: int, n: int):
         state.sessions += n_sess + bought
         window = {key: np.concatenate([searches[key], background[key], episodes[key]])
                   for key in background}
-        order = np.lexsort((window["ts"], window["user"]))
+        # Order by user and time (same second: view < cart < fav < buy < search), and drop exact
+        # repeats (same user, second, item, behaviour): a loader would drop them as duplicates, and
+        # the truth must be computed from exactly the events a loader keeps.
+        order = np.lexsort((window["item"], window["beh"], window["ts"], window["user"]))
         window = {key: v[order] for key, v in window.items()}
+        repeat = np.zeros(len(order), bool)
+        repeat[1:] = ((np.diff(window["user"]) == 0) & (np.diff(window["ts"]) == 0)
+                      & (np.diff(window["beh"]) == 0) & (np.diff(window["item"]) == 0)
+                      & (window["beh"][1:] != _SEARCH))
+        window = {key: v[~repeat] for key, v in window.items()}
         if k >= 1:
             truth.append({"user": np.arange(n), "cutoff": np.full(n, t), "p": intent["p"],
                           "bought": bought, "kind": intent["kind"], "cat": intent["cat"],

@@ -95,6 +95,7 @@ def test_taobao_output_is_a_valid_five_column_log(tmp_path):
     same_user = np.diff(frame.user_id) == 0
     assert (np.diff(frame.ts)[same_user] >= 0).all()
     assert summary.buys == int((frame.behavior == "buy").sum())
+    assert not frame.duplicated().any()                 # a loader would drop them; the truth would drift
 
 
 def test_parquet_has_canonical_columns_and_the_same_events_plus_searches(tmp_path):
