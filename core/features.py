@@ -151,6 +151,8 @@ def _features_sql(scope: str) -> str:
     for name, sql in _USER_EXPR.items():
         if name == "open_carts":
             select.append("coalesce(uc.open_carts, 0) AS open_carts")
+        elif name.startswith("log_"):
+            select.append(f"coalesce(u.{name}, {_LOG_NEVER}) AS {name}")
         else:
             select.append(f"coalesce(u.{name}, 0) AS {name}")
     joins = ["LEFT JOIN u ON u.pair_idx = r.pair_idx",

@@ -369,10 +369,11 @@ def check_eligibility(store: Store, dataset: str, spec: LabelSpec, plan: CutoffP
     if ok:
         message = text + " Enough to train."
     else:
+        scope_hint = ", scope 'any' instead of 'category'" if spec.scope == "category" else ""
         message = (text + " Not enough to learn from: " + "; ".join(problems) + ". "
                    f"Use a dataset with a longer history or more {what}, a shorter horizon "
-                   f"(e.g. --horizon {_shorter(spec.horizon_td)}), scope 'any' instead of "
-                   f"'category', or another dataset.")
+                   f"(e.g. --horizon {_shorter(spec.horizon_td)}){scope_hint}, or another "
+                   f"dataset.")
     return Eligibility(train_pos=tp, train_neg=tn, valid_pos=vp, valid_neg=vn, windows=windows,
                        ok=ok, message=message)
 

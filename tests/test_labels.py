@@ -1,0 +1,179 @@
+"""Cutoffs, labels, candidate categories and the eligibility check (core/labels.py)."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from core.errors import DataError, EligibilityError
+from core.labels import (MAX_CANDIDATE_CATEGORIES, CutoffPlan, LabelSpec, build_examples,
+                         check_eligibility, parse_duration, plan_cutoffs, scoring_examples)
+
+DAY0 = datetime(2024, 1, 1)
+
+
+def add_events(store, dataset, rows):
+    """Insert (user, item, category, behavior, ts[, query, session]) tuples; refresh ts range."""
+    frame = pd.DataFrame(
+        [tuple(r) + (None,) * (7 - len(r)) for r in rows],
+        columns=["user_id", "item_id", "category", "behavior", "ts", "query", "session_id"])
+    frame["ts"] = frame["ts"].astype("datetime64[us]")
+    with store.cursor() as cur:
+        store.register_df(cur, "new_events", frame)
+        cur.execute("""INSERT INTO events (dataset, user_id, item_id, category, behavior, ts,
+                                           query, session_id)
+                       SELECT ?, user_id, item_id, category, behavior, ts, query, session_id
+                       FROM new_events""", [dataset])
+    store.execute("DELETE FROM datasets WHERE name = ?", [dataset])
+    store.execute("""INSERT INTO datasets (name, layout, ts_min, ts_max)
+                     SELECT ?, 'test', min(ts), max(ts) FROM events WHERE dataset = ?""",
+                  [dataset, dataset])
+
+
+def at(hours: float, minutes: float = 0) -> datetime:
+    return DAY0 + timedelta(hours=hours, minutes=minutes)
+
+
+@pytest.fixture
+def tiny(store):
+    """Six users around the cutoffs 01:00 (train) and 02:00 (valid) with H = 1h."""
+    add_events(store, "tiny", [
+        ("u1", "i1", "A", "view", at(0, 10)), ("u1", "i2", "B", "buy", at(1, 30)),
+        ("u2", "i1", "A", "view", at(0, 20)), ("u2", "i1", "A", "buy", at(2, 30)),
+        ("u3", "i3", "C", "view", at(1, 30)),
+        ("u4", "i4", "A", "view", at(0, 0)), ("u4", "i4", "A", "buy", at(1, 0)),
+        ("u5", "i5", "B", "view", at(0, 30)), ("u5", "i5", "B", "buy", at(2, 0)),
+        ("u6", "i9", "Z", "view", at(5, 0)),
+    ])
+    return store
+
+
+TINY_PLAN = CutoffPlan(train_cutoffs=[at(1)], valid_cutoff=at(2), score_cutoff=at(5))
+
+
+def labels_of(frame: pd.DataFrame) -> dict:
+    keys = ["user_id", "cutoff"] + (["category"] if "category" in frame else [])
+    return {tuple(k): int(v) for k, v in zip(frame[keys].itertuples(index=False), frame["label"])}
+
+
+def test_parse_duration_accepts_units_and_refuses_junk():
+    assert parse_duration("30min") == timedelta(minutes=30)
+    assert parse_duration("6h") == timedelta(hours=6)
+    assert parse_duration("7d") == timedelta(days=7)
+    for bad in ("", "soon", "-1d", "0h", "3 parsecs"):
+        with pytest.raises(DataError, match="not a duration"):
+            parse_duration(bad)
+
+
+def test_real_two_hour_slice_plan_with_30min_horizon(store, samples):
+    from core.ingest import ingest_file
+
+    ingest_file(store, samples / "taobao" / "UserBehavior_slice_2h.csv", dataset="slice")
+    spec = LabelSpec(horizon="30min")
+    plan = plan_cutoffs(store, "slice", spec)
+    # events 09:00-11:10:11 +08:00 = 01:00-03:10:11 UTC: validation history up to 10:40 local,
+    # label = a buy by 11:10; training cutoffs every 30 minutes before, each with >= 30min history
+    assert plan.valid_cutoff == datetime(2017, 11, 26, 2, 40)
+    assert plan.train_cutoffs == [datetime(2017, 11, 26, 1, 40), datetime(2017, 11, 26, 2, 10)]
+    assert plan.score_cutoff == datetime(2017, 11, 26, 3, 10, 11)
+    examples = build_examples(store, "slice", spec, plan)
+    assert set(examples["split"]) == {"train", "valid"}
+    assert examples.groupby("split")["label"].sum().min() > 0
+    # a label is a buy in (T, T + 30min]: check a few rows against the raw events
+    buys = store.df("SELECT user_id, ts FROM events WHERE dataset = 'slice' AND behavior = 'buy'")
+    sample = examples.groupby("label", group_keys=False).head(20)
+    for row in sample.itertuples(index=False):
+        mine = buys[(buys.user_id == row.user_id) & (buys.ts > row.cutoff)
+                    & (buys.ts <= row.cutoff + timedelta(minutes=30))]
+        assert row.label == int(len(mine) > 0)
+
+
+def test_shorter_step_keeps_training_windows_out_of_validation(store):
+    add_events(store, "d", [("u", "i", "c", "view", DAY0 + timedelta(hours=h)) for h in range(0, 240, 3)])
+    spec = LabelSpec(horizon="1d", cutoff_step="6h", max_train_cutoffs=5)
+    plan = plan_cutoffs(store, "d", spec)
+    assert plan.valid_cutoff == datetime(2024, 1, 10, 21) - timedelta(days=1)
+    assert len(plan.train_cutoffs) == 5
+    assert plan.train_cutoffs == sorted(plan.train_cutoffs)
+    for t in plan.train_cutoffs:
+        assert t + timedelta(days=1) <= plan.valid_cutoff
+    steps = {b - a for a, b in zip(plan.train_cutoffs, plan.train_cutoffs[1:])}
+    assert steps == {timedelta(hours=6)}
+
+
+def test_tiny_dataset_labels_and_rows(tiny):
+    spec = LabelSpec(horizon="1h")
+    examples = build_examples(tiny, "tiny", spec, TINY_PLAN)
+    assert list(examples.columns) == ["user_id", "cutoff", "label", "split"]
+    assert labels_of(examples) == {
+        ("u1", at(1)): 1,   # buy at 01:30 in (01:00, 02:00]
+        ("u2", at(1)): 0,   # buy at 02:30 is after the window
+        ("u4", at(1)): 0,   # a buy exactly at T is history, not the label
+        ("u5", at(1)): 1,   # a buy exactly at T + H counts
+        ("u1", at(2)): 0, ("u2", at(2)): 1, ("u3", at(2)): 0, ("u4", at(2)): 0,
+        ("u5", at(2)): 0,
+    }                       # u3 has no event before 01:00; u6 none before 02:00
+    assert (examples.loc[examples.cutoff == at(1), "split"] == "train").all()
+    assert (examples.loc[examples.cutoff == at(2), "split"] == "valid").all()
+    only_valid = build_examples(tiny, "tiny", spec, TINY_PLAN, splits=("valid",))
+    assert set(only_valid["split"]) == {"valid"} and len(only_valid) == 5
+
+
+def test_lookback_limits_who_is_a_row(tiny):
+    spec = LabelSpec(horizon="1h", lookback="30min")
+    examples = build_examples(tiny, "tiny", spec, TINY_PLAN, splits=("train",))
+    # only u4 has an event in (00:30, 01:00]; u5's view at exactly 00:30 is outside
+    assert set(examples["user_id"]) == {"u4"}
+
+
+def test_category_scope_rows_labels_and_cap(tiny):
+    # u7 touches 7 categories before 01:00 and buys in the most recent and the oldest one
+    add_events(tiny, "tiny", [("u7", f"x{k}", f"K{k}", "view", at(0, 5 * k)) for k in range(7)]
+               + [("u7", "x6", "K6", "buy", at(1, 10)), ("u7", "x0", "K0", "buy", at(1, 20))])
+    spec = LabelSpec(horizon="1h", scope="category")
+    examples = build_examples(tiny, "tiny", spec, TINY_PLAN, splits=("train",))
+    assert list(examples.columns) == ["user_id", "cutoff", "category", "label", "split"]
+    labels = labels_of(examples)
+    assert labels[("u1", at(1), "A")] == 0        # u1 bought in B, a category it had not touched
+    assert ("u1", at(1), "B") not in labels
+    assert labels[("u4", at(1), "A")] == 0
+    u7 = examples[examples.user_id == "u7"]
+    assert len(u7) == MAX_CANDIDATE_CATEGORIES
+    assert set(u7["category"]) == {f"K{k}" for k in range(2, 7)}   # the 5 most recent
+    assert labels[("u7", at(1), "K6")] == 1                        # K0 bought, but not a candidate
+
+
+def test_scoring_examples(tiny):
+    rows = scoring_examples(tiny, "tiny", LabelSpec(horizon="1h"), at(5))
+    assert set(rows["user_id"]) == {"u1", "u2", "u3", "u4", "u5", "u6"}
+    assert rows["label"].isna().all() and (rows["split"] == "score").all()
+    assert (rows["cutoff"] == at(5)).all()
+
+
+def test_eligibility_counts_and_refusal_message(tiny):
+    spec = LabelSpec(horizon="1h")
+    ok = check_eligibility(tiny, "tiny", spec, TINY_PLAN, min_pos=1, min_neg=1)
+    assert (ok.train_pos, ok.train_neg, ok.valid_pos, ok.valid_neg, ok.windows) == (2, 2, 1, 4, 1)
+    assert ok.ok and ok.require() is ok
+    refused = check_eligibility(tiny, "tiny", spec, TINY_PLAN, min_pos=10, min_neg=1)
+    assert not refused.ok
+    with pytest.raises(EligibilityError) as info:
+        refused.require()
+    text = str(info.value)
+    assert "2 positives and 2 negatives" in text and "1 positives and 4 negatives" in text
+    assert "longer history" in text and "shorter horizon" in text and "another dataset" in text
+
+
+def test_eligibility_when_the_data_is_shorter_than_the_windows(tiny):
+    spec = LabelSpec(horizon="2h")
+    plan = plan_cutoffs(tiny, "tiny", spec)
+    assert plan.train_cutoffs == []
+    result = check_eligibility(tiny, "tiny", spec, plan)
+    assert not result.ok and result.windows == 0
+    assert "ends too soon" in result.message and "--horizon" in result.message
+
+
+def test_plan_round_trips_through_dict():
+    plan = CutoffPlan(train_cutoffs=[at(1), at(2)], valid_cutoff=at(3), score_cutoff=at(4, 30))
+    assert CutoffPlan.from_dict(plan.to_dict()) == plan
