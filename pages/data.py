@@ -1,0 +1,200 @@
+"""Data: ingest logs, check their quality, look at the overview, inspect quarantined rows."""
+import streamlit as st
+
+from core import charts
+from core.cli import LAYOUTS
+from core.schema import BEHAVIORS, MAPPABLE_FIELDS
+from pages import common
+
+st.title("Data")
+st.caption("Behaviour logs in the database: add one, check its quality, see what is in it.")
+common.show_flash()
+demo = common.is_demo()
+dataset = common.current_dataset()
+
+# -- datasets -------------------------------------------------------------------------------------
+with common.guard():
+    table = common.datasets_frame()
+    if table.empty:
+        st.info("No dataset yet. Use the **Add data** tab to ingest a shipped sample or your own file.")
+    else:
+        st.dataframe(
+            table, hide_index=True,
+            column_config={
+                **common.count_columns(["rows_read", "rows_stored", "rows_quarantined",
+                                        "duplicates_dropped", "n_users", "n_items"]),
+                "ts_min": st.column_config.DatetimeColumn("first event (UTC)"),
+                "ts_max": st.column_config.DatetimeColumn("last event (UTC)"),
+                "ingested_at": st.column_config.DatetimeColumn("ingested"),
+            })
+
+tab_names = ["Overview", "Quality", "Quarantine", "Preview"] + ([] if demo else ["Add data", "Delete"])
+tabs = dict(zip(tab_names, st.tabs(tab_names)))
+
+# -- overview -------------------------------------------------------------------------------------
+with tabs["Overview"]:
+    if dataset is None:
+        st.info("Pick or ingest a dataset to see its overview.")
+    else:
+        with common.guard():
+            info = common.dataset_info(dataset)
+            offset = common.local_offset(dataset)
+            mix = common.overview_frame("behavior_counts", dataset)
+            buys = int(mix.loc[mix["behavior"] == "buy", "events"].sum())
+            cols = st.columns(5)
+            cols[0].metric("Events", common.fmt_int(info["rows_stored"]))
+            cols[1].metric("Users", common.fmt_int(info["n_users"]))
+            cols[2].metric("Items", common.fmt_int(info["n_items"]))
+            cols[3].metric("Buys", common.fmt_int(buys),
+                           help="Share of all events: " + common.fmt_pct(buys / max(info["rows_stored"] or 1, 1)))
+            cols[4].metric("Quarantined", common.fmt_int(info["rows_quarantined"]))
+            st.caption(f"{common.fmt_span(info['ts_min'], info['ts_max'])} · days and hours below "
+                       f"are in the source's time, {offset.label}.")
+
+            left, right = st.columns(2, gap="medium")
+            with left:
+                log_y = st.toggle("Log scale", value=True, key="per_day_log",
+                                  help="Views usually outnumber buys 50 to 1; a log axis shows both.")
+                common.chart(charts.events_per_day(common.overview_frame("events_per_day", dataset),
+                                                   log_y=log_y, tz_label=offset.label),
+                             key="chart_events_per_day")
+            with right:
+                common.chart(charts.hour_of_day(common.overview_frame("hour_of_day", dataset),
+                                                tz_label=offset.label), key="chart_hour_of_day")
+            left, right = st.columns(2, gap="medium")
+            with left:
+                common.chart(charts.funnel(common.overview_frame("funnel", dataset)),
+                             key="chart_funnel")
+            with right:
+                common.chart(charts.events_per_user(common.overview_frame("events_per_user", dataset)),
+                             key="chart_events_per_user")
+            n_top = st.slider("Categories shown", 5, 50, 15, step=5, key="top_n",
+                              help="The busiest categories by number of events.")
+            common.chart(charts.top_categories(common.overview_frame("top_categories", dataset,
+                                                                     limit=n_top)),
+                         key="chart_top_categories")
+
+# -- quality --------------------------------------------------------------------------------------
+with tabs["Quality"]:
+    if dataset is None:
+        st.info("Pick or ingest a dataset to see its quality report.")
+    else:
+        with common.guard():
+            checks = common.quality(dataset).checks
+            counts = checks["status"].value_counts()
+            st.markdown(" ".join([
+                f":green-badge[:material/check_circle: {counts.get('pass', 0)} pass]",
+                f":orange-badge[:material/warning: {counts.get('warn', 0)} warn]",
+                f":red-badge[:material/cancel: {counts.get('fail', 0)} fail]"]))
+            st.dataframe(common.quality_table(checks), hide_index=True,
+                         column_config={"reason": st.column_config.TextColumn("reason", width="large")})
+
+# -- quarantine -----------------------------------------------------------------------------------
+with tabs["Quarantine"]:
+    if dataset is None:
+        st.info("Pick or ingest a dataset to see the rows set aside at ingest.")
+    else:
+        with common.guard():
+            reasons = common.overview_frame("quarantine_reasons", dataset)
+            common.chart(charts.quarantine_reasons(reasons), key="chart_quarantine")
+            if not reasons.empty:
+                choice = st.selectbox("Reason", ["all reasons", *reasons["reason"].tolist()],
+                                      key="quarantine_reason",
+                                      help="Show sample rows set aside for this reason.")
+                rows = common.overview_frame("quarantine_rows", dataset, limit=100,
+                                             reason=None if choice == "all reasons" else choice)
+                st.caption(f"First {len(rows)} quarantined rows by source line (raw text cut to "
+                           "500 characters).")
+                st.dataframe(rows, hide_index=True,
+                             column_config={"line": st.column_config.NumberColumn("line", format="localized")})
+
+# -- preview --------------------------------------------------------------------------------------
+with tabs["Preview"]:
+    if dataset is None:
+        st.info("Pick or ingest a dataset to see its rows.")
+    else:
+        with common.guard():
+            n = st.number_input("Rows", min_value=10, max_value=1000, value=100, step=10,
+                                key="preview_n", help="The earliest events of the dataset, by time (UTC).")
+            st.dataframe(common.overview_frame("preview_rows", dataset, limit=int(n)), hide_index=True)
+
+# -- add data -------------------------------------------------------------------------------------
+if "Add data" in tabs:
+    with tabs["Add data"]:
+        st.subheader("A shipped sample")
+        samples = {s.name: s for s in common.sample_catalogue()}
+        if not samples:
+            st.info("No sample files found in sample_data/.")
+        else:
+            key = st.selectbox("Sample", list(samples), key="sample_choice",
+                               help="Real public logs shipped in sample_data/ (provenance in "
+                                    "sample_data/README.md) and the synthetic demo log.")
+            sample = samples[key]
+            st.caption(f"{sample.description} Layout `{sample.layout}`, file `sample_data/{sample.path}`.")
+            name = st.text_input("Dataset name", value=sample.name, key=f"sample_name_{key}",
+                                 help="The name it is stored under; an existing name needs "
+                                      "'Replace'.")
+            replace = st.checkbox("Replace the dataset if it exists", key="sample_replace",
+                                  help="Re-ingest: the old rows of this dataset are removed in "
+                                       "the same transaction.")
+            if st.button("Ingest sample", type="primary", key="ingest_sample",
+                         icon=":material/download:"):
+                if common.ingest(sample.file(), dataset=name, layout=sample.layout,
+                                 column_map=dict(sample.column_map),
+                                 behavior_map=dict(sample.behavior_map), replace=replace,
+                                 source_name=sample.path.rsplit("/", 1)[-1]):
+                    st.rerun()
+
+        st.divider()
+        st.subheader("Upload a file")
+        limit_mb = st.get_option("server.maxUploadSize")
+        uploaded = st.file_uploader(
+            f"Behaviour log: CSV, gzip CSV or Parquet, up to {limit_mb} MB",
+            type=["csv", "gz", "parquet", "tsv", "txt"], key="upload_file",
+            help=f"Files up to {limit_mb} MB (server.maxUploadSize in .streamlit/config.toml). "
+                 "Larger logs: `python -m core ingest PATH`.")
+        layout = st.selectbox("Layout", LAYOUTS, key="upload_layout",
+                              help="auto detects Taobao, Tianchi mobile, REES46 and RetailRocket "
+                                   "from the header and the shape; generic needs a column map.")
+        column_map = behavior_map = None
+        if layout == "generic":
+            st.caption("Which source column holds each field (user_id, behavior and ts are "
+                       "required; leave the others empty when the file lacks them).")
+            column_map = common.mapping_from_editor(st.data_editor(
+                common.column_map_frame(MAPPABLE_FIELDS), key="column_map", hide_index=True,
+                disabled=["field"], column_config={
+                    "field": st.column_config.TextColumn("field"),
+                    "column": st.column_config.TextColumn("source column")}))
+            st.caption("How the source writes each behaviour (leave empty if it already uses "
+                       "view, cart, fav, buy, remove_from_cart, search).")
+            behavior_map = common.mapping_from_editor(st.data_editor(
+                common.behavior_map_frame(), key="behavior_map", hide_index=True,
+                num_rows="dynamic", column_config={
+                    "field": st.column_config.TextColumn("source value"),
+                    "column": st.column_config.SelectboxColumn("behaviour", options=list(BEHAVIORS))}))
+        default_name = common.default_dataset_name(uploaded.name) if uploaded else ""
+        upload_name = st.text_input("Dataset name", key="upload_name", placeholder=default_name,
+                                    help="Leave empty to use the file name.") or default_name
+        upload_replace = st.checkbox("Replace the dataset if it exists", key="upload_replace")
+        if st.button("Ingest upload", type="primary", key="ingest_upload", disabled=uploaded is None,
+                     icon=":material/upload:"):
+            with common.saved_upload(uploaded) as path:
+                report = common.ingest(path, dataset=upload_name, layout=layout,
+                                       column_map=column_map, behavior_map=behavior_map,
+                                       replace=upload_replace, source_name=uploaded.name)
+            if report:
+                st.rerun()
+
+# -- delete ---------------------------------------------------------------------------------------
+if "Delete" in tabs:
+    with tabs["Delete"]:
+        if dataset is None:
+            st.info("There is no dataset to delete.")
+        else:
+            st.warning(f"Deleting **{dataset}** removes its events, quarantined rows and scores. "
+                       "Saved models stay on disk.", icon=":material/delete:")
+            typed = st.text_input("Type the dataset name to confirm", key="delete_confirm")
+            if st.button("Delete dataset", key="delete_dataset", disabled=typed != dataset,
+                         icon=":material/delete_forever:"):
+                if common.delete_dataset(dataset):
+                    st.rerun()
