@@ -49,6 +49,7 @@ _NAME_OK = re.compile(r"^[^\x00-\x1f\x7f/\\]+$")
 _STAGE = "_ingest_stage"          # temporary tables on the ingest's own cursor
 _REJECTS = "_ingest_rejects"
 _SCANS = "_ingest_scans"
+_DUPKEYS = "_ingest_dupkeys"
 
 
 @dataclass
@@ -246,6 +247,35 @@ _QUARANTINE_REJECTS_SQL = f"""
 """
 
 
+def _insert_deduplicated(cur, name: str, plan: ReadPlan) -> int:
+    """Insert the good staged rows into ``events``, dropping exact duplicates; returns rows stored.
+
+    Rows are first grouped by a 64-bit hash of the whole row (cheap); only rows whose hash occurs
+    more than once go through the exact DISTINCT, the rest are inserted as they are.
+    """
+    row = ("user_id, item_id, category, behavior, ts, session_id, price, brand, query"
+           + "".join(f", x{i}" for i in plan.extra_columns))
+    cur.execute(f"""CREATE TEMP TABLE {_DUPKEYS} AS
+                    SELECT hash({row}) AS hk FROM {_STAGE} WHERE reason IS NULL
+                    GROUP BY hk HAVING count(*) > 1""")
+    project = ("?, user_id, item_id, category, CAST(behavior AS behavior_t), ts, session_id, price, "
+               "brand, query")
+    if cur.execute(f"SELECT count(*) FROM {_DUPKEYS}").fetchone()[0] == 0:
+        stored = cur.execute(f"INSERT INTO events SELECT {project} FROM {_STAGE} WHERE reason IS NULL",
+                             [name]).fetchone()[0]
+    else:
+        stored = cur.execute(
+            f"""INSERT INTO events
+                SELECT {project} FROM {_STAGE}
+                WHERE reason IS NULL AND hash({row}) NOT IN (SELECT hk FROM {_DUPKEYS})
+                UNION ALL
+                SELECT {project} FROM (SELECT DISTINCT {row} FROM {_STAGE}
+                                       WHERE reason IS NULL AND hash({row}) IN (SELECT hk FROM {_DUPKEYS}))""",
+            [name, name]).fetchone()[0]
+    cur.execute(f"DROP TABLE {_DUPKEYS}")
+    return int(stored)
+
+
 def _is_reader_error(err: Exception) -> bool:
     """A duckdb error (or its StoreError translation) raised while reading the source file."""
     return isinstance(err, StoreError) or type(err).__module__.split(".")[0] in ("duckdb", "_duckdb")
@@ -308,16 +338,9 @@ def ingest_file(store, path, *, dataset: str | None = None, layout: str = "auto"
             raise _nothing_usable(source_file, plan, rows_read, quarantined)
 
         report(progress, 2, STEPS, "dropping exact duplicates")
-        extras = "".join(f", x{i}" for i in plan.extra_columns)
         if replace:
             store.delete_dataset(name, cur)
-        stored = cur.execute(
-            f"""INSERT INTO events
-                SELECT ?, user_id, item_id, category, CAST(behavior AS behavior_t), ts,
-                       session_id, price, brand, query
-                FROM (SELECT DISTINCT user_id, item_id, category, behavior, ts, session_id, price,
-                                      brand, query{extras}
-                      FROM {_STAGE} WHERE reason IS NULL)""", [name]).fetchone()[0]
+        stored = _insert_deduplicated(cur, name, plan)
 
         report(progress, 3, STEPS, "writing quarantine and dataset record")
         if plan.info.kind == "csv":
