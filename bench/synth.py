@@ -1,0 +1,105 @@
+"""Benchmark core/synth.py: events/s, wall time and peak RSS of generating N events to disk.
+
+    python bench/synth.py                          # 10M events, Taobao CSV in a temp dir
+    python bench/synth.py --events 100000000       # the 100M run (about 3.5 GB of CSV; deleted after)
+    python bench/synth.py --fmt parquet --dir /tmp
+
+Reference figures measured in the same process: the RSS of the bare interpreter with numpy and
+pyarrow loaded, and the RSS added by allocating one chunk's worth of event columns as plain numpy
+arrays (what holding a chunk in memory costs at the least). Peak RSS is sampled every 20 ms by a thread.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.synth import SynthConfig, generate  # noqa: E402
+
+EVENTS_PER_USER_DAY = 6.3      # measured mean of the default config (pv+cart+fav+buy)
+
+
+class PeakRSS:
+    """Samples this process's resident set size in a thread; ``peak`` in bytes."""
+
+    def __init__(self, interval: float = 0.02):
+        self.proc = psutil.Process()
+        self.interval = interval
+        self.peak = self.proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+
+def chunk_reference(chunk_events: int) -> int:
+    """RSS added by one chunk of events as bare numpy columns (user, ts, item, cat, beh, sess, query)."""
+    proc = psutil.Process()
+    before = proc.memory_info().rss
+    cols = [np.ones(chunk_events, np.int64) for _ in range(7)]
+    after = proc.memory_info().rss
+    del cols
+    return after - before
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10_000_000, help="target number of events")
+    parser.add_argument("--days", type=float, default=9)
+    parser.add_argument("--fmt", choices=("taobao", "parquet"), default="taobao")
+    parser.add_argument("--dir", default=None, help="where to write (default: a temp dir, deleted)")
+    parser.add_argument("--chunk-users", type=int, default=SynthConfig(1, 1).chunk_users)
+    parser.add_argument("--truth", action="store_true", help="also write the truth file")
+    args = parser.parse_args()
+
+    users = max(1, round(args.events / (EVENTS_PER_USER_DAY * args.days)))
+    config = SynthConfig(users=users, days=args.days, seed=0, chunk_users=args.chunk_users)
+    base_rss = psutil.Process().memory_info().rss
+    chunk_events = int(config.chunk_users * EVENTS_PER_USER_DAY * args.days)
+    ref = chunk_reference(chunk_events)
+    workdir = Path(tempfile.mkdtemp(prefix="synth-bench-", dir=args.dir))
+    out = workdir / ("events.csv" if args.fmt == "taobao" else "events.parquet")
+    try:
+        with PeakRSS() as rss:
+            summary = generate(config, out, fmt=args.fmt,
+                               truth_out=workdir / "truth.parquet" if args.truth else None)
+        size = out.stat().st_size
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    gib = 1024 ** 3
+    print(f"synth {args.fmt}: {summary.events:,} events, {users:,} users, {args.days:g} days "
+          f"(chunk {config.chunk_users:,} users), file {size / gib:.2f} GiB")
+    print(f"  wall time          {summary.seconds:8.1f} s")
+    print(f"  throughput         {summary.events / summary.seconds:12,.0f} events/s")
+    print(f"  peak RSS           {rss.peak / gib:8.2f} GiB")
+    print(f"  reference: process RSS before generating     {base_rss / gib:6.2f} GiB")
+    print(f"  reference: one chunk as bare numpy columns   {ref / gib:6.2f} GiB "
+          f"({chunk_events:,} events x 7 int64)")
+    print(f"  peak RSS above the bare process = {(rss.peak - base_rss) / max(ref, 1):.1f} x one bare chunk")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
