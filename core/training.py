@@ -228,9 +228,11 @@ def _load_checkpoint(directory: Path, signature: str) -> dict[str, Any] | None:
     path = directory / CHECKPOINT_FILE
     if not path.is_file():
         return None
+    from pickle import UnpicklingError   # only the error class torch.load raises on bad files
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError) as err:
+    except (RuntimeError, OSError, EOFError, ValueError, UnpicklingError) as err:
         raise ModelError(f"the checkpoint {path} cannot be read ({err}).",
                          hint="Delete it to start training from scratch.") from err
     if state.get("version") != CHECKPOINT_VERSION or state.get("signature") != signature:

@@ -1,0 +1,357 @@
+"""Saved models: one directory per model, readable without executing code.
+
+Layout of a model directory::
+
+    card.json      what the model is (below); always present
+    weights.pt     IntentTransformer state_dict (torch.save; read with torch.load(weights_only=True))
+    vocab.json     the core.sequences.Vocab the transformer was trained with
+    logreg.json    LogisticBaseline coefficients (models/baselines.py)
+    gbdt.txt       LightGBM text model + gbdt.json, its feature names and logit offset
+
+``card.json`` holds: ``format`` ("intentlens-model/1"), ``schema_version`` (core.schema), ``model_id``,
+``kind`` (transformer | gbdt | logreg | ensemble), ``components`` (the member models stored here),
+``config`` (per component: TransformerConfig as a dict, baseline parameters, ensemble weights),
+``ensemble`` (weights and their validation PR-AUC), ``vocab_file``, ``feature_names``, ``label``
+(LabelSpec.to_dict()), ``files``, ``created_at``, ``libraries`` (versions) and whatever the caller
+put in ``card``: ``dataset``, ``dataset_sha256``, ``cutoffs``, ``metrics``, ``history``, ...
+
+``save_model`` writes into a temporary sibling directory and renames it into place, so a crash never
+leaves half a model. ``load_model`` refuses with ``ModelError`` (and says what to do) a directory that
+is not a model, a card that is not JSON, another format or schema version, an unknown kind, missing
+files, or weights whose shapes do not match the stored configuration.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.errors import ModelError
+from core.schema import SCHEMA_VERSION
+
+FORMAT = "intentlens-model/1"
+CARD_FILE = "card.json"
+WEIGHTS_FILE = "weights.pt"
+VOCAB_FILE = "vocab.json"
+KINDS = ("transformer", "gbdt", "logreg", "ensemble")
+COMPONENTS = ("transformer", "gbdt", "logreg")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (datetime, date, pd.Timestamp)):
+        return value.isoformat()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"card.json cannot hold a {type(value).__name__}: {value!r}")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a model depends on (read from package metadata, not imports)."""
+    out = {"python": platform.python_version()}
+    for name in ("torch", "scikit-learn", "lightgbm", "duckdb", "numpy", "pandas"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _retrain_hint(card: dict[str, Any] | None) -> str:
+    card = card or {}
+    label = card.get("label") or {}
+    parts = ["python -m core train", f"--dataset {card.get('dataset', 'NAME')}"]
+    if card.get("kind") in KINDS:
+        parts.append(f"--model {card['kind']}")
+    if label.get("horizon"):
+        parts.append(f"--horizon {label['horizon']}")
+    if label.get("scope") == "category":
+        parts.append("--scope category")
+    return f"Retrain it with `{' '.join(parts)}`."
+
+
+def _components(kind: str, ensemble: Any) -> list[str]:
+    if kind == "ensemble":
+        return sorted(ensemble.weights_) if ensemble is not None else []
+    return [kind]
+
+
+def save_model(out_dir: str | Path, *, kind: str, card: dict[str, Any], transformer: Any = None,
+               logreg: Any = None, gbdt: Any = None, vocab: Any = None, weights: Any = None,
+               ensemble: Any = None, feature_names: list[str] | None = None) -> Path:
+    """Write a model directory atomically and return its path.
+
+    kind: transformer | gbdt | logreg | ensemble. card: the caller's facts (dataset, label, cutoffs,
+    metrics, history, ...); this function adds format, schema_version, model_id (unless given),
+    components, config, feature_names, files, created_at and libraries. ensemble: a fitted
+    ``EnsembleModel`` (``weights``: the same, or a {member: weight} dict). vocab is required
+    with a transformer. An existing ``out_dir`` is replaced only when it is an IntentLens model.
+    """
+    from models.baselines import EnsembleModel
+
+    if kind not in KINDS:
+        raise ModelError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}.")
+    if ensemble is None and weights is not None:
+        ensemble = weights if isinstance(weights, EnsembleModel) else EnsembleModel.from_dict(
+            {"weights": dict(weights)})
+    if kind == "ensemble" and ensemble is None:
+        raise ModelError("an ensemble needs its weights: pass ensemble= (a fitted EnsembleModel).")
+    members = _components(kind, ensemble)
+    objects = {"transformer": transformer, "logreg": logreg, "gbdt": gbdt}
+    missing = [m for m in members if objects.get(m) is None]
+    if missing or not members:
+        raise ModelError(f"a {kind} model needs its fitted component(s): {', '.join(missing) or kind}.")
+    if "transformer" in members and vocab is None:
+        raise ModelError("a transformer model needs the vocabulary it was trained with (vocab=).")
+    if feature_names is None:
+        for name in ("gbdt", "logreg"):
+            if name in members:
+                feature_names = list(objects[name].feature_names_in_)
+                break
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir())
+                                                       and not (out_dir / CARD_FILE).is_file())):
+        raise ModelError(f"{out_dir} exists and is not an IntentLens model directory; "
+                         f"refusing to replace it.", hint="Choose another output directory.")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    created = datetime.now(timezone.utc)
+    full = dict(card)
+    full.update({
+        "format": FORMAT, "schema_version": SCHEMA_VERSION, "kind": kind,
+        "model_id": card.get("model_id") or f"{out_dir.name}-{created:%Y%m%dT%H%M%S}",
+        "components": members,
+        "config": {m: (objects[m].config.to_dict() if m == "transformer" else objects[m].get_params())
+                   for m in members},
+        "feature_names": list(feature_names) if feature_names is not None
+        and any(m in members for m in ("gbdt", "logreg")) else [],
+        "vocab_file": VOCAB_FILE if "transformer" in members else None,
+        "created_at": card.get("created_at") or created.isoformat(timespec="seconds"),
+        "libraries": library_versions(),
+    })
+    if ensemble is not None and kind == "ensemble":
+        full["ensemble"] = ensemble.to_dict()
+        full["config"]["ensemble"] = ensemble.get_params()
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        if "transformer" in members:
+            import torch
+
+            state = {k: v.detach().cpu() for k, v in transformer.state_dict().items()}
+            torch.save(state, tmp / WEIGHTS_FILE)
+            (tmp / VOCAB_FILE).write_text(json.dumps(vocab.to_dict()))
+        if "logreg" in members:
+            logreg.save(tmp)
+        if "gbdt" in members:
+            gbdt.save(tmp)
+        full["files"] = sorted([p.name for p in tmp.iterdir()] + [CARD_FILE])
+        (tmp / CARD_FILE).write_text(json.dumps(full, indent=1, default=_json_default))
+        old = None
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out_dir
+
+
+def load_card(model_dir: str | Path) -> dict[str, Any]:
+    """The card of a compatible IntentLens model; ModelError saying why otherwise."""
+    model_dir = Path(model_dir)
+    path = model_dir / CARD_FILE
+    if not model_dir.is_dir():
+        raise ModelError(f"{model_dir} is not a directory.",
+                         hint="Pass the model directory (the one holding card.json).")
+    if not path.is_file():
+        raise ModelError(f"{model_dir} has no {CARD_FILE}: it is not an IntentLens model.",
+                         hint="Pass a directory written by `python -m core train`.")
+    try:
+        card = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ModelError(f"{path} is not valid JSON ({err}).", hint=_retrain_hint(None)) from err
+    if not isinstance(card, dict):
+        raise ModelError(f"{path} does not hold a model card (a JSON object).",
+                         hint=_retrain_hint(None))
+    if card.get("format") != FORMAT:
+        raise ModelError(f"this model was made by IntentLens model format {card.get('format')!r}; "
+                         f"this version reads {FORMAT!r}.", hint=_retrain_hint(card))
+    if card.get("schema_version") != SCHEMA_VERSION:
+        raise ModelError(f"this model was made for IntentLens data schema version "
+                         f"{card.get('schema_version')!r}; this version reads {SCHEMA_VERSION}.",
+                         hint=_retrain_hint(card))
+    if card.get("kind") not in KINDS:
+        raise ModelError(f"{path} names an unknown model kind {card.get('kind')!r} "
+                         f"(known: {', '.join(KINDS)}).", hint=_retrain_hint(card))
+    return card
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to score: ``predict(seq, feats)`` -> P(purchase) per row."""
+
+    path: Path
+    card: dict[str, Any]
+    kind: str
+    spec: Any                                   # core.labels.LabelSpec
+    vocab: Any = None                           # core.sequences.Vocab when a transformer is inside
+    feature_names: list[str] = field(default_factory=list)   # [] when no baseline is inside
+    transformer: Any = None                     # models.transformer.IntentTransformer (eval mode)
+    logreg: Any = None                          # models.baselines.LogisticBaseline
+    gbdt: Any = None                            # models.baselines.GBDTBaseline (SHAP: .gbdt.booster_)
+    ensemble: Any = None                        # models.baselines.EnsembleModel
+
+    @property
+    def components(self) -> list[str]:
+        return list(self.card["components"])
+
+    def _active(self) -> list[str]:
+        """Components whose output is needed (an ensemble member with weight 0 is not)."""
+        if self.ensemble is None:
+            return self.components
+        return [m for m in self.components if self.ensemble.weights_.get(m, 0.0) > 0.0]
+
+    @property
+    def needs_sequences(self) -> bool:
+        return "transformer" in self._active()
+
+    @property
+    def needs_features(self) -> bool:
+        return any(m in self._active() for m in ("gbdt", "logreg"))
+
+    def _check_sequences(self, seq: Any) -> None:
+        config = self.transformer.config
+        limits = {"behavior": config.n_behaviors, "item": config.n_items,
+                  "category": config.n_categories, "gap": config.n_gaps, "hour": config.n_hours,
+                  "query": config.n_query_buckets}
+        for name, limit in limits.items():
+            values = getattr(seq, name)
+            if values.size and (values.min() < 0 or values.max() >= limit):
+                raise ModelError(f"the sequences hold {name} ids outside this model's vocabulary "
+                                 f"(max {int(values.max())}, model has {limit}).",
+                                 hint="Build sequences with the model's own vocab (LoadedModel.vocab).")
+
+    def predict(self, seq: Any = None, feats: pd.DataFrame | None = None, *,
+                batch_size: int = 1024) -> np.ndarray:
+        """P(purchase within the horizon) per row, float64 (N,). ``seq``: a SequenceBatch built
+        with ``self.vocab`` (transformer, ensemble); ``feats``: the aggregate features (baselines)."""
+        from core.training import predict_transformer
+
+        probs: dict[str, np.ndarray] = {}
+        for member in self._active():
+            if member == "transformer":
+                if seq is None:
+                    raise ModelError(f"this {self.kind} model needs sequences (seq) to score.")
+                self._check_sequences(seq)
+                probs[member] = predict_transformer(self.transformer, seq, batch_size)
+            else:
+                if feats is None:
+                    raise ModelError(f"this {self.kind} model needs aggregate features (feats) "
+                                     f"to score.")
+                probs[member] = np.asarray(getattr(self, member).predict_proba(feats), dtype=float)
+        lengths = {m: len(p) for m, p in probs.items()}
+        if len(set(lengths.values())) > 1:
+            raise ModelError(f"the inputs differ in rows: {lengths}.")
+        if self.ensemble is not None:
+            weights = self.ensemble.weights_
+            return sum(weights[m] * probs[m] for m in probs)
+        return probs[self.kind]
+
+
+def load_model(model_dir: str | Path) -> LoadedModel:
+    """Read a model directory written by ``save_model``; ModelError with what to do otherwise."""
+    from core.labels import LabelSpec
+    from core.sequences import Vocab
+    from models.baselines import EnsembleModel, GBDTBaseline, LogisticBaseline
+
+    model_dir = Path(model_dir)
+    card = load_card(model_dir)
+    hint = _retrain_hint(card)
+    members = card.get("components")
+    if not isinstance(members, list) or not members or any(m not in COMPONENTS for m in members):
+        raise ModelError(f"{model_dir / CARD_FILE} lists unknown components {members!r}.", hint=hint)
+    missing = [name for name in card.get("files", []) if not (model_dir / name).is_file()]
+    if missing:
+        raise ModelError(f"{model_dir} is missing {', '.join(missing)}.", hint=hint)
+    try:
+        spec = LabelSpec.from_dict(card["label"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelError(f"{model_dir / CARD_FILE} has no usable label definition ({err}).",
+                         hint=hint) from err
+    loaded = LoadedModel(path=model_dir, card=card, kind=card["kind"], spec=spec,
+                         feature_names=list(card.get("feature_names") or []))
+    if "transformer" in members:
+        loaded.transformer = _load_transformer(model_dir, card, hint)
+        try:
+            loaded.vocab = Vocab.from_dict(json.loads((model_dir / VOCAB_FILE).read_text()))
+        except FileNotFoundError as err:
+            raise ModelError(f"{model_dir} is missing {VOCAB_FILE}.", hint=hint) from err
+        except (ValueError, TypeError, KeyError) as err:
+            raise ModelError(f"{model_dir / VOCAB_FILE} is not a vocabulary ({err}).",
+                             hint=hint) from err
+    if "logreg" in members:
+        loaded.logreg = LogisticBaseline.load(model_dir)
+    if "gbdt" in members:
+        loaded.gbdt = GBDTBaseline.load(model_dir)
+    if loaded.kind == "ensemble":
+        try:
+            loaded.ensemble = EnsembleModel.from_dict(card["ensemble"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ModelError(f"{model_dir / CARD_FILE} has no usable ensemble weights ({err}).",
+                             hint=hint) from err
+        if sorted(loaded.ensemble.weights_) != sorted(members) or not math.isclose(
+                sum(loaded.ensemble.weights_.values()), 1.0, abs_tol=1e-6):
+            raise ModelError(f"{model_dir / CARD_FILE}: the ensemble weights do not match its "
+                             f"components.", hint=hint)
+    elif members != [loaded.kind]:
+        raise ModelError(f"{model_dir / CARD_FILE}: a {loaded.kind} model cannot hold {members}.",
+                         hint=hint)
+    return loaded
+
+
+def _load_transformer(model_dir: Path, card: dict[str, Any], hint: str) -> Any:
+    from pickle import UnpicklingError   # only the error class torch.load raises on bad files
+
+    import torch
+
+    from models.transformer import IntentTransformer, TransformerConfig
+
+    try:
+        config = TransformerConfig.from_dict(card["config"]["transformer"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelError(f"{model_dir / CARD_FILE} has no usable transformer configuration "
+                         f"({err}).", hint=hint) from err
+    path = model_dir / WEIGHTS_FILE
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as err:
+        raise ModelError(f"{model_dir} is missing {WEIGHTS_FILE}.", hint=hint) from err
+    except (RuntimeError, UnpicklingError, EOFError, ValueError) as err:
+        raise ModelError(f"{path} is not a weights file this version reads ({err}).",
+                         hint=hint) from err
+    model = IntentTransformer(config)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        first = str(err).strip().splitlines()
+        raise ModelError(f"the weights in {path} do not match the configuration in {CARD_FILE} "
+                         f"({' '.join(first[:3])[:300]}).", hint=hint) from err
+    return model.eval()
