@@ -138,10 +138,8 @@ def inspect_file(path: str | Path, parquet_schema=None) -> FileInfo:
         raise DataError(f"{path.name} is empty (0 bytes).",
                         hint="Expected a behaviour log: CSV, gzip CSV or Parquet with one event per row.")
     if magic == b"PAR1":
-        if parquet_schema is None:
-            raise DataError(f"{path.name} is a Parquet file; its schema could not be read.")
         return FileInfo(path=path, kind="parquet", compression="none",
-                        parquet_columns=list(parquet_schema(path)))
+                        parquet_columns=list((parquet_schema or _arrow_schema)(path)))
     compression = "gzip" if magic[:2] == b"\x1f\x8b" else "none"
     try:
         if compression == "gzip":
@@ -171,6 +169,18 @@ def inspect_file(path: str | Path, parquet_schema=None) -> FileInfo:
     fields = [f.strip().strip('"').strip() for f in first_line.split(delimiter)]
     return FileInfo(path=path, kind="csv", compression=compression, delimiter=delimiter,
                     first_line=first_line, first_fields=fields)
+
+
+def _arrow_schema(path: Path) -> list[tuple[str, str]]:
+    """Column names and (pyarrow) type names of a Parquet file, for detection only."""
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, ValueError) as e:   # pyarrow raises ArrowInvalid (a ValueError) on junk
+        raise DataError(f"{path.name} starts like Parquet but cannot be read ({e}).",
+                        hint="The file may be truncated or corrupt; export it again.") from e
+    return [(f.name, str(f.type)) for f in schema]
 
 
 def _binary_share(chunk: bytes) -> float:

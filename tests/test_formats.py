@@ -79,3 +79,17 @@ def test_headerless_generic_uses_column_numbers(samples):
     plan = plan_read(info, "generic", {"user_id": "1", "item_id": "2", "behavior": "4", "ts": "5"})
     assert plan.header is False
     assert plan.behavior_map["pv"] == "view"
+
+
+def test_detects_parquet_by_header(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "rr.parquet"
+    pq.write_table(pa.table({"timestamp": [1433221332117], "visitorid": [1], "event": ["view"],
+                             "itemid": [2], "transactionid": [None]}), path)
+    assert detect_layout(path) == "retailrocket"
+    bad = tmp_path / "cut.parquet"
+    bad.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(DataError, match="cannot be read"):
+        detect_layout(bad)
