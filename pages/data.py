@@ -48,13 +48,15 @@ with tabs["Overview"]:
             cols[3].metric("Buys", common.fmt_int(buys),
                            help="Share of all events: " + common.fmt_pct(buys / max(info["rows_stored"] or 1, 1)))
             cols[4].metric("Quarantined", common.fmt_int(info["rows_quarantined"]))
-            st.caption(f"{common.fmt_span(info['ts_min'], info['ts_max'])} · days and hours below "
-                       f"are in the source's time, {offset.label}.")
+            note, switch = st.columns([4, 1], vertical_alignment="center")
+            note.caption(f"{common.fmt_span(info['ts_min'], info['ts_max'])} · days and hours "
+                         f"below are in the source's time, {offset.label}.")
+            log_y = switch.toggle("Log scale", value=True, key="per_day_log",
+                                  help="Events per day on a log axis: views usually outnumber "
+                                       "buys 50 to 1, and a log axis shows both.")
 
             left, right = st.columns(2, gap="medium")
             with left:
-                log_y = st.toggle("Log scale", value=True, key="per_day_log",
-                                  help="Views usually outnumber buys 50 to 1; a log axis shows both.")
                 common.chart(charts.events_per_day(common.overview_frame("events_per_day", dataset),
                                                    log_y=log_y, tz_label=offset.label),
                              key="chart_events_per_day")

@@ -1,0 +1,138 @@
+"""AppTest of the entry script and the Home page: first start, key figures, model card, links,
+the page registry and demo mode."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import overview
+from core.ingest import ingest_file
+from core.store import Store
+from pages import common
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "sample_data"
+TIMEOUT = 90
+
+
+@pytest.fixture
+def empty_db(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "app.duckdb"
+    monkeypatch.setenv("INTENTLENS_DB", str(path))
+    monkeypatch.delenv("INTENTLENS_DEMO", raising=False)
+    return path
+
+
+@pytest.fixture
+def db(empty_db) -> Path:
+    with Store(empty_db) as store:
+        ingest_file(store, SAMPLES / "taobao" / "UserBehavior_head.csv", dataset="head")
+    return empty_db
+
+
+@pytest.fixture
+def models_dir(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "saved"
+    root.mkdir()
+    monkeypatch.setattr(overview, "MODELS_DIR", root)
+    return root
+
+
+def write_card(root: Path, name: str, **card) -> None:
+    (root / name).mkdir()
+    (root / name / "card.json").write_text(json.dumps(card))
+
+
+def run_app(**query) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.query_params.update(query)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_first_start_loads_the_shipped_data_without_user_action(empty_db, models_dir):
+    at = run_app()
+    picker = at.sidebar.selectbox(key="dataset_picker")
+    names = [o.split(" · ")[0] for o in picker.options]
+    assert {"taobao_head", "rees46", "tianchi_mobile"} <= set(names)
+    expected = "demo" if "demo" in names else names[0]     # the synthetic demo log comes first
+    assert picker.value == expected
+    assert not at.error
+    with Store(empty_db) as store:
+        assert store.fetchone("SELECT count(*) FROM events")[0] > 10_000
+
+
+def test_demo_mode_first_start_writes_nothing(empty_db, models_dir, monkeypatch):
+    monkeypatch.setenv("INTENTLENS_DEMO", "1")
+    at = run_app()
+    assert any("No dataset yet" in i.value for i in at.info)
+    with Store(empty_db) as store:
+        assert store.dataset_names() == []
+
+
+def test_home_shows_dataset_figures_and_links(db, models_dir):
+    at = run_app()
+    assert at.title[0].value == "IntentLens"
+    figures = {m.label: m.value for m in at.metric}
+    assert figures["Users"] == "43" and figures["Events"] == "4,321"
+    assert any("2017-09-11 → 2017-12-03" in c.value for c in at.caption)
+    links = [link.proto.label for link in at.get("page_link")]
+    assert "Data" in links and "Home" not in links
+    assert any("No trained model yet" in i.value for i in at.info)
+
+
+def test_home_shows_the_current_model_card(db, models_dir):
+    write_card(models_dir, "head-gbdt-1d", model_id="head-gbdt-1d", kind="gbdt", dataset="head",
+               label={"horizon": "1d"}, metrics={"pr_auc": {"value": 0.3125, "low": 0.2, "high": 0.4}})
+    at = run_app()
+    figures = {m.label: m.value for m in at.metric}
+    assert figures["Model kind"] == "gbdt"
+    assert figures["Validation PR-AUC"] == "0.312"
+    assert figures["Horizon"] == "1d"
+    model = at.sidebar.selectbox(key="model_picker")
+    assert model.value.endswith("head-gbdt-1d")
+    assert at.query_params["model"] == "head-gbdt-1d"
+    assert not at.warning
+
+
+def test_model_of_another_dataset_is_flagged(db, models_dir):
+    write_card(models_dir, "other", model_id="other", kind="transformer", dataset="elsewhere",
+               metrics={"pr_auc": 0.5})
+    write_card(models_dir, "broken", model_id="broken")
+    (models_dir / "broken" / "card.json").write_text("{not json")
+    at = run_app()
+    assert any("trained on **elsewhere**" in w.value for w in at.warning)
+    assert len(at.sidebar.selectbox(key="model_picker").options) == 1   # the unreadable card is left out
+
+
+def test_every_registered_page_renders(db, models_dir):
+    at = run_app()
+    for spec in common.available_pages():
+        at.switch_page(spec.path).run()
+        assert not at.exception, (spec.path, at.exception)
+        assert at.sidebar.selectbox(key="dataset_picker").value == "head"   # app shell ran too
+
+
+def test_page_registry_is_consistent():
+    stems = {p.stem for p in (ROOT / "pages").glob("*.py")} - {"common", "__init__"}
+    registered = {Path(spec.path).stem for spec in common.PAGES}
+    assert stems <= registered, f"pages/ files missing from common.PAGES: {stems - registered}"
+    assert [spec.title for spec in common.PAGES][:2] == ["Home", "Data"]
+    for spec in common.PAGES:
+        # A url_path equal to the file stem would let Streamlit's legacy pages/ router run the
+        # page without app.py (no page config, no sidebar).
+        assert spec.url_path != Path(spec.path).stem
+    assert len({spec.url_path for spec in common.PAGES}) == len(common.PAGES)
+
+
+def test_formatters():
+    assert common.fmt_int(1234567) == "1,234,567"
+    assert common.fmt_int(None) == "–"
+    assert common.fmt_pct(0.1234) == "12.3%"
+    assert common.fmt_pct(0.5, digits=0) == "50%"
+    assert common.fmt_span("2017-11-25 00:00", "2017-12-03 12:00") == "2017-11-25 → 2017-12-03 (8.5 days)"
+    assert common.fmt_span("2017-11-26 01:00", "2017-11-26 03:10").endswith("(2.2 hours)")
