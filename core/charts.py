@@ -190,7 +190,7 @@ def funnel(frame: pd.DataFrame) -> go.Figure:
         customdata=frame[["share_of_users"]].to_numpy(),
         texttemplate="%{x:,d} users · %{customdata[0]:.1%}",
         textposition="inside",
-        connector=dict(line=dict(color=GRID, width=1)),
+        connector=dict(fillcolor="#EEF0F6", line=dict(color=GRID, width=1)),
         hovertemplate="%{y}: %{x:,d} users<br>%{customdata[0]:.1%} of all users<extra></extra>",
     ))
     fig.update_yaxes(title_text="stage", type="category", showgrid=False)
@@ -218,7 +218,7 @@ def top_categories(frame: pd.DataFrame) -> go.Figure:
             marker=dict(color=behavior_color(behavior)),
             hovertemplate=f"category %{{y}}<br>{behavior}: %{{x:,d}} events<extra></extra>",
         ))
-    fig.update_layout(barmode="stack")
+    fig.update_layout(barmode="stack", legend=dict(traceorder="normal"))
     # Category ids are often digits: force a categorical axis, busiest at the top.
     fig.update_yaxes(type="category", categoryorder="array", categoryarray=order[::-1],
                      showgrid=False)

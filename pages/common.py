@@ -439,19 +439,21 @@ def mapping_from_editor(frame: pd.DataFrame) -> dict[str, str]:
     return out
 
 
-STATUS_LABELS = {"pass": "✅ pass", "warn": "⚠️ warn", "fail": "❌ fail"}
+STATUS_COLORS = {"pass": "#E3F4EA", "warn": "#FDF0DC", "fail": "#FBE3E4"}   # light badge fills
+STATUS_ORDER = {"fail": 0, "warn": 1, "pass": 2}
 
 
-def quality_table(checks: pd.DataFrame) -> pd.DataFrame:
-    """The quality checks for display: failures first, the status as a badge-like label."""
-    order = {"fail": 0, "warn": 1, "pass": 2}
-    frame = checks.assign(_order=checks["status"].map(order).fillna(3))
-    frame = frame.sort_values(["_order", "group"], kind="stable").drop(columns="_order")
-    frame["status"] = frame["status"].map(lambda s: STATUS_LABELS.get(s, s))
+def quality_table(checks: pd.DataFrame) -> Any:
+    """The quality checks for display: failures first (report order otherwise), the status cell
+    tinted like a badge, values rounded. Returns a pandas Styler for ``st.dataframe``."""
+    frame = checks.assign(_order=checks["status"].map(STATUS_ORDER).fillna(3))
+    frame = frame.sort_values("_order", kind="stable").drop(columns="_order")
     frame["value"] = frame["value"].map(
         lambda v: "" if v is None or (isinstance(v, float) and pd.isna(v))
         else f"{v:,.4g}" if isinstance(v, (int, float)) else str(v))
-    return frame[["status", "group", "check", "value", "reason"]].reset_index(drop=True)
+    frame = frame[["status", "group", "check", "value", "reason"]].reset_index(drop=True)
+    return frame.style.map(lambda s: f"background-color: {STATUS_COLORS.get(s, 'white')}; "
+                                     "font-weight: 600", subset=["status"])
 
 
 # -- formats --------------------------------------------------------------------------------------
