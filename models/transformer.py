@@ -8,6 +8,8 @@ Reads top to bottom (in the spirit of nanoGPT's ``model.py``):
    softmax(q k^T / sqrt(d)) path that also returns the attention matrix.
 3. ``Block``: a pre-norm encoder block (attention + MLP, each with a residual).
 4. ``IntentTransformer``: token embeddings -> [CLS] (+ target-category token) -> blocks -> MLP head.
+   Only the [CLS] output is read, so on the fast path the last block updates [CLS] alone (its
+   query attends over every key as usual): the same logit for a fraction of the last block's work.
 
 Inputs (see ``core.sequences.SequenceBatch``): per example the last L events, LEFT-padded with 0 so
 the newest event sits at position L-1. An event token is the sum of the embeddings of its behaviour,
@@ -101,27 +103,36 @@ class SelfAttention(nn.Module):
         self.attn_drop = nn.Dropout(config.dropout)
         self.resid_drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor,
+    def forward(self, x: torch.Tensor, kv: torch.Tensor, key_mask: torch.Tensor,
                 return_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)                              # 3 x (B, T, C)
-        q = q.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, h, T, hs)
-        k = k.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, h, T, hs)
-        v = v.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, h, T, hs)
+        """Queries from ``x`` (B, Tq, C) attend over keys/values from ``kv`` (B, T, C)."""
+        B, Tq, C = x.shape
+        T = kv.size(1)
+        hs = C // self.n_heads
+        if x is kv:
+            q, k, v = self.qkv(x).split(C, dim=2)                         # 3 x (B, T, C)
+        else:
+            w_q, w_kv = self.qkv.weight.split([C, 2 * C])
+            b_q, b_kv = self.qkv.bias.split([C, 2 * C])
+            q = F.linear(x, w_q, b_q)                                      # (B, Tq, C)
+            k, v = F.linear(kv, w_kv, b_kv).split(C, dim=2)                # 2 x (B, T, C)
+        q = q.view(B, Tq, self.n_heads, hs).transpose(1, 2)                # (B, h, Tq, hs)
+        k = k.view(B, T, self.n_heads, hs).transpose(1, 2)                 # (B, h, T, hs)
+        v = v.view(B, T, self.n_heads, hs).transpose(1, 2)                 # (B, h, T, hs)
         allowed = key_mask[:, None, None, :]                               # (B, 1, 1, T)
         if return_attention:
             # manual path: the attention matrix itself is wanted (explanations, tests)
-            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, h, T, T)
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))        # (B, h, Tq, T)
             att = att.masked_fill(~allowed, float("-inf"))
             att = F.softmax(att, dim=-1)          # every row has >= 1 allowed key ([CLS]): no NaN
             weights = att
-            y = self.attn_drop(att) @ v                                    # (B, h, T, hs)
+            y = self.attn_drop(att) @ v                                    # (B, h, Tq, hs)
         else:
             # fast path: fused kernel, same maths
             weights = None
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
                                                dropout_p=self.dropout if self.training else 0.0)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)                   # (B, T, C)
+        y = y.transpose(1, 2).contiguous().view(B, Tq, C)                  # (B, Tq, C)
         return self.resid_drop(self.proj(y)), weights
 
 
@@ -140,11 +151,14 @@ class Block(nn.Module):
             nn.Dropout(config.dropout),
         )
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor,
-                return_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        a, weights = self.attn(self.ln1(x), key_mask, return_attention)
-        x = x + a                                                          # (B, T, C)
-        x = x + self.mlp(self.ln2(x))                                      # (B, T, C)
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor, return_attention: bool = False,
+                n_queries: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``n_queries``: update only the first n tokens (all keys still attend); None = all."""
+        h = self.ln1(x)                                                    # (B, T, C)
+        hq = h if n_queries is None else h[:, :n_queries]                  # (B, Tq, C)
+        a, weights = self.attn(hq, h, key_mask, return_attention)
+        x = (x if n_queries is None else x[:, :n_queries]) + a             # (B, Tq, C)
+        x = x + self.mlp(self.ln2(x))                                      # (B, Tq, C)
         return x, weights
 
 
@@ -225,8 +239,11 @@ class IntentTransformer(nn.Module):
                return_attention: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Run the blocks; returns the final [CLS] vector (B, C) and the attention per layer."""
         attentions = []
-        for block in self.blocks:
-            x, weights = block(x, key_mask, return_attention)              # (B, S+L, C)
+        for i, block in enumerate(self.blocks):
+            # only [CLS] is read after the last block: unless the full attention matrices are
+            # wanted, the last block updates [CLS] alone (same result, a fraction of the work)
+            last = i == len(self.blocks) - 1 and not return_attention
+            x, weights = block(x, key_mask, return_attention, 1 if last else None)  # (B, T', C)
             if return_attention:
                 attentions.append(weights)                                 # (B, h, S+L, S+L)
         return self.ln_f(x[:, 0]), attentions                              # (B, C)
