@@ -187,7 +187,10 @@ _SQL_BY_SCOPE = {scope: _features_sql(scope) for scope in ("any", "category")}
 def build_features(store: Store, dataset: str, examples: pd.DataFrame, spec: LabelSpec, *,
                    progress: ProgressFn | None = None, chunk_users: int = CHUNK_USERS) -> pd.DataFrame:
     """Aggregate features aligned row-for-row with ``examples`` (same index), float32 columns
-    :func:`feature_names` ``(spec)``. Reads only events at or before each row's cutoff."""
+    :func:`feature_names` ``(spec)``. Reads only events at or before each row's cutoff.
+
+    One SQL query per chunk of ``chunk_users`` (user, cutoff) pairs, in user order.
+    """
     need = ["user_id", "cutoff"] + (["category"] if spec.scope == "category" else [])
     missing = [c for c in need if c not in examples.columns]
     if missing:
@@ -210,17 +213,19 @@ def build_features(store: Store, dataset: str, examples: pd.DataFrame, spec: Lab
     categories = (examples["category"].astype(object).to_numpy() if spec.scope == "category"
                   else None)
 
-    chunk_users = max(1, int(chunk_users))
-    row_chunk = user_code // chunk_users
+    # chunks of `chunk_users` (user, cutoff) pairs in user order
+    chunk_size = max(1, int(chunk_users))
+    n_pairs = len(pairs)
+    pair_rank = np.empty(n_pairs, np.int64)
+    pair_rank[np.argsort(pair_user, kind="stable")] = np.arange(n_pairs)
+    row_chunk = pair_rank[pair_of_row] // chunk_size
     row_order = np.argsort(row_chunk, kind="stable")
-    n_chunks = len(users) // chunk_users + 1
+    n_chunks = -(-n_pairs // chunk_size)
     row_bounds = np.searchsorted(row_chunk[row_order], np.arange(n_chunks + 1))
     sql = _SQL_BY_SCOPE[spec.scope]
     with store.cursor() as cur:
         for chunk in range(n_chunks):
             rows = row_order[row_bounds[chunk]:row_bounds[chunk + 1]]
-            if len(rows) == 0:
-                continue
             chunk_pairs = np.unique(pair_of_row[rows])
             store.register_df(cur, _KEYS_VIEW, pa.table({
                 "pair_idx": pa.array(chunk_pairs),
@@ -241,6 +246,5 @@ def build_features(store: Store, dataset: str, examples: pd.DataFrame, spec: Lab
                 out[idx, j] = table.column(name).to_numpy(zero_copy_only=False)
             cur.unregister(_ROWS_VIEW)
             cur.unregister(_KEYS_VIEW)
-            report(progress, min(len(users), (chunk + 1) * chunk_users), len(users),
-                   "building features")
+            report(progress, min(n_pairs, (chunk + 1) * chunk_size), n_pairs, "building features")
     return pd.DataFrame(out, columns=names, index=examples.index)

@@ -230,6 +230,11 @@ FROM touched t LEFT JOIN bought bo
 """
 
 
+_COUNTS_HEAD = ("SELECT split, count(*) FILTER (label = 1) AS pos, "
+                "count(*) FILTER (label = 0) AS neg FROM (")
+_COUNTS_TAIL = ") GROUP BY split"
+
+
 def _cutoff_frame(spec: LabelSpec, cutoffs: list[tuple[datetime, str]]) -> pd.DataFrame:
     """The registered cutoff table: cutoff, split, lo (lookback start or NULL), hi (T + H)."""
     lookback = spec.lookback_td
@@ -249,11 +254,15 @@ def _examples_query(spec: LabelSpec, dataset: str) -> tuple[str, list[Any]]:
 
 
 def _run_examples(store: Store, dataset: str, spec: LabelSpec,
-                  cutoffs: list[tuple[datetime, str]], wrap: str | None = None) -> pd.DataFrame:
-    """Run the examples query over ``cutoffs`` (optionally wrapped, e.g. into counts)."""
+                  cutoffs: list[tuple[datetime, str]], counts: bool = False) -> pd.DataFrame:
+    """Run the examples query over ``cutoffs``: the rows, or (counts) positives and negatives
+    per split."""
     keys = ["cutoff", "user_id"] + (["category"] if spec.scope == "category" else [])
     sql, params = _examples_query(spec, dataset)
-    sql = wrap.format(inner=sql) if wrap else sql + " ORDER BY " + ", ".join(keys)
+    if counts:
+        sql = _COUNTS_HEAD + sql + _COUNTS_TAIL
+    else:
+        sql = sql + " ORDER BY " + ", ".join(keys)
     with store.cursor() as cur:
         store.register_df(cur, _CUTOFFS_VIEW, _cutoff_frame(spec, cutoffs))
         return cur.execute(sql, params).df()
@@ -335,8 +344,6 @@ class Eligibility:
         return asdict(self)
 
 
-_COUNTS_WRAP = ("SELECT split, count(*) FILTER (label = 1) AS pos, count(*) FILTER (label = 0) AS neg"
-                " FROM ({inner}) GROUP BY split")
 
 
 def check_eligibility(store: Store, dataset: str, spec: LabelSpec, plan: CutoffPlan | None = None,
@@ -346,7 +353,7 @@ def check_eligibility(store: Store, dataset: str, spec: LabelSpec, plan: CutoffP
     counts = {"train": (0, 0), "valid": (0, 0)}
     cutoffs = _plan_cutoffs_for(plan, ("train", "valid"))
     for split, pos, neg in _run_examples(store, dataset, spec, cutoffs,
-                                         wrap=_COUNTS_WRAP).itertuples(index=False):
+                                         counts=True).itertuples(index=False):
         counts[split] = (int(pos), int(neg))
     (tp, tn), (vp, vn) = counts["train"], counts["valid"]
     windows = len(plan.train_cutoffs)

@@ -2,12 +2,24 @@
 
 Padding id 0 defines the mask (as in RecBole's SASRec). Sequences are LEFT-padded: the newest event
 sits at position L-1. Built inside DuckDB and streamed in chunks of users.
+
+Per position:
+
+* behaviour: ``core.schema.BEHAVIOR_CODE`` (1..6).
+* item / category: vocabulary ids (see :class:`Vocab`); a missing item or category is OOV (1).
+* gap: ``1 + min(gap_buckets - 1, floor(log2(1 + seconds from the event to the cutoff)))``, so
+  bucket 1 is "at the cutoff", and each bucket doubles the time span of the one before.
+* hour: 1 + the event's hour of day in UTC.
+* query: the first ``QUERY_TOKENS`` tokens of the search text (lowercased, split on anything that
+  is not a letter or digit), each ``1 + stable_hash(token) % query_buckets``; 0 elsewhere.
+
+Events that share a timestamp are ordered by behaviour, item, category and query, so the arrays are
+the same for every run and every chunking.
 """
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -295,10 +307,12 @@ def build_sequences(store: Store, dataset: str, examples: pd.DataFrame, vocab: V
                     cancel: CancelToken | None = None, chunk_users: int = 50_000) -> SequenceBatch:
     """Per example row, the last ``spec.max_len`` events at or before its cutoff, left-padded.
 
-    Each chunk of ``chunk_users`` users is one DuckDB query (a row_number window picks the last L
-    events, vocabulary joins map ids); its flat (row, position, ids...) result is scattered into
-    preallocated arrays with numpy. Rows sharing (user, cutoff) (scope category) share one query
-    row. Memory: the output arrays plus one chunk.
+    Sequences are built for each distinct (user, cutoff); rows sharing one (scope category) share
+    it. Each chunk of ``chunk_users`` such sequences, in user order (with one cutoff per row: a
+    chunk of users), is one DuckDB query: a row_number window picks the last
+    L events, joins map vocabulary ids; its flat (sequence, position, ids...) result is streamed as
+    Arrow batches and scattered into preallocated arrays with numpy. Memory: the output arrays
+    plus one chunk.
     """
     _check_examples(examples, spec)
     n_rows, length = len(examples), int(spec.max_len)
@@ -330,21 +344,19 @@ def build_sequences(store: Store, dataset: str, examples: pd.DataFrame, vocab: V
               vocab.category_buckets, cat_base, max(vocab.category_buckets, 1),
               vocab.query_buckets, length, vocab.gap_buckets - 1]
 
-    chunk_users = max(1, int(chunk_users))
-    chunk_of_seq = seq_user // chunk_users
-    order = np.argsort(chunk_of_seq, kind="stable")
-    bounds = np.searchsorted(chunk_of_seq[order], np.arange(0, len(users) // chunk_users + 2))
+    # chunks: consecutive runs of `chunk_users` sequences in user order
+    chunk_size = max(1, int(chunk_users))
+    by_user = np.argsort(seq_user, kind="stable")
+    n_chunks = -(-n_seq // chunk_size)
     seq_ids = np.arange(n_seq, dtype=np.int64)
     user_text = np.asarray(users, dtype=object)
     with store.cursor() as cur:
         store.register_df(cur, _ITEMS_VIEW, _vocab_frame(vocab.items))
         store.register_df(cur, _CATEGORIES_VIEW, _vocab_frame(vocab.categories))
-        for chunk in range(len(bounds) - 1):
+        for chunk in range(n_chunks):
             if cancel is not None:
                 cancel.check()
-            members = order[bounds[chunk]:bounds[chunk + 1]]
-            if len(members) == 0:
-                continue
+            members = by_user[chunk * chunk_size:(chunk + 1) * chunk_size]
             key_table = pa.table({
                 "seq_idx": pa.array(seq_ids[members]),
                 "user_id": pa.array(user_text[seq_user[members]], pa.string()),
@@ -356,8 +368,7 @@ def build_sequences(store: Store, dataset: str, examples: pd.DataFrame, vocab: V
             for batch in reader:
                 _scatter(arrays, batch)
             cur.unregister(_KEYS_VIEW)
-            report(progress, min(len(users), (chunk + 1) * chunk_users), len(users),
-                   "building sequences")
+            report(progress, min(n_seq, (chunk + 1) * chunk_size), n_seq, "building sequences")
 
     if n_seq != n_rows or not np.array_equal(seq_of_row, np.arange(n_rows)):
         arrays = {name: array[seq_of_row] for name, array in arrays.items()}
