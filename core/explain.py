@@ -63,14 +63,16 @@ ID_INPUTS = ("behavior", "item", "category", "gap", "hour", "query")   # what IG
 EMBEDDINGS = ("behavior_emb", "item_emb", "category_emb", "gap_emb", "hour_emb", "query_emb")
 
 # Defaults tuned with bench/explain.py to meet the speed goals with a small IG delta.
-IG_STEPS = 32                 # integration steps per user (Gauss-Legendre), first try
+IG_STEPS = 16                 # integration steps per user (Gauss-Legendre), first try
 IG_MAX_STEPS = 256            # steps are doubled up to this while the delta is too large
 IG_RTOL = 0.05                # ... too large = above IG_RTOL x |f(x) - f(baseline)| + IG_ATOL
 IG_ATOL = 0.02                # (logit units)
 IG_INTERNAL_BATCH = 4096      # sequences per forward/backward pass inside Captum
-SHAP_MAX_EVALS = 600          # model evaluations per user (raised to 2 * events + 1 when needed)
+SHAP_MAX_EVALS = 500          # model evaluations per user (raised to 2 * events + 1 when needed)
 GLOBAL_MAX_USERS = 1000       # global drivers: users sampled when none are given
 GLOBAL_BATCH_USERS = 128      # global drivers: users per batched IG call
+GLOBAL_IG_STEPS = 8           # global drivers: IG steps per user, first try
+GLOBAL_IG_MAX_STEPS = 16      # global drivers: at most one doubling for rows with a large delta
 TOP_CATEGORIES = 15           # global drivers: categories shown (most events first)
 MODEL_CACHE_SIZE = 4          # loaded models kept per (path, mtime)
 
@@ -108,14 +110,40 @@ def _row_tensors(batch_row: Any) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def _trim(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
+    """Drop the leading columns that are padding in every row; returns (tensors, offset).
+
+    Exact, not an approximation: positions are counted from the right and padded keys are masked,
+    so left padding never changes a score (models/transformer.py). Position p of the trimmed
+    tensors is position ``offset + p`` of the original ones.
+    """
+    mask = tensors["mask"].bool()
+    filled = mask.any(dim=0)
+    if not bool(filled.any()):
+        return dict(tensors), 0
+    offset = int(filled.nonzero()[0, 0])
+    if offset == 0:
+        return dict(tensors), 0
+    out = {name: (value[:, offset:] if value is not None and value.dim() >= 2 else value)
+           for name, value in tensors.items()}
+    return out, offset
+
+
 @contextlib.contextmanager
 def _eval_mode(model: Any) -> Iterator[Any]:
-    """Run ``model`` in eval mode (no dropout) and restore its previous mode."""
+    """Run ``model`` in eval mode (no dropout), without parameter gradients (explanations need
+    gradients for activations only, which saves the weight-gradient half of each backward pass),
+    and restore both afterwards."""
     was_training = model.training
+    needs_grad = [p for p in model.parameters() if p.requires_grad]
     model.eval()
+    for param in needs_grad:
+        param.requires_grad_(False)
     try:
         yield model
     finally:
+        for param in needs_grad:
+            param.requires_grad_(True)
         model.train(was_training)
 
 
@@ -152,8 +180,8 @@ def _sigmoid(x: Any) -> Any:
     return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
 
 
-def _real_positions(tensors: Mapping[str, torch.Tensor]) -> np.ndarray:
-    return np.flatnonzero(tensors["mask"][0].numpy().astype(bool))
+def _real_positions(tensors: Mapping[str, torch.Tensor], offset: int = 0) -> np.ndarray:
+    return offset + np.flatnonzero(tensors["mask"][0].numpy().astype(bool))
 
 
 def _attribution_frame(positions: np.ndarray, values: np.ndarray) -> pd.DataFrame:
@@ -249,11 +277,11 @@ def integrated_gradients(model: Any, batch_row: Any, *, baseline: str = "pad",
     if baseline != "pad":
         raise DataError(f"baseline must be 'pad', got {baseline!r}.", title="Bad IG baseline")
     net = _transformer_of(model)
-    tensors = _row_tensors(batch_row)
+    tensors, offset = _trim(_row_tensors(batch_row))
     attr, delta, steps = _ig_adaptive(net, tensors, n_steps=n_steps, max_steps=max_steps, rtol=rtol,
                                       atol=atol, internal_batch_size=internal_batch_size)
-    positions = _real_positions(tensors)
-    frame = _attribution_frame(positions, attr[0, positions])
+    positions = _real_positions(tensors, offset)
+    frame = _attribution_frame(positions, attr[0, positions - offset])
     frame.attrs.update(n_steps=int(steps[0]), delta=float(delta[0]))
     return frame, float(delta[0])
 
@@ -289,11 +317,14 @@ def attention_weights(model: Any, batch_row: Any, *, include_padding: bool = Fal
     positions are left out unless ``include_padding`` (they get 0: masked keys).
     """
     net = _transformer_of(model)
-    tensors = _row_tensors(batch_row)
+    tensors, offset = _row_tensors(batch_row), 0
+    if not include_padding:
+        tensors, offset = _trim(tensors)
     maps = _attention_maps(net, tensors)
     special = int(getattr(net, "n_special", 1))
     length = int(tensors["behavior"].shape[1])
-    positions = np.arange(length) if include_padding else _real_positions(tensors)
+    local = np.arange(length) if include_padding else _real_positions(tensors)
+    positions = local + offset
     frames = []
     for layer, att in enumerate(maps):
         cls_row = att[0, :, 0, special:]                       # (h, L)
@@ -302,7 +333,7 @@ def attention_weights(model: Any, batch_row: Any, *, include_padding: bool = Fal
             "layer": np.repeat(layer, heads * len(positions)),
             "head": np.repeat(np.arange(heads), len(positions)),
             "position": np.tile(positions, heads),
-            "weight": cls_row[:, positions].reshape(-1),
+            "weight": cls_row[:, local].reshape(-1),
         }))
     return pd.concat(frames, ignore_index=True)
 
@@ -321,10 +352,10 @@ def _rollout(maps: list[np.ndarray], special: int) -> np.ndarray:
 def attention_rollout(model: Any, batch_row: Any) -> pd.DataFrame:
     """Attention rollout (Abnar & Zuidema) from [CLS] to each real event: position, attribution."""
     net = _transformer_of(model)
-    tensors = _row_tensors(batch_row)
+    tensors, offset = _trim(_row_tensors(batch_row))
     values = _rollout(_attention_maps(net, tensors), int(getattr(net, "n_special", 1)))
-    positions = _real_positions(tensors)
-    return _attribution_frame(positions, values[0, positions])
+    local = _real_positions(tensors)
+    return _attribution_frame(local + offset, values[0, local])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,14 +389,15 @@ def shap_values(model: Any, batch_row: Any, *, max_evals: int = SHAP_MAX_EVALS,
     import shap
 
     net = _transformer_of(model)
-    tensors = _row_tensors(batch_row)
-    positions = _real_positions(tensors)
+    tensors, offset = _trim(_row_tensors(batch_row))
+    local = _real_positions(tensors)
+    positions = local + offset
     n = len(positions)
     if n == 0:
         with _eval_mode(net):
             return _attribution_frame(positions, np.zeros(0)), float(_logits(net, tensors)[0])
     with _eval_mode(net):
-        f = _presence_model(net, tensors, positions)
+        f = _presence_model(net, tensors, local)
         masker = shap.maskers.Independent(np.zeros((1, n)), max_samples=1)
         explainer = shap.PermutationExplainer(f, masker, seed=seed)
         evals = max(int(max_evals), 2 * n + 1)
@@ -485,8 +517,8 @@ def faithfulness(model: Any, batch_row: Any, attributions_by_method: Mapping[str
     import torch
 
     net = _transformer_of(model)
-    tensors = _row_tensors(batch_row)
-    positions = _real_positions(tensors)
+    tensors, offset = _trim(_row_tensors(batch_row))
+    positions = _real_positions(tensors, offset)
     length = int(tensors["behavior"].shape[1])
     ks = sorted({min(int(k), len(positions)) for k in ks if int(k) > 0})
     rng = np.random.default_rng(seed)
@@ -500,7 +532,7 @@ def faithfulness(model: Any, batch_row: Any, attributions_by_method: Mapping[str
             plans.append(("random", k, rng.choice(positions, size=k, replace=False)))
     keep = torch.ones(len(plans) + 1, length, dtype=torch.bool)   # row 0: nothing deleted
     for i, (_, _, drop) in enumerate(plans, start=1):
-        keep[i, torch.from_numpy(np.array(drop, dtype=np.int64))] = False
+        keep[i, torch.from_numpy(np.array(drop, dtype=np.int64) - offset)] = False
     with _eval_mode(net):
         scores = _sigmoid(_logits(net, _remove(_repeat(tensors, len(plans) + 1), keep)))
     frame = pd.DataFrame({"method": [p[0] for p in plans], "k": [p[1] for p in plans],
@@ -861,14 +893,14 @@ def batch_attributions(model: Any, batch: SequenceBatch, *, method: str = "ig",
     out = np.zeros(batch.behavior.shape, dtype=np.float64)
     for start in range(0, len(batch), batch_users):
         part = batch.subset(np.arange(start, min(start + batch_users, len(batch))))
-        tensors = part.tensors()
+        tensors, offset = _trim(part.tensors())
         if method == "ig":
             attr, _, _ = _ig_adaptive(net, tensors, n_steps=n_steps, max_steps=max_steps, rtol=IG_RTOL,
                                       atol=IG_ATOL, internal_batch_size=internal_batch_size)
         else:
             attr = _rollout(_attention_maps(net, tensors), int(getattr(net, "n_special", 1)))
-            attr = attr * part.mask
-        out[start:start + len(part)] = attr
+            attr = attr * part.mask[:, offset:]
+        out[start:start + len(part), offset:] = attr
     return out
 
 
@@ -921,14 +953,16 @@ def _sample_users(store: Store, dataset: str, limit: int) -> list[str]:
 
 def global_drivers(store: Store, model_dir: str | Path, dataset: str,
                    user_ids: Sequence[Any] | None = None, method: str = "ig", *,
-                   max_users: int = GLOBAL_MAX_USERS, n_steps: int = IG_STEPS,
+                   max_users: int = GLOBAL_MAX_USERS, n_steps: int = GLOBAL_IG_STEPS,
+                   max_steps: int = GLOBAL_IG_MAX_STEPS,
                    top_categories: int = TOP_CATEGORIES, progress: Any = None,
                    cancel: Any = None) -> dict[str, pd.DataFrame]:
     """What drives scores across users: mean attribution by behaviour, time-gap bucket, category.
 
     ``user_ids`` None = a deterministic sample of everyone (``max_users``); a cohort passes its
     users (also capped at ``max_users``, the first ones). Sequences are built at T = the dataset's
-    last event; attributions by ``ig`` (batched Captum) or ``attention`` (rollout). Returns
+    last event; attributions by ``ig`` (batched Captum; fewer steps than for one user, since
+    means over many events tolerate a small per-user delta) or ``attention`` (rollout). Returns
     {"behavior", "gap", "category"} frames (see :func:`drivers_from_attributions`).
     """
     from core.progress import report
@@ -951,13 +985,15 @@ def global_drivers(store: Store, model_dir: str | Path, dataset: str,
                              "label": np.nan, "split": "score"})
     report(progress, 0, len(users), "building sequences")
     batch = build_sequences(store, dataset, examples, loaded.vocab, spec)
+    # similar lengths share a chunk, so each chunk trims most of its left padding
+    batch = batch.subset(np.argsort(batch.mask.sum(axis=1), kind="stable"))
     attributions = np.zeros(batch.behavior.shape, dtype=np.float64)
     for start in range(0, len(batch), GLOBAL_BATCH_USERS):
         if cancel is not None:
             cancel.check()
         part = batch.subset(np.arange(start, min(start + GLOBAL_BATCH_USERS, len(batch))))
-        attributions[start:start + len(part)] = batch_attributions(loaded, part, method=method,
-                                                                   n_steps=n_steps)
+        attributions[start:start + len(part)] = batch_attributions(
+            loaded, part, method=method, n_steps=n_steps, max_steps=max_steps)
         report(progress, start + len(part), len(batch), f"explaining users ({method})")
     frames = drivers_from_attributions(batch, attributions, loaded.vocab, top_categories=top_categories)
     for frame in frames.values():
