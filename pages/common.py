@@ -161,6 +161,45 @@ def saved_models() -> pd.DataFrame:
     return _models_cached(str(root), tuple((str(p), p.stat().st_mtime_ns) for p in cards))
 
 
+# -- models and jobs --------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False)
+def get_jobs():
+    """The process-wide job registry: training and scoring run in its worker thread."""
+    from core.jobs import JobRegistry
+
+    return JobRegistry()
+
+
+def _card_stamp(model_dir: str) -> int:
+    card = Path(model_dir) / "card.json"
+    return card.stat().st_mtime_ns if card.exists() else 0
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _loaded_model_cached(model_dir: str, stamp: int):
+    from models.artifact import load_model
+
+    return load_model(model_dir)
+
+
+def loaded_model(model_dir: str):
+    """``models.artifact.load_model`` of a directory, shared read-only and reloaded when its card
+    changes. ModelError (shown by :func:`guard`) when it is not a usable model."""
+    return _loaded_model_cached(str(model_dir), _card_stamp(str(model_dir)))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _validation_cached(model_dir: str, stamp: int) -> pd.DataFrame:
+    from core.pipeline import load_validation
+
+    return load_validation(model_dir)
+
+
+def validation_rows(model_dir: str) -> pd.DataFrame:
+    """The model's saved validation rows (label, score, per-member scores, segments)."""
+    return _validation_cached(str(model_dir), _card_stamp(str(model_dir)))
+
+
 # -- errors -----------------------------------------------------------------------------------------
 def show_error(err: IntentLensError) -> None:
     """The project's title and message in an error box; never a traceback."""
