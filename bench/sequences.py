@@ -7,8 +7,9 @@ Events are generated inside DuckDB (seeded hash arithmetic, so the same data eve
 throw-away database file. The script prints, for each step, the median seconds over --repeats,
 users per second and the peak resident memory of the process (psutil, sampled in a thread), and
 the ratio of `build_sequences` to a reference in the same run: one DuckDB query that groups each
-user's events into time-ordered lists and streams them to Arrow record batches (what any
-sequence builder must at least do, without the last-L cut, vocabulary mapping or numpy arrays).
+user's events into time-ordered lists and fetches them as Arrow record batches, chunk by chunk
+of users like build_sequences (what any sequence builder must at least do, without the last-L
+cut, vocabulary mapping or the numpy arrays).
 """
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
+import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -52,14 +55,23 @@ FROM e
 _REFERENCE_SQL = """
 SELECT user_id, list(behavior ORDER BY ts) AS behavior, list(item_id ORDER BY ts) AS item,
        list(category ORDER BY ts) AS category, list(ts ORDER BY ts) AS ts
-FROM events WHERE dataset = ?
+FROM events WHERE dataset = ? AND user_id IN (SELECT user_id FROM bench_users)
 GROUP BY user_id
 """
 
 
-def reference(store: Store) -> int:
-    """Each user's events as lists, streamed to Arrow record batches; returns the user count."""
-    return sum(batch.num_rows for batch in store.batches(_REFERENCE_SQL, [DATASET]))
+def reference(store: Store, users: np.ndarray, chunk: int) -> int:
+    """Each user's events as lists, fetched to Arrow record batches, in the same chunks of
+    users as build_sequences (one query over 1M users runs out of DuckDB's 3 GB: list
+    aggregates do not spill); returns the user count."""
+    n = 0
+    with store.cursor() as cur:
+        for start in range(0, len(users), chunk):
+            store.register_df(cur, "bench_users", pa.table({"user_id": users[start:start + chunk]}))
+            for batch in cur.sql(_REFERENCE_SQL, params=[DATASET]).to_arrow_reader(1_000_000):
+                n += batch.num_rows
+            cur.unregister("bench_users")
+    return n
 
 
 class PeakRSS:
@@ -135,7 +147,9 @@ def main() -> None:
         show("scoring_examples", t_ex, rss_ex)
         t_vocab, rss_vocab, vocab = timed(lambda: build_vocab(store, DATASET, ts_max), 1)
         show("build_vocab", t_vocab, rss_vocab)
-        t_ref, rss_ref, ref_rows = timed(lambda: reference(store), args.repeats)
+        users = examples["user_id"].astype(str).to_numpy()
+        t_ref, rss_ref, ref_rows = timed(lambda: reference(store, users, args.chunk_users),
+                                         args.repeats)
         show("reference: DuckDB list() -> Arrow", t_ref, rss_ref)
         t_seq, rss_seq, batch = timed(
             lambda: build_sequences(store, DATASET, examples, vocab, spec,

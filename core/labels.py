@@ -185,10 +185,16 @@ def plan_cutoffs(store: Store, dataset: str, spec: LabelSpec) -> CutoffPlan:
 # Example rows and labels, all in SQL
 # ---------------------------------------------------------------------------------------------
 
-# Rows of scope ``any``: (user, cutoff) where the user's last event at or before T lies inside
-# the lookback (lo is NULL for all history). The ASOF join finds that last event per user and
-# cutoff without expanding every event against every cutoff. Label: a buy in (T, T + H].
-_EXAMPLES_ANY_SQL = f"""
+# Label of scope ``any``: a buy in (T, T + H] (buys are few, so the range join is small).
+_BOUGHT_ANY_SQL = """
+    SELECT DISTINCT b.user_id, c.cutoff
+    FROM events b JOIN c ON b.ts > c.cutoff AND b.ts <= c.hi
+    WHERE b.dataset = ? AND b.behavior = 'buy'"""
+
+# Rows of scope ``any`` with a lookback: (user, cutoff) where the user's last event at or before
+# T lies after lo = T - lookback. The ASOF join finds that last event per user and cutoff without
+# expanding every event against every cutoff.
+_EXAMPLES_ANY_LOOKBACK_SQL = f"""
 WITH c AS (SELECT cutoff, split, lo, hi FROM {_CUTOFFS_VIEW}),
 ev AS (SELECT user_id, ts FROM events WHERE dataset = ?),
 grid AS (SELECT u.user_id, c.cutoff, c.split, c.lo
@@ -196,11 +202,19 @@ grid AS (SELECT u.user_id, c.cutoff, c.split, c.lo
 active AS (
     SELECT g.user_id, g.cutoff, g.split
     FROM grid g ASOF JOIN ev e ON g.user_id = e.user_id AND g.cutoff >= e.ts
-    WHERE g.lo IS NULL OR e.ts > g.lo),
-bought AS (
-    SELECT DISTINCT b.user_id, c.cutoff
-    FROM events b JOIN c ON b.ts > c.cutoff AND b.ts <= c.hi
-    WHERE b.dataset = ? AND b.behavior = 'buy')
+    WHERE e.ts > g.lo),
+bought AS ({_BOUGHT_ANY_SQL})
+SELECT a.user_id, a.cutoff, (bo.user_id IS NOT NULL)::INTEGER AS label, a.split
+FROM active a LEFT JOIN bought bo ON a.user_id = bo.user_id AND a.cutoff = bo.cutoff
+"""
+
+# Rows of scope ``any`` over all history: a user is a row at T when their first event is at or
+# before T: one aggregate pass over the events.
+_EXAMPLES_ANY_SQL = f"""
+WITH c AS (SELECT cutoff, split, lo, hi FROM {_CUTOFFS_VIEW}),
+first AS (SELECT user_id, min(ts) AS first_ts FROM events WHERE dataset = ? GROUP BY user_id),
+active AS (SELECT f.user_id, c.cutoff, c.split FROM first f JOIN c ON f.first_ts <= c.cutoff),
+bought AS ({_BOUGHT_ANY_SQL})
 SELECT a.user_id, a.cutoff, (bo.user_id IS NOT NULL)::INTEGER AS label, a.split
 FROM active a LEFT JOIN bought bo ON a.user_id = bo.user_id AND a.cutoff = bo.cutoff
 """
@@ -250,6 +264,8 @@ def _cutoff_frame(spec: LabelSpec, cutoffs: list[tuple[datetime, str]]) -> pd.Da
 def _examples_query(spec: LabelSpec, dataset: str) -> tuple[str, list[Any]]:
     if spec.scope == "category":
         return _EXAMPLES_CATEGORY_SQL, [dataset, MAX_CANDIDATE_CATEGORIES, dataset]
+    if spec.lookback_td is not None:
+        return _EXAMPLES_ANY_LOOKBACK_SQL, [dataset, dataset]
     return _EXAMPLES_ANY_SQL, [dataset, dataset]
 
 

@@ -198,9 +198,11 @@ def test_gap_buckets_are_log_spaced_monotone_and_capped(store):
 
 def test_lookback_drops_older_events(small):
     vocab = build_vocab(small, "s", T)
-    batch = build_sequences(small, "s", one_row("a"), vocab,
-                            LabelSpec(horizon="1h", lookback="150min", max_len=5))
+    spec = LabelSpec(horizon="1h", lookback="150min", max_len=5)
+    batch = build_sequences(small, "s", one_row("a"), vocab, spec)
     assert batch.mask[0].tolist() == [False, False, False, True, True]
+    events = user_events(small, "s", "a", T, spec)
+    assert events["position"].tolist() == [3, 4] and events["behavior"].tolist() == ["cart", "buy"]
 
 
 def test_category_scope_target_and_shared_sequences(store):
