@@ -110,13 +110,19 @@ class SequenceBatch:
             target_category=None if self.target_category is None else self.target_category[index],
         )
 
-    def tensors(self) -> dict[str, Any]:
-        """torch tensors keyed like IntentTransformer.forward's arguments."""
+    def tensors(self, *, widen: bool = True) -> dict[str, Any]:
+        """torch tensors keyed like IntentTransformer.forward's arguments.
+
+        widen: ids as int64 (``torch.long``, what embeddings take; a copy). False shares the
+        compact arrays without copying: index a mini-batch first, then call ``.long()`` on it,
+        which keeps a large training set at 1-4 bytes per id instead of 8.
+        """
         import torch
 
-        out = {name: torch.from_numpy(_widen(getattr(self, name))) for name in self.ARRAYS}
+        convert = _widen if widen else np.ascontiguousarray
+        out = {name: torch.from_numpy(convert(getattr(self, name))) for name in self.ARRAYS}
         if self.target_category is not None:
-            out["target_category"] = torch.from_numpy(_widen(self.target_category))
+            out["target_category"] = torch.from_numpy(convert(self.target_category))
         return out
 
     @staticmethod

@@ -273,6 +273,9 @@ def test_tensors_are_long_and_subset_concat_keep_rows(store):
         assert tensors[name].dtype == torch.long
     assert tensors["mask"].dtype == torch.bool
     assert tensors["query"].shape == (len(rows), 8, QUERY_TOKENS)
+    compact = batch.tensors(widen=False)
+    assert compact["behavior"].dtype == torch.int8
+    assert torch.equal(compact["item"][[2, 0]].long(), tensors["item"][[2, 0]])
     part = batch.subset([3, 1])
     assert part.keys["user_id"].tolist() == [rows.user_id[3], rows.user_id[1]]
     assert np.array_equal(SequenceBatch.concat([batch.subset([0, 1]), batch.subset([2])]).item,
