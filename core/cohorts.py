@@ -477,3 +477,69 @@ def export_cohort(store, model_id: str, dataset: str, spec: CohortSpec, path: st
             table.to_pandas().to_csv(handle, index=False)
     Path(str(path) + ".audit.json").write_text(json.dumps(stamp, indent=2), encoding="utf-8")
     return stamp
+
+
+# -- lookups for the Cohorts and Explain pages --------------------------------------------
+MAX_SUGGESTIONS = 20                      # user ids a prefix search returns at most
+
+
+def search_users(store, dataset: str, prefix: str, limit: int = MAX_SUGGESTIONS) -> list[str]:
+    """User ids of ``dataset`` that start with ``prefix`` (shortest first, then in text order).
+
+    Reads ``user_stats`` (one row per user) when the dataset has been scored, else the events;
+    at most ``limit`` (<= :data:`MAX_SUGGESTIONS`) ids, so it stays cheap with a million users.
+    """
+    limit = max(1, min(int(limit), MAX_SUGGESTIONS))
+    prefix = str(prefix or "")
+    if store.fetchone("SELECT 1 FROM user_stats WHERE dataset = ? LIMIT 1", [dataset]):
+        sql = ("SELECT user_id FROM user_stats WHERE dataset = ? AND starts_with(user_id, ?) "
+               "ORDER BY length(user_id), user_id LIMIT ?")
+    else:
+        sql = ("SELECT user_id FROM (SELECT DISTINCT user_id FROM events WHERE dataset = ? "
+               "AND starts_with(user_id, ?)) ORDER BY length(user_id), user_id LIMIT ?")
+    return [row[0] for row in store.fetchall(sql, [dataset, prefix, limit])]
+
+
+def random_user(store, model_id: str, dataset: str, band: str = "high",
+                band_edges: tuple[float, float] = DEFAULT_BAND_EDGES, seed: int = 0) -> str:
+    """One user drawn from a score band of the model's scoring run (the same ``seed`` draws the
+    same user). NotFoundError when the run is missing or the band holds nobody."""
+    spec = CohortSpec(mode="band", band=band, band_edges=tuple(band_edges))
+    require_run(store, model_id, dataset)
+    sql, params = cohort_sql(model_id, dataset, spec)
+    row = store.fetchone("SELECT user_id FROM (" + sql + ") ORDER BY hash(user_id, ?), user_id LIMIT 1",
+                         params + [int(seed)])
+    if row is None:
+        raise NotFoundError(f"no user of dataset {dataset!r} has a score in the {spec.describe()}.",
+                            title="Empty band", hint="Pick another band.")
+    return str(row[0])
+
+
+def cohort_sample(store, model_id: str, dataset: str, spec: CohortSpec, n: int) -> list[str]:
+    """Up to ``n`` distinct user ids of the cohort in a fixed pseudo-random order (md5 of the id,
+    as ``core.explain`` samples everyone), for global drivers and other per-user work."""
+    require_run(store, model_id, dataset)
+    sql, params = cohort_sql(model_id, dataset, spec)
+    rows = store.fetchall("SELECT DISTINCT user_id FROM (" + sql + ") ORDER BY md5(user_id), user_id LIMIT ?",
+                          params + [max(0, int(n))])
+    return [row[0] for row in rows]
+
+
+def cohort_categories(store, dataset: str, limit: int = 200) -> pd.DataFrame:
+    """Categories users touched, most users first (options for the category-interest filter):
+    ``category``, ``users``. Reads ``user_stats`` (empty before the first scoring run)."""
+    return store.df(
+        "SELECT category, count(*) AS users FROM (SELECT unnest(categories) AS category FROM user_stats "
+        "WHERE dataset = ?) WHERE category IS NOT NULL GROUP BY category ORDER BY users DESC, category "
+        "LIMIT ?", [dataset, max(1, int(limit))])
+
+
+def days_since_last_range(store, dataset: str) -> tuple[float, float]:
+    """(min, max) days between a user's last event and the dataset's last event; (0, 0) when the
+    dataset has no user stats yet."""
+    row = store.fetchone(
+        "SELECT min(d), max(d) FROM (SELECT date_diff('second', last_ts, max(last_ts) OVER ()) / 86400.0 "
+        "AS d FROM user_stats WHERE dataset = ?)", [dataset])
+    if row is None or row[0] is None:
+        return 0.0, 0.0
+    return float(row[0]), float(row[1])
