@@ -160,6 +160,7 @@ def test_config_validation_names_field():
     assert TransformerConfig.from_dict(cfg.to_dict()) == cfg
 
 
+@pytest.mark.filterwarnings("ignore:Multiple layers provided")   # independent embedding layers
 def test_captum_layer_integrated_gradients_attaches_to_embeddings():
     from captum.attr import LayerIntegratedGradients
 
