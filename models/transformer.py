@@ -228,7 +228,10 @@ class IntentTransformer(nn.Module):
                 raise ValueError("this model has scope 'category': pass target_category (B,).")
             match = torch.where(category == target_category[:, None], 2, 1) * (category > 0)
             x = x + self.match_emb(match)                                  # (B, L, C)
-            tgt = self.category_emb(target_category) + self.special_emb.weight[1]  # (B, C)
+            # the target reads the category table through F.embedding, not the module, so a
+            # Captum hook on category_emb sees the events' (B, L) call only
+            tgt = F.embedding(target_category, self.category_emb.weight, padding_idx=0)  # (B, C)
+            tgt = tgt + self.special_emb.weight[1]                         # (B, C)
             special.append(tgt.unsqueeze(1))                               # (B, 1, C)
         x = torch.cat(special + [x], dim=1)                                # (B, S+L, C)
         key_mask = torch.cat([torch.ones(B, self.n_special, dtype=torch.bool, device=mask.device),

@@ -161,23 +161,25 @@ def test_config_validation_names_field():
 
 
 @pytest.mark.filterwarnings("ignore:Multiple layers provided")   # independent embedding layers
-def test_captum_layer_integrated_gradients_attaches_to_embeddings():
+@pytest.mark.parametrize("scope", ["any", "category"])
+def test_captum_layer_integrated_gradients_attaches_to_embeddings(scope):
     from captum.attr import LayerIntegratedGradients
 
-    batch = planted_batch(2)
-    model = _model()
+    batch = planted_batch(2, scope=scope)
+    model = _model(scope)
     t = batch.tensors()
-    names = ("behavior", "item", "category", "gap", "hour", "query", "mask")
+    names = ("behavior", "item", "category", "gap", "hour", "query")
     inputs = tuple(t[n] for n in names)
+    extra = (t["mask"], t.get("target_category"))
     layers = [model.behavior_emb, model.item_emb, model.category_emb, model.gap_emb,
               model.hour_emb, model.query_emb]
     lig = LayerIntegratedGradients(lambda *args: model(*args), layers)
-    # baseline: every id 0 (padding embeddings are zero vectors), keep the mask
-    baselines = tuple(torch.zeros_like(x) for x in inputs[:6]) + (inputs[6],)
-    attrs, delta = lig.attribute(inputs, baselines=baselines, n_steps=64,
-                                 return_convergence_delta=True)
-    assert len(attrs) == 6 and attrs[0].shape == (2, 20, 32) and attrs[5].shape == (2, 20, Q, 32)
+    # baseline: every id 0 (padding embeddings are zero vectors); mask and target stay
+    baselines = tuple(torch.zeros_like(x) for x in inputs)
+    attrs, delta = lig.attribute(inputs, baselines=baselines, additional_forward_args=extra,
+                                 n_steps=64, return_convergence_delta=True)
+    assert len(attrs) == 6 and attrs[2].shape == (2, 20, 32) and attrs[5].shape == (2, 20, Q, 32)
     total = sum(a.sum(dim=tuple(range(1, a.dim()))) for a in attrs)
     with torch.no_grad():
-        gap = model(*inputs) - model(*baselines)
+        gap = model(*inputs, *extra) - model(*baselines, *extra)
     torch.testing.assert_close(total.detach(), gap, atol=float(delta.abs().max()) + 1e-4, rtol=0)
