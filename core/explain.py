@@ -63,7 +63,7 @@ ID_INPUTS = ("behavior", "item", "category", "gap", "hour", "query")   # what IG
 EMBEDDINGS = ("behavior_emb", "item_emb", "category_emb", "gap_emb", "hour_emb", "query_emb")
 
 # Defaults tuned with bench/explain.py to meet the speed goals with a small IG delta.
-IG_STEPS = 16                 # integration steps per user (Gauss-Legendre), first try
+IG_STEPS = 32                 # integration steps per user (Gauss-Legendre), first try
 IG_MAX_STEPS = 256            # steps are doubled up to this while the delta is too large
 IG_RTOL = 0.05                # ... too large = above IG_RTOL x |f(x) - f(baseline)| + IG_ATOL
 IG_ATOL = 0.02                # (logit units)

@@ -357,3 +357,26 @@ def test_cli_explain_json_one_row_per_event(trained):
     payload = json.loads(out.stdout)
     assert len(payload["events"]) == n_events
     assert {"position", "behavior", "ig"} <= set(payload["events"][0])
+
+
+def test_explain_user_feature_models(trained, tmp_path):
+    """gbdt: tree SHAP on the features and no per-event columns; logreg: a clear ModelError."""
+    from core.labels import LabelSpec
+    from core.pipeline import train_model
+    from core.store import Store
+
+    db, _, user = trained
+    spec = LabelSpec(horizon="1d", max_len=30, max_train_cutoffs=2)
+    with Store(db) as store:
+        gbdt = train_model(store, "synth", kind="gbdt", spec=spec, preset="fast", out=tmp_path / "gbdt")
+        result = E.explain_user(store, gbdt.model_dir, "synth", user)
+        assert list(result.features.columns) == ["feature", "value", "shap"]
+        assert result.methods == () and "top features:" in result.summary
+        # tree SHAP adds up to the booster's raw score; the model adds its prior correction
+        raw = result.features["shap"].sum() + result.features.attrs["base_value"]
+        offset = getattr(result.model.gbdt, "logit_offset_", 0.0)
+        assert raw + offset == pytest.approx(np.log(result.score / (1 - result.score)), abs=1e-3)
+        logreg = train_model(store, "synth", kind="logreg", spec=spec, preset="fast",
+                             out=tmp_path / "logreg")
+        with pytest.raises(ModelError, match="need a Transformer"):
+            E.explain_user(store, logreg.model_dir, "synth", user)
