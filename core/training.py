@@ -14,7 +14,9 @@
   so the caller's random state is untouched. Same seed -> same weights on CPU.
 * A checkpoint per epoch in ``checkpoint_dir`` (model, optimizer, scheduler, RNG state, history and the
   best weights so far). Called again with the same directory, a cancelled or killed run resumes after
-  its last finished epoch and ends exactly where an uninterrupted run would.
+  its last finished epoch and ends exactly where an uninterrupted run would. A checkpoint of another
+  run (other data, model size or settings; ``epochs`` and ``patience`` may change) is ignored and
+  overwritten; an unreadable one raises ModelError.
 * Callbacks: ``progress(done, total, message)`` per batch, ``on_epoch(record)`` per epoch,
   ``cancel.check()`` before every step (raises ``core.progress.Cancelled``).
 
@@ -23,6 +25,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -212,9 +215,13 @@ def _signature(config: TransformerConfig, tc: TrainConfig, train: SequenceBatch,
     """What must match for a checkpoint to belong to this run (epochs/patience may grow)."""
     relevant = {k: v for k, v in tc.to_dict().items()
                 if k not in ("epochs", "patience", "threads", "device", "eval_batch_size")}
+    digest = hashlib.sha256(y_train.tobytes())
+    for part in (train, valid):                 # a sample of the inputs tells datasets apart
+        for name in ("behavior", "item", "gap"):
+            digest.update(np.ascontiguousarray(getattr(part, name)[:5000]).tobytes())
     return json.dumps({"config": config.to_dict(), "train": relevant, "n_train": len(train),
                        "n_valid": len(valid), "train_pos": int(y_train.sum()),
-                       "max_len": train.max_len}, sort_keys=True)
+                       "max_len": train.max_len, "data": digest.hexdigest()}, sort_keys=True)
 
 
 def _save_checkpoint(directory: Path, state: dict[str, Any]) -> None:
@@ -236,9 +243,7 @@ def _load_checkpoint(directory: Path, signature: str) -> dict[str, Any] | None:
         raise ModelError(f"the checkpoint {path} cannot be read ({err}).",
                          hint="Delete it to start training from scratch.") from err
     if state.get("version") != CHECKPOINT_VERSION or state.get("signature") != signature:
-        raise ModelError(f"the checkpoint in {directory} belongs to a different training run "
-                         f"(other data, model size or settings).",
-                         hint="Delete it, or pass another checkpoint_dir to start from scratch.")
+        return None          # a stale checkpoint of another run: start afresh and overwrite it
     return state
 
 

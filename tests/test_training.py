@@ -91,9 +91,21 @@ def test_callbacks_cancel_and_resume_from_checkpoint(data, tmp_path):
     for got, want in zip(resumed.history, reference.history):
         assert got["valid_pr_auc"] == want["valid_pr_auc"]
 
-    # a checkpoint of another run is refused rather than silently mixed in
-    with pytest.raises(ModelError, match="different training run"):
-        fit_transformer(tiny_config(d_model=16), train, valid, tc, checkpoint_dir=tmp_path)
+    # a finished run called again resumes at the end: same model, no new epochs
+    again = fit_transformer(tiny_config(), train, valid, tc, checkpoint_dir=tmp_path)
+    assert again.resumed_from == 3 and _same_weights(again.model, reference.model)
+    # a checkpoint of another run (other size, other seed, other data) is never mixed in
+    other = fit_transformer(tiny_config(d_model=16), train, valid, tc, checkpoint_dir=tmp_path)
+    assert other.resumed_from == 0 and other.model.config.d_model == 16
+    reseeded = TrainConfig(**{**tc.to_dict(), "seed": 2})
+    assert fit_transformer(tiny_config(d_model=16), train, valid, reseeded,
+                           checkpoint_dir=tmp_path).resumed_from == 0
+    fewer = train.subset(np.arange(len(train) - 1))
+    assert fit_transformer(tiny_config(d_model=16), fewer, valid, reseeded,
+                           checkpoint_dir=tmp_path).resumed_from == 0
+    (tmp_path / CHECKPOINT_FILE).write_bytes(b"garbage")
+    with pytest.raises(ModelError, match="cannot be read"):
+        fit_transformer(tiny_config(), train, valid, tc, checkpoint_dir=tmp_path)
 
 
 def test_early_stopping_after_patience(data):
