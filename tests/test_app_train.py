@@ -1,0 +1,225 @@
+"""AppTest of the Train page through app.py: eligibility card, leaderboard, a background job that
+finishes and one that is cancelled, adding models from a directory or a .zip (and refusing bad
+ones without changing anything), deleting, and demo mode without any write control.
+
+The expensive part is done once per module: the demo log ingested into a temp database and one
+small GBDT trained on it. Each test gets its own copy of the models folder (``overview.MODELS_DIR``
+is pointed at it), so nothing is ever written into the repository's models/saved.
+"""
+from __future__ import annotations
+
+import io
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import overview
+from core.ingest import ingest_file
+from core.labels import LabelSpec, check_eligibility
+from core.pipeline import train_model
+from core.store import Store
+from pages import common
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 90
+SPEC = LabelSpec(horizon="1d", max_train_cutoffs=1)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """(database, models folder) with the demo dataset and one trained GBDT."""
+    folder = tmp_path_factory.mktemp("train-page")
+    db, saved = folder / "app.duckdb", folder / "saved"
+    with Store(db) as store:
+        ingest_file(store, ROOT / "sample_data" / "demo" / "events.csv.gz", dataset="demo")
+        train_model(store, "demo", kind="gbdt", spec=SPEC, preset="fast", out=saved / "demo-gbdt-1d")
+    return db, saved
+
+
+@pytest.fixture
+def env(trained, tmp_path, monkeypatch) -> tuple[Path, Path]:
+    db, saved = trained
+    models = tmp_path / "saved"
+    shutil.copytree(saved, models)
+    monkeypatch.setenv("INTENTLENS_DB", str(db))
+    monkeypatch.delenv("INTENTLENS_DEMO", raising=False)
+    monkeypatch.setattr(overview, "MODELS_DIR", models)
+    return db, models
+
+
+def train_page() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    at.switch_page("pages/train.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def errors(at: AppTest) -> str:
+    return " ".join(e.value for e in at.error)
+
+
+def make_zip(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def model_zip(model_dir: Path, folder: str | None = "shared-gbdt") -> bytes:
+    prefix = f"{folder}/" if folder else ""
+    return make_zip({prefix + p.name: p.read_bytes() for p in model_dir.iterdir() if p.is_file()})
+
+
+def test_eligibility_card_and_leaderboard(env):
+    db, models = env
+    at = train_page()
+    shown = metrics(at)
+    with Store(db) as store:
+        expected = check_eligibility(store, "demo", LabelSpec(horizon="1d", max_train_cutoffs=3))
+    assert shown["Training positives"] == f"{expected.train_pos:,}"
+    assert shown["Validation negatives"] == f"{expected.valid_neg:,}"
+    assert shown["Training windows"] == "3"                       # the fast size's cutoffs
+    assert any("Enough to train" in s.value for s in at.success)
+    assert not at.button(key="train_start").disabled
+    board = next(d.value for d in at.dataframe if "PR-AUC" in d.value.columns)
+    assert board["model"].str.startswith("demo-gbdt-1d").all() and len(board) == 1
+    assert board["PR-AUC 95% CI"].iloc[0].startswith("[")
+    assert 0.5 < board["ROC-AUC"].iloc[0] <= 1.0
+    assert "Validation PR-AUC with 95 % intervals" in [c.proto.spec for c in at.get("plotly_chart")][0]
+    # Every control says what it does.
+    for widget in [*at.selectbox, *at.multiselect, *at.radio, *at.number_input, *at.text_input]:
+        assert widget.help, widget.label
+
+
+def test_eligibility_follows_the_label_and_refuses_junk(env):
+    at = train_page()
+    before = metrics(at)["Validation positives"]
+    at.selectbox(key="train_horizon").set_value("6h").run()
+    assert not at.exception
+    assert metrics(at)["Validation positives"] != before
+    at.selectbox(key="train_horizon").set_value("other…").run()
+    at.text_input(key="train_horizon_text").set_value("soon").run()
+    assert not at.exception
+    assert "Bad duration" in errors(at)
+    assert not any(b.key == "train_start" for b in at.button)      # no button without a label
+
+
+def test_a_training_job_finishes_and_its_model_becomes_selectable(env):
+    _, models = env
+    at = train_page()
+    at.multiselect(key="train_kinds").set_value(["logreg"]).run()
+    at.button(key="train_start").click().run()
+    assert not at.exception, at.exception
+    (job_id,) = at.session_state["train_jobs"]
+    state = common.get_jobs().wait(job_id, timeout=120)
+    assert state.status == "done", (state.status, state.error, state.log)
+    at.run()
+    assert not at.exception, at.exception
+    assert (models / "demo-logreg-1d" / "card.json").is_file()
+    assert "ROC-AUC" in metrics(at) and metrics(at)["PR-AUC"].startswith("0.")
+    board = next(d.value for d in at.dataframe if "PR-AUC" in d.value.columns)
+    assert sorted(board["kind"]) == ["gbdt", "logreg"]
+    at.button(key=f"use_{job_id}").click().run()
+    assert at.sidebar.selectbox(key="model_picker").value == str(models / "demo-logreg-1d")
+
+
+def test_cancel_stops_a_running_job(env):
+    _, models = env
+    at = train_page()
+    at.multiselect(key="train_kinds").set_value(["transformer"]).run()
+    at.radio(key="train_preset").set_value("fast").run()
+    at.button(key="train_start").click().run()
+    assert not at.exception, at.exception
+    (job_id,) = at.session_state["train_jobs"]
+    at.button(key=f"cancel_{job_id}").click().run()                # the page's own handler
+    state = common.get_jobs().wait(job_id, timeout=120)
+    assert state.status == "cancelled", (state.status, state.error)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("Cancelled" in w.value for w in at.warning)
+    assert not any(b.key == f"cancel_{job_id}" for b in at.button)
+    assert not (models / "demo-transformer-1d").exists()           # nothing was saved
+
+
+@pytest.mark.parametrize("name, content, why", [
+    ("no-card.zip", make_zip({"m/vocab.json": b"{}", "m/weights.pt": b"x"}), "has no card.json"),
+    ("escape.zip", make_zip({"../card.json": b"{}"}), "points outside the model folder"),
+    ("absolute.zip", make_zip({"/tmp/card.json": b"{}"}), "points outside the model folder"),
+    ("extra.zip", make_zip({"card.json": b"{}", "run.sh": b"rm -rf /"}), "unexpected file"),
+    ("plain.zip", b"this is not an archive", "not a .zip archive"),
+    ("wrong-format.zip", make_zip({"card.json": b'{"format": "other/9", "kind": "gbdt"}'}),
+     "model format"),
+])
+def test_a_bad_model_upload_is_refused_and_changes_nothing(env, name, content, why):
+    _, models = env
+    before = listing(models)
+    at = train_page()
+    at.file_uploader(key="model_zip").set_value((name, content, "application/zip")).run()
+    at.button(key="add_model_zip").click().run()
+    assert not at.exception, at.exception
+    assert why in errors(at), errors(at)
+    assert listing(models) == before
+    assert len(at.sidebar.selectbox(key="model_picker").options) == 1
+
+
+def test_a_model_zip_is_added_once(env):
+    _, models = env
+    content = model_zip(models / "demo-gbdt-1d")
+    at = train_page()
+    at.file_uploader(key="model_zip").set_value(("upload.zip", content, "application/zip")).run()
+    at.button(key="add_model_zip").click().run()
+    assert not at.exception and not at.error, (at.exception, errors(at))
+    assert (models / "shared-gbdt" / "card.json").is_file()
+    assert any("Added model **shared-gbdt**" in s.value for s in at.success)
+    assert len(at.sidebar.selectbox(key="model_picker").options) == 2
+    # The same name again is refused with the project's message; nothing changes.
+    before = listing(models)
+    at.file_uploader(key="model_zip").set_value(("upload.zip", content, "application/zip")).run()
+    at.button(key="add_model_zip").click().run()
+    assert "Name taken" in errors(at) and listing(models) == before
+
+
+def test_add_from_a_directory_and_delete(env, tmp_path):
+    _, models = env
+    outside = tmp_path / "elsewhere" / "other-gbdt"
+    shutil.copytree(models / "demo-gbdt-1d", outside)
+    at = train_page()
+    at.text_input(key="model_dir_path").set_value(str(tmp_path)).run()
+    at.button(key="add_model_dir").click().run()
+    assert "it is not an IntentLens model" in errors(at)
+    at.text_input(key="model_dir_path").set_value(str(outside)).run()
+    at.button(key="add_model_dir").click().run()
+    assert not at.error, errors(at)
+    assert (models / "other-gbdt" / "card.json").is_file()
+    at.selectbox(key="delete_model_pick").set_value(str(models / "other-gbdt")).run()
+    at.checkbox(key="delete_model_sure").check().run()
+    at.button(key="delete_model").click().run()
+    assert not at.exception and not at.error
+    assert not (models / "other-gbdt").exists() and (models / "demo-gbdt-1d").exists()
+
+
+def test_demo_mode_has_no_train_upload_or_delete_controls(env, monkeypatch):
+    _, models = env
+    monkeypatch.setenv("INTENTLENS_DEMO", "1")
+    at = train_page()
+    assert not at.exception
+    keys = {b.key for b in at.button}
+    assert not keys & {"train_start", "add_model_dir", "add_model_zip", "delete_model"}
+    assert len(at.file_uploader) == 0
+    assert not [w for w in at.text_input if w.key == "model_dir_path"]
+    assert any("Demo mode" in i.value for i in at.info)
+    board = next(d.value for d in at.dataframe if "PR-AUC" in d.value.columns)   # still visible
+    assert len(board) == 1
