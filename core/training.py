@@ -141,9 +141,11 @@ def _labels(batch: SequenceBatch, what: str) -> np.ndarray:
 
 def _inputs(tensors: dict[str, torch.Tensor], index: torch.Tensor | slice,
             device: torch.device) -> dict[str, torch.Tensor]:
-    out = {name: tensors[name][index].to(device) for name in INPUTS}
+    """One mini-batch of compact tensors, widened to what the model takes (long ids, bool mask)."""
+    out = {name: tensors[name][index].to(device).long() for name in INPUTS if name != "mask"}
+    out["mask"] = tensors["mask"][index].to(device).bool()
     if "target_category" in tensors:
-        out["target_category"] = tensors["target_category"][index].to(device)
+        out["target_category"] = tensors["target_category"][index].to(device).long()
     return out
 
 
@@ -206,7 +208,7 @@ def predict_transformer(model: IntentTransformer, batch: SequenceBatch,
     if model.config.scope == "category" and batch.target_category is None:
         raise ModelError("this model scores (user, category) rows but the batch has no "
                          "target_category.", hint="Build sequences with scope 'category'.")
-    logits = _logits(model, batch.tensors(), len(batch), batch_size)
+    logits = _logits(model, batch.tensors(widen=False), len(batch), batch_size)
     return torch.sigmoid(logits.double()).numpy()
 
 
@@ -218,7 +220,7 @@ def _signature(config: TransformerConfig, tc: TrainConfig, train: SequenceBatch,
     digest = hashlib.sha256(y_train.tobytes())
     for part in (train, valid):                 # a sample of the inputs tells datasets apart
         for name in ("behavior", "item", "gap"):
-            digest.update(np.ascontiguousarray(getattr(part, name)[:5000]).tobytes())
+            digest.update(np.ascontiguousarray(getattr(part, name)[:5000], dtype=np.int64).tobytes())
     return json.dumps({"config": config.to_dict(), "train": relevant, "n_train": len(train),
                        "n_valid": len(valid), "train_pos": int(y_train.sum()),
                        "max_len": train.max_len, "data": digest.hexdigest()}, sort_keys=True)
@@ -280,7 +282,7 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
     total_steps = tc.epochs * steps_per_epoch
     signature = _signature(config, tc, train, valid, y_train)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    train_t, valid_t = train.tensors(), valid.tensors()
+    train_t, valid_t = train.tensors(widen=False), valid.tensors(widen=False)   # no int64 copy
     y_train_t = torch.from_numpy(y_train).float()
     y_valid_t = torch.from_numpy(y_valid).float()
     pos_idx, neg_idx = np.flatnonzero(y_train == 1), np.flatnonzero(y_train == 0)

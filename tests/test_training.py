@@ -42,6 +42,20 @@ def test_learns_a_planted_signal(scope, extra):
     np.testing.assert_allclose(fit.valid_pred, p)
 
 
+def test_compact_id_dtypes_train_like_int64(data):
+    """build_sequences stores ids in the smallest integer type; training widens per mini-batch."""
+    train, valid = data
+    compact = train.subset(np.arange(len(train)))
+    for name, dtype in (("behavior", np.int8), ("item", np.int16), ("category", np.int8),
+                        ("gap", np.int8), ("hour", np.int8), ("query", np.int16)):
+        setattr(compact, name, getattr(compact, name).astype(dtype))
+    tc = TrainConfig(epochs=1, batch_size=256, seed=2, augment_crop=0.2)
+    a = fit_transformer(tiny_config(), compact, valid, tc)
+    b = fit_transformer(tiny_config(), train, valid, tc)
+    assert _same_weights(a.model, b.model)
+    np.testing.assert_array_equal(predict_transformer(a.model, compact), predict_transformer(b.model, train))
+
+
 def test_prior_correction_keeps_probabilities_calibrated(data):
     train, valid = data
     ratio = (1 - train.keys["label"]).sum() / train.keys["label"].sum()
