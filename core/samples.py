@@ -95,3 +95,34 @@ def ensure_default_data(store, progress: ProgressFn | None = None, *,
         done.append(sample.name)
     report(progress, len(todo), len(todo), "samples loaded")
     return done
+
+
+# The shipped demo models (committed under models/saved/) and the dataset they score on first start.
+DEMO_MODELS_ROOT = Path(__file__).resolve().parents[1] / "models" / "saved"
+DEMO_MODEL_DIRS: tuple[str, ...] = ("demo", "demo-gbdt")
+DEMO_DATASET = "demo"
+
+
+def ensure_demo_scores(store, progress: ProgressFn | None = None, *,
+                       models_root: Path | None = None) -> list[str]:
+    """Score the shipped demo models on the demo dataset when they have no scoring run yet, so
+    the Cohorts and Explain pages work on a fresh machine. Returns the model ids scored."""
+    from core.cohorts import score_dataset
+    from models.artifact import load_card
+
+    root = models_root or DEMO_MODELS_ROOT
+    if DEMO_DATASET not in store.dataset_names():
+        return []
+    scored = []
+    for name in DEMO_MODEL_DIRS:
+        model_dir = root / name
+        if not (model_dir / "card.json").is_file():
+            continue
+        model_id = load_card(model_dir)["model_id"]
+        if store.fetchone("SELECT 1 FROM scores WHERE model_id = ? AND dataset = ? LIMIT 1",
+                          [model_id, DEMO_DATASET]):
+            continue
+        report(progress, 0, None, f"scoring the demo model {name}")
+        score_dataset(store, model_dir, DEMO_DATASET, progress=progress)
+        scored.append(model_id)
+    return scored

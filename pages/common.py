@@ -357,18 +357,20 @@ def ensure_first_start_data() -> None:
         if state["done"]:
             return
         store = get_store()
+        from core.samples import ensure_default_data, ensure_demo_scores
+
+        # Shipped data and the shipped demo model's scores are loaded even in demo mode: they are
+        # the installation's defaults, not a user's change.
         if store.dataset_names():
+            with guard():
+                ensure_demo_scores(store)
             state["done"] = True
             return
-        if is_demo():
-            state["done"] = True   # read-only: never write, even the samples
-            return
-        from core.samples import ensure_default_data
-
         with st.status("First start: loading the sample and demo data…", expanded=True) as box:
             bar = st.progress(0.0)
             with guard():
                 names = ensure_default_data(store, progress=progress_to(bar))
+                ensure_demo_scores(store, progress=progress_to(bar))
                 box.update(label=f"Loaded {len(names)} datasets: {', '.join(names)}",
                            state="complete", expanded=False)
                 if names:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import overview
+from core import overview, samples
 from core.ingest import ingest_file
 from core.store import Store
 from pages import common
@@ -38,6 +38,7 @@ def models_dir(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "saved"
     root.mkdir()
     monkeypatch.setattr(overview, "MODELS_DIR", root)
+    monkeypatch.setattr(samples, "DEMO_MODELS_ROOT", root)
     return root
 
 
@@ -66,12 +67,13 @@ def test_first_start_loads_the_shipped_data_without_user_action(empty_db, models
         assert store.fetchone("SELECT count(*) FROM events")[0] > 10_000
 
 
-def test_demo_mode_first_start_writes_nothing(empty_db, models_dir, monkeypatch):
+def test_demo_mode_first_start_still_shows_the_shipped_data(empty_db, models_dir, monkeypatch):
+    """Demo mode forbids user changes, not the installation's defaults: stakeholders see data."""
     monkeypatch.setenv("INTENTLENS_DEMO", "1")
     at = run_app()
-    assert any("No dataset yet" in i.value for i in at.info)
     with Store(empty_db) as store:
-        assert store.dataset_names() == []
+        assert "demo" in store.dataset_names()
+    assert not at.error
 
 
 def test_home_shows_dataset_figures_and_links(db, models_dir):
