@@ -1,0 +1,205 @@
+"""AppTest of the Cohorts page on a tiny synthetic dataset, a tiny Transformer and its scoring run:
+cut modes, filters, paging, the link to Explain, export with an audit stamp, demo mode."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import overview
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 120
+_BUILT: dict[str, tuple[Path, Path]] = {}
+
+
+def tiny_app_data(tmp_path_factory) -> tuple[Path, Path]:
+    """(database, models root) once per test process: 200 synthetic users over 5 days, a
+    one-epoch 'fast' Transformer saved under <root>/saved/tiny and its scoring run."""
+    if "data" not in _BUILT:
+        from core.cohorts import score_dataset
+        from core.ingest import ingest_file
+        from core.labels import LabelSpec
+        from core.pipeline import train_model
+        from core.store import Store
+        from core.synth import SynthConfig, generate
+
+        root = tmp_path_factory.mktemp("tiny_app")
+        generate(SynthConfig(users=200, days=5, seed=3, n_categories=12, n_items=300), root / "synth.csv")
+        saved = root / "saved"
+        with Store(root / "db.duckdb") as store:
+            ingest_file(store, root / "synth.csv", dataset="synth")
+            spec = LabelSpec(horizon="1d", max_len=30, max_train_cutoffs=2)
+            result = train_model(store, "synth", kind="transformer", spec=spec, epochs=1, preset="fast",
+                                 out=saved / "tiny")
+            score_dataset(store, result.model_dir, "synth")
+        _BUILT["data"] = (root / "db.duckdb", saved)
+    return _BUILT["data"]
+
+
+@pytest.fixture
+def app_env(tmp_path_factory, tmp_path, monkeypatch) -> Path:
+    """A private copy of the tiny database (tests may write) and the tiny model as models/saved."""
+    db, saved = tiny_app_data(tmp_path_factory)
+    mine = tmp_path / "app.duckdb"
+    shutil.copy(db, mine)
+    monkeypatch.setenv("INTENTLENS_DB", str(mine))
+    monkeypatch.delenv("INTENTLENS_DEMO", raising=False)
+    monkeypatch.setattr(overview, "MODELS_DIR", saved)
+    return mine
+
+
+def cohorts_page(**query) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.query_params.update(query)
+    at.run()
+    assert not at.exception, at.exception
+    at.switch_page("pages/cohorts.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def users(at: AppTest) -> int:
+    return int(metrics(at)["Users"].replace(",", ""))
+
+
+def table(at: AppTest):
+    return next(d.value for d in at.dataframe if "user_id" in d.value.columns)
+
+
+def titles(at: AppTest) -> list[str]:
+    return [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+
+
+def test_cohort_page_shows_the_run_and_the_cohort(app_env):
+    at = cohorts_page()
+    assert at.sidebar.selectbox(key="model_picker").value.endswith("tiny")
+    figures = metrics(at)
+    total = int(at.session_state["cohort_spec"]["top_percent"])  # default: top 5 %
+    assert total == 5 and users(at) > 0
+    assert figures["Share of users"].endswith("%")
+    assert "Precision at this cut" in figures and "Lift at this cut" in figures
+    assert any("Filters are not applied" in c.value for c in at.caption)
+    shown = titles(at)
+    for title in ("Score distribution of the scoring run", "Top categories", "Behaviour mix", "Recency",
+                  "Over-represented last-3 patterns", "Expected value against the cut"):
+        assert title in shown
+    assert at.query_params["cut"] == ["top"] or at.query_params["cut"] == "top"
+    assert not at.error
+
+
+def test_modes_and_a_filter_change_the_cohort_size(app_env):
+    at = cohorts_page()
+    at.number_input(key="cohort_top").set_value(50.0).run()
+    half = users(at)
+    at.radio(key="cohort_mode").set_value("threshold").run()
+    at.number_input(key="cohort_threshold").set_value(0.0).run()
+    everyone = users(at)
+    assert everyone > half > 0
+    assert metrics(at)["Share of users"] == "100.0%"
+    at.radio(key="cohort_cart").set_value("yes").run()
+    with_cart = users(at)
+    assert 0 < with_cart < everyone
+    at.multiselect(key="cohort_activity").set_value(["heavy"]).run()
+    assert users(at) <= with_cart
+    assert at.query_params["cart"] in ("yes", ["yes"])
+    at.radio(key="cohort_mode").set_value("band").run()
+    sizes = []
+    for band in ("high", "medium", "low"):
+        at.radio(key="cohort_cart").set_value("any").run()
+        at.multiselect(key="cohort_activity").set_value([]).run()
+        at.selectbox(key="cohort_band").set_value(band).run()
+        sizes.append(users(at))
+    assert sum(sizes) == everyone
+    assert not at.exception
+
+
+def test_query_params_reopen_the_same_cohort(app_env):
+    at = cohorts_page(cut="threshold", threshold="0", cart="no")
+    assert at.radio(key="cohort_mode").value == "threshold"
+    assert at.radio(key="cohort_cart").value == "no"
+    assert at.session_state["cohort_spec"]["open_cart"] is False
+
+
+def test_user_table_pages_and_links_to_explain(app_env):
+    at = cohorts_page()
+    at.radio(key="cohort_mode").set_value("threshold").run()
+    at.number_input(key="cohort_threshold").set_value(0.0).run()
+    at.selectbox(key="cohort_page_size").set_value(25).run()
+    first = table(at)
+    assert len(first) == 25
+    assert first["score"].is_monotonic_decreasing
+    assert first["explain"].iloc[0].startswith("explanations?") and "user=" in first["explain"].iloc[0]
+    at.number_input(key="cohort_page").set_value(2).run()
+    second = table(at)
+    assert len(second) == 25 and not set(second["user_id"]) & set(first["user_id"])
+    assert second["score"].max() <= first["score"].min()
+    at.selectbox(key="cohort_sort").set_value("n_events").run()
+    assert at.number_input(key="cohort_page").value == 1          # a new sort starts at page 1
+    assert table(at)["n_events"].is_monotonic_decreasing
+    chosen = at.selectbox(key="cohort_explain_user").value
+    at.button(key="cohort_explain_go").click().run()
+    assert not at.exception, at.exception
+    assert at.query_params["user"] in (chosen, [chosen])
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_export_has_the_audit_stamp(app_env, fmt, tmp_path):
+    at = cohorts_page()
+    at.radio(key="cohort_export_fmt").set_value(fmt).run()
+    at.button(key="cohort_prepare_export").click().run()
+    assert not at.exception, at.exception
+    ready = at.session_state["cohort_export"]
+    stamp = ready["stamp"]
+    assert stamp["model_id"] == "tiny" or stamp["model_id"]
+    assert stamp["rows"] == users(at) and "top 5 %" in stamp["cut"]
+    out = tmp_path / ready["name"]
+    out.write_bytes(ready["data"])
+    if fmt == "csv":
+        text = out.read_text()
+        assert text.startswith(f"# model_id: {stamp['model_id']}")
+        assert "# sql: " in text and "\nuser_id,category,score" in text
+    else:
+        import pyarrow.parquet as pq
+
+        meta = pq.read_metadata(out).metadata
+        assert json.loads(meta[b"intentlens.audit"])["rows"] == stamp["rows"]
+        assert pq.read_table(out).num_rows == stamp["rows"]
+    assert json.loads(ready["sidecar"])["dataset_sha256"] == stamp["dataset_sha256"]
+    assert any(el.proto.label.startswith("Download cohort-") for el in at.get("download_button"))
+
+
+def test_demo_mode_hides_rescore(app_env, monkeypatch):
+    at = cohorts_page()
+    assert any(b.key == "cohort_rescore" for b in at.button)
+    monkeypatch.setenv("INTENTLENS_DEMO", "1")
+    at = cohorts_page()
+    assert not any(b.key == "cohort_rescore" for b in at.button)
+    assert users(at) > 0                                 # the existing run is still shown
+
+
+def test_rescore_runs_in_the_background(app_env):
+    from core.store import Store
+
+    with Store(app_env) as store:
+        store.execute("DELETE FROM scores")
+    at = cohorts_page()
+    assert any("has not scored" in i.value for i in at.info)
+    at.button(key="cohort_rescore").click().run()
+    assert not at.exception, at.exception
+    job_id = at.session_state["cohort_score_job"]
+    from pages import common
+
+    state = common.get_jobs().wait(job_id, timeout=TIMEOUT)
+    assert state.status == "done", state.error
+    at.run()
+    at.run()
+    assert not at.exception, at.exception
+    assert users(at) > 0
