@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -101,7 +102,7 @@ def resolve_db_path(path: str | os.PathLike[str] | None = None) -> Path:
 
 def _translate(err: Exception) -> StoreError:
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    if "lock" in text.lower():
+    if isinstance(err, duckdb.IOException) and re.search(r"\block\b", text, re.IGNORECASE):
         return StoreError(
             f"the database file is held by another process ({text}).",
             title="Database is in use",

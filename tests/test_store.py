@@ -92,3 +92,14 @@ def test_headless_modules_do_not_import_streamlit():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=str(__import__('pathlib').Path(__file__).parents[1]))
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_error_titles_do_not_confuse_block_with_lock():
+    import duckdb
+
+    from core.store import _translate
+
+    oom = _translate(duckdb.OutOfMemoryException("Out of Memory Error: could not allocate block of size 256KiB"))
+    assert oom.title == "Out of memory"
+    held = _translate(duckdb.IOException('IO Error: Could not set lock on file "x.duckdb": Conflicting lock'))
+    assert held.title == "Database is in use"
