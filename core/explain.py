@@ -559,6 +559,12 @@ def _event_ids(event: Mapping[str, Any], vocab: Vocab | None, n_query: int) -> d
         raise DataError(f"behavior must be one of {', '.join(BEHAVIORS)}, got {behavior!r}.",
                         title="Bad what-if event")
     ids: dict[str, Any] = {"behavior": BEHAVIOR_CODE[behavior]}
+    if vocab is not None and event.get("category") is not None:
+        # the added event becomes the newest, so it is "in the newest event's category" (see the
+        # behaviour x context ids in core.sequences); the other events keep their context
+        from core.sequences import BEHAVIOR_STRIDE, NEWEST_CATEGORY
+
+        ids["behavior"] += BEHAVIOR_STRIDE * NEWEST_CATEGORY
     for key, column, table, buckets in (
             ("item", "item_id", "items", "item_buckets"),
             ("category", "category", "categories", "category_buckets")):

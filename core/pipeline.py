@@ -29,12 +29,19 @@ VALIDATION_FILE = "validation.parquet"
 
 # Size presets for the Train page and `--preset`; each field is what it implies for training.
 PRESETS: dict[str, dict[str, Any]] = {
-    "fast": {"epochs": 4, "d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64,
-             "batch_size": 256, "max_train_cutoffs": 3, "gbdt_trees": 200},
-    "balanced": {"epochs": 12, "d_model": 64, "n_heads": 4, "n_layers": 2, "d_ff": 128,
-                 "batch_size": 256, "max_train_cutoffs": 6, "gbdt_trees": 400},
-    "thorough": {"epochs": 30, "d_model": 96, "n_heads": 4, "n_layers": 2, "d_ff": 192,
-                 "batch_size": 256, "max_train_cutoffs": 10, "gbdt_trees": 800},
+    # epochs: Transformer passes (early stopping may end sooner); d_model/n_heads/n_layers/d_ff:
+    # its size; dropout/weight_decay: its regularisation; min_item_count: events an item needs
+    # for its own embedding (rarer items share hash buckets); max_train_cutoffs: training windows;
+    # max_train_rows: training rows kept (a seeded sample beyond); gbdt_trees: boosting rounds.
+    "fast": {"epochs": 4, "d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64, "dropout": 0.1,
+             "weight_decay": 0.05, "min_item_count": 10, "batch_size": 256, "max_train_cutoffs": 3,
+             "max_train_rows": 50_000, "gbdt_trees": 200},
+    "balanced": {"epochs": 8, "d_model": 64, "n_heads": 4, "n_layers": 2, "d_ff": 128, "dropout": 0.2,
+                 "weight_decay": 0.1, "min_item_count": 10, "batch_size": 256, "max_train_cutoffs": 6,
+                 "max_train_rows": 200_000, "gbdt_trees": 400},
+    "thorough": {"epochs": 20, "d_model": 96, "n_heads": 4, "n_layers": 2, "d_ff": 192, "dropout": 0.2,
+                 "weight_decay": 0.1, "min_item_count": 5, "batch_size": 256, "max_train_cutoffs": 10,
+                 "max_train_rows": 500_000, "gbdt_trees": 800},
 }
 
 LogFn = Callable[[str], None]
@@ -101,7 +108,8 @@ def default_model_dir(dataset: str, kind: str, spec: LabelSpec, root: Path = MOD
 
 def prepare_inputs(store, dataset: str, spec: LabelSpec, *, sequences: bool, features: bool,
                    progress: ProgressFn | None = None, cancel: CancelToken | None = None,
-                   log: LogFn | None = None) -> Inputs:
+                   log: LogFn | None = None, vocab_options: dict[str, Any] | None = None,
+                   max_train_rows: int | None = None, seed: int = 0) -> Inputs:
     """Cutoffs, eligibility, example rows, and the model inputs the kinds need."""
     from core.features import build_features
     from core.sequences import build_sequences, build_vocab
@@ -113,11 +121,13 @@ def prepare_inputs(store, dataset: str, spec: LabelSpec, *, sequences: bool, fea
               f"validation {plan.valid_cutoff} (labels up to {plan.valid_cutoff + spec.horizon_td})")
     report(progress, 0, None, "building example rows")
     examples = build_examples(store, dataset, spec, plan)
+    if max_train_rows is not None:
+        examples = _cap_training_rows(examples, max_train_rows, seed)
     inputs = Inputs(plan=plan, examples=examples)
     if sequences:
         if cancel:
             cancel.check()
-        inputs.vocab = build_vocab(store, dataset, plan.valid_cutoff)
+        inputs.vocab = build_vocab(store, dataset, plan.valid_cutoff, **(vocab_options or {}))
         inputs.sequences = build_sequences(store, dataset, examples, inputs.vocab, spec,
                                            progress=progress, cancel=cancel)
     if features:
@@ -147,15 +157,15 @@ def _cap_training_rows(examples: pd.DataFrame, max_rows: int, seed: int) -> pd.D
 
 
 def _transformer_config(inputs: Inputs, spec: LabelSpec, preset: dict[str, Any]):
-    from core.schema import BEHAVIORS
+    from core.sequences import N_BEHAVIOR_IDS
     from models.transformer import TransformerConfig
 
     vocab = inputs.vocab
     return TransformerConfig(
-        n_behaviors=len(BEHAVIORS) + 1, n_items=vocab.n_items, n_categories=vocab.n_categories,
+        n_behaviors=N_BEHAVIOR_IDS, n_items=vocab.n_items, n_categories=vocab.n_categories,
         n_gaps=vocab.gap_buckets + 1, n_hours=25, n_query_buckets=vocab.query_buckets + 1,
         max_len=spec.max_len, d_model=preset["d_model"], n_heads=preset["n_heads"],
-        n_layers=preset["n_layers"], d_ff=preset["d_ff"], dropout=0.1, scope=spec.scope)
+        n_layers=preset["n_layers"], d_ff=preset["d_ff"], dropout=preset["dropout"], scope=spec.scope)
 
 
 def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: dict[str, Any], *, seed: int,
@@ -167,6 +177,7 @@ def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: dict[str, Any], *,
     valid = inputs.sequences.subset(inputs.split_index("valid"))
     config = _transformer_config(inputs, spec, preset)
     tc = TrainConfig(epochs=preset["epochs"], batch_size=preset["batch_size"], seed=seed,
+                     weight_decay=preset["weight_decay"],
                      patience=preset.get("patience", 3), augment_crop=preset.get("augment_crop", 0.1),
                      event_dropout=preset.get("event_dropout", 0.05))
     trials: list[dict[str, Any]] = []
@@ -247,7 +258,9 @@ def train_model(store, dataset: str, *, kind: str = "transformer", spec: LabelSp
     info = store.dataset(dataset)
     out_dir = Path(out) if out else default_model_dir(dataset, kind, spec, models_root)
     inputs = prepare_inputs(store, dataset, spec, sequences=need_seq, features=need_feat,
-                            progress=progress, cancel=cancel, log=log)
+                            progress=progress, cancel=cancel, log=log,
+                            vocab_options={"min_count": settings["min_item_count"]},
+                            max_train_rows=settings["max_train_rows"], seed=seed)
     y_valid = inputs.labels("valid")
     members: dict[str, dict[str, Any]] = {}
     member_kinds = ("transformer", "gbdt", "logreg") if kind == "ensemble" else (kind,)

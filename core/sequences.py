@@ -5,7 +5,13 @@ sits at position L-1. Built inside DuckDB and streamed in chunks of users.
 
 Per position:
 
-* behaviour: ``core.schema.BEHAVIOR_CODE`` (1..6).
+* behaviour: ``core.schema.BEHAVIOR_CODE`` (1..6) crossed with the event's context in its window,
+  ``code + BEHAVIOR_STRIDE * context`` (ids 1..N_BEHAVIOR_IDS-1), where ``context`` has three bits
+  computed from the same last-L events (never from after the cutoff): 1 = the same item is bought
+  by a newer event, 2 = the same item appears in a newer event, 4 = the event's category is the
+  category of the newest event. A cart whose item was bought later and an open cart in the
+  category the user is browsing now are different tokens, which a Transformer with ~10^4 rows
+  could otherwise learn only through item-identity matching in attention.
 * item / category: vocabulary ids (see :class:`Vocab`); a missing item or category is OOV (1).
 * gap: ``1 + min(gap_buckets - 1, floor(log2(1 + seconds from the event to the cutoff)))``, so
   bucket 1 is "at the cutoff", and each bucket doubles the time span of the one before.
@@ -84,7 +90,7 @@ class SequenceBatch:
     """
 
     keys: pd.DataFrame                 # user_id, cutoff, [category], label, split
-    behavior: np.ndarray               # (N, L) int8: 0 pad, core.schema.BEHAVIOR_CODE
+    behavior: np.ndarray               # (N, L) int8: 0 pad, BEHAVIOR_CODE + BEHAVIOR_STRIDE * context
     item: np.ndarray                   # (N, L) int16/int32 (smallest that holds vocab.n_items)
     category: np.ndarray               # (N, L) int16/int32 vocab ids
     gap: np.ndarray                    # (N, L) int8: 1 + log2 bucket of (cutoff - ts), 0 pad
@@ -177,15 +183,18 @@ _TOP_VALUES_SQL = {
     column: f"""
         SELECT {column} AS value, count(*) AS n FROM events
         WHERE dataset = ? AND ts <= ? AND {column} IS NOT NULL
-        GROUP BY {column} ORDER BY n DESC, value LIMIT ?"""
+        GROUP BY {column} HAVING count(*) >= ? ORDER BY n DESC, value LIMIT ?"""
     for column in ("item_id", "category")
 }
 
 
 def build_vocab(store: Store, dataset: str, before: Any, *, max_items: int = 20000,
                 max_categories: int = 2000, item_buckets: int = 1024, category_buckets: int = 128,
-                query_buckets: int = 1024, gap_buckets: int = 32) -> Vocab:
+                query_buckets: int = 1024, gap_buckets: int = 32, min_count: int = 1) -> Vocab:
     """Top-K items and categories by event count among events at or before ``before``.
+
+    ``min_count``: a value needs at least this many events to get its own id (rarer values share
+    hash buckets), so a small dataset does not give thousands of once-seen items their own vector.
 
     Pass the validation cutoff (or an earlier time) as ``before``: the vocabulary never looks at
     the validation window. Values outside the top K map to hash buckets (or OOV when the bucket
@@ -201,7 +210,7 @@ def build_vocab(store: Store, dataset: str, before: Any, *, max_items: int = 200
     before = _to_datetime(before)
     tops = {}
     for column, limit in (("item_id", max_items), ("category", max_categories)):
-        rows = store.fetchall(_TOP_VALUES_SQL[column], [dataset, before, int(limit)])
+        rows = store.fetchall(_TOP_VALUES_SQL[column], [dataset, before, max(1, int(min_count)), int(limit)])
         tops[column] = {str(value): OOV + 1 + i for i, (value, _) in enumerate(rows)}
     return Vocab(items=tops["item_id"], categories=tops["category"], item_buckets=int(item_buckets),
                  category_buckets=int(category_buckets), query_buckets=int(query_buckets),
@@ -240,6 +249,12 @@ _ITEMS_VIEW = "il_vocab_items"
 _CATEGORIES_VIEW = "il_vocab_categories"
 
 
+BEHAVIOR_STRIDE = len(BEHAVIORS) + 1         # ids per context value (0 = pad, 1..6 behaviours)
+BEHAVIOR_CONTEXTS = 8                       # three context bits
+N_BEHAVIOR_IDS = BEHAVIOR_STRIDE * BEHAVIOR_CONTEXTS   # embedding rows for the behaviour input
+NEWEST_CATEGORY = 4                         # the context bit of "same category as the newest event"
+
+
 def _behavior_code_sql(expr: str) -> str:
     """SQL mapping a behaviour to its core.schema.BEHAVIOR_CODE (expr is a code constant)."""
     whens = " ".join(f"WHEN '{b}' THEN {BEHAVIOR_CODE[b]}" for b in BEHAVIORS)
@@ -274,16 +289,26 @@ cats AS (
                                            ELSE {OOV} END) AS id
     FROM (SELECT DISTINCT category FROM r WHERE category IS NOT NULL) d
     LEFT JOIN {_CATEGORIES_VIEW} v ON v.value = d.category),
+ctx AS (
+    SELECT r.*,
+           (r.item_id IS NOT NULL AND coalesce(count(*) FILTER (WHERE r.behavior = 'buy')
+                OVER newer_same_item, 0) > 0)::INTEGER
+         + 2 * (r.item_id IS NOT NULL AND coalesce(count(*) OVER newer_same_item, 0) > 0)::INTEGER
+         + 4 * coalesce(r.category = first_value(r.category) OVER (PARTITION BY r.seq_idx ORDER BY r.rn),
+                        false)::INTEGER AS context
+    FROM r
+    WINDOW newer_same_item AS (PARTITION BY r.seq_idx, r.item_id ORDER BY r.rn
+                               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)),
 flat AS (
-    SELECT r.seq_idx, r.rn, r.cutoff, r.ts, r.behavior, i.id AS item, c.id AS category,
+    SELECT r.seq_idx, r.rn, r.cutoff, r.ts, r.behavior, r.context, i.id AS item, c.id AS category,
            list_transform({_TOKENS}[1:{QUERY_TOKENS}],
                           lambda t: 1 + {_stable_hash_sql('t')} % ?) AS tok
-    FROM r
+    FROM ctx r
     LEFT JOIN items i ON i.item_id = r.item_id
     LEFT JOIN cats c ON c.category = r.category)
 SELECT seq_idx,
        (? - rn)::SMALLINT AS pos,
-       ({_behavior_code_sql('behavior')})::TINYINT AS behavior,
+       ({_behavior_code_sql('behavior')} + {BEHAVIOR_STRIDE} * context)::TINYINT AS behavior,
        coalesce(item, {OOV})::INTEGER AS item,
        coalesce(category, {OOV})::INTEGER AS category,
        (1 + least(?, floor(log2(1 + epoch(cutoff - ts)))))::SMALLINT AS gap,

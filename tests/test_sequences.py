@@ -13,6 +13,7 @@ from core.errors import NotFoundError
 from core.labels import LabelSpec, build_examples, plan_cutoffs, scoring_examples
 from core.progress import CancelToken, Cancelled
 from core.schema import BEHAVIOR_CODE
+from core.sequences import BEHAVIOR_STRIDE, N_BEHAVIOR_IDS
 from core.sequences import (OOV, QUERY_TOKENS, SequenceBatch, Vocab, build_sequences, build_vocab,
                             map_ids, stable_hash, user_events)
 
@@ -92,8 +93,12 @@ def test_left_padding_mask_and_newest_last(small):
     batch = build_sequences(small, "s", one_row("a"), vocab, spec)
     assert len(batch) == 1 and batch.max_len == 5
     assert batch.mask[0].tolist() == [False, False, True, True, True]
-    codes = [BEHAVIOR_CODE[b] for b in ("view", "cart", "buy")]
+    # behaviour x context: the view of i1 is followed by a buy of i1 (1) and by i1 again (2); every
+    # event is in c1, the newest event's category (4)
+    codes = [BEHAVIOR_CODE["view"] + BEHAVIOR_STRIDE * 7, BEHAVIOR_CODE["cart"] + BEHAVIOR_STRIDE * 4,
+             BEHAVIOR_CODE["buy"] + BEHAVIOR_STRIDE * 4]
     assert batch.behavior[0].tolist() == [0, 0] + codes
+    assert batch.behavior.max() < N_BEHAVIOR_IDS
     for name in ("item", "category", "gap", "hour"):
         assert (getattr(batch, name)[0, :2] == 0).all() and (getattr(batch, name)[0, 2:] > 0).all()
     # the newest event (the buy of i1 five minutes before T) sits at L-1
@@ -258,7 +263,8 @@ def test_chunked_equals_single_chunk_and_progress(store):
     events = user_events(store, "r", whole.keys.user_id[row], whole.keys.cutoff[row], spec)
     assert whole.mask[row].sum() == len(events)
     codes = events["behavior"].map(BEHAVIOR_CODE).to_numpy()
-    assert np.array_equal(whole.behavior[row, events["position"].to_numpy()], codes)
+    got = whole.behavior[row, events["position"].to_numpy()]
+    assert np.array_equal(got % BEHAVIOR_STRIDE, codes)        # the behaviour under its context
 
 
 def test_tensors_are_long_and_subset_concat_keep_rows(store):
@@ -290,3 +296,18 @@ def test_cancel_stops_between_chunks(store):
     token.cancel()
     with pytest.raises(Cancelled):
         build_sequences(store, "r", rows, Vocab(), spec, cancel=token, chunk_users=2)
+
+
+def test_behaviour_context_never_reads_past_the_cutoff(store):
+    """The cart of i1 becomes 'bought later' only when the buy is at or before the cutoff."""
+    add_events(store, "k", [
+        ("u", "i1", "c1", "cart", T - timedelta(hours=2)),
+        ("u", "i2", "c2", "view", T - timedelta(hours=1)),
+        ("u", "i1", "c1", "buy", T + timedelta(hours=1)),
+    ])
+    vocab = build_vocab(store, "k", T)
+    spec = LabelSpec(horizon="1h", max_len=3)
+    before = build_sequences(store, "k", one_row("u", T), vocab, spec)
+    after = build_sequences(store, "k", one_row("u", T + timedelta(hours=2)), vocab, spec)
+    assert before.behavior[0, -2] == BEHAVIOR_CODE["cart"]                      # open cart, other category
+    assert after.behavior[0, -3] == BEHAVIOR_CODE["cart"] + BEHAVIOR_STRIDE * (1 + 2 + 4)
