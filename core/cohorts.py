@@ -65,21 +65,17 @@ def refresh_user_stats(cur: Any, dataset: str) -> None:
     cur.execute(_USER_STATS_SQL, [dataset, dataset])
 
 
-def score_dataset(store, model_dir: str | Path, dataset: str, *, progress: ProgressFn | None = None,
-                  cancel: CancelToken | None = None) -> pd.DataFrame:
-    """Score every user at T = the dataset's last event; replace this model's rows in ``scores``.
+def predict_at(store, model, dataset: str, cutoff: Any, *, progress: ProgressFn | None = None,
+               cancel: CancelToken | None = None) -> pd.DataFrame:
+    """Score every user of ``dataset`` with a loaded model at ``cutoff``, in chunks of users.
 
-    Returns one row per user (per user and candidate category for scope ``category``) with
-    columns ``user_id``, [``category``,] ``score`` = P(buy within the model's horizon after T).
+    Only events at or before ``cutoff`` are read. Returns ``user_id``, [``category``,] ``score``
+    in the order of :func:`core.labels.scoring_examples`.
     """
     from core.features import build_features
     from core.labels import scoring_examples
     from core.sequences import build_sequences
-    from models.artifact import load_model
 
-    model = load_model(model_dir)
-    info = store.dataset(dataset)
-    cutoff = pd.Timestamp(info["ts_max"]).to_pydatetime()
     spec = model.spec
     examples = scoring_examples(store, dataset, spec, cutoff)
     if examples.empty:
@@ -95,10 +91,26 @@ def score_dataset(store, model_dir: str | Path, dataset: str, *, progress: Progr
         feats = build_features(store, dataset, chunk, spec) if model.feature_names else None
         scores[start:start + len(chunk)] = model.predict(seq, feats)
         report(progress, min(start + SCORE_CHUNK, len(examples)), len(examples), "scoring users")
-    scoped = spec.scope == "category"
-    frame = examples[["user_id"] + (["category"] if scoped else [])].copy()
+    frame = examples[["user_id"] + (["category"] if spec.scope == "category" else [])].copy()
     frame["score"] = scores
-    staged = frame.assign(category=frame["category"] if scoped else None)
+    return frame
+
+
+def score_dataset(store, model_dir: str | Path, dataset: str, *, progress: ProgressFn | None = None,
+                  cancel: CancelToken | None = None) -> pd.DataFrame:
+    """Score every user at T = the dataset's last event; replace this model's rows in ``scores``.
+
+    Returns one row per user (per user and candidate category for scope ``category``) with
+    columns ``user_id``, [``category``,] ``score`` = P(buy within the model's horizon after T),
+    highest first.
+    """
+    from models.artifact import load_model
+
+    model = load_model(model_dir)
+    info = store.dataset(dataset)
+    cutoff = pd.Timestamp(info["ts_max"]).to_pydatetime()
+    frame = predict_at(store, model, dataset, cutoff, progress=progress, cancel=cancel)
+    staged = frame if "category" in frame else frame.assign(category=None)
     model_id = model.card["model_id"]
     scored_at = datetime.now(timezone.utc).replace(tzinfo=None)
     with store.transaction() as cur:

@@ -109,13 +109,17 @@ def default_model_dir(dataset: str, kind: str, spec: LabelSpec, root: Path = MOD
 def prepare_inputs(store, dataset: str, spec: LabelSpec, *, sequences: bool, features: bool,
                    progress: ProgressFn | None = None, cancel: CancelToken | None = None,
                    log: LogFn | None = None, vocab_options: dict[str, Any] | None = None,
-                   max_train_rows: int | None = None, seed: int = 0) -> Inputs:
-    """Cutoffs, eligibility, example rows, and the model inputs the kinds need."""
+                   max_train_rows: int | None = None, seed: int = 0,
+                   plan: CutoffPlan | None = None) -> Inputs:
+    """Cutoffs, eligibility, example rows, and the model inputs the kinds need.
+
+    ``plan``: explicit cutoffs (e.g. a synthetic log's truth grid); default :func:`plan_cutoffs`.
+    """
     from core.features import build_features
     from core.sequences import build_sequences, build_vocab
 
     store.dataset(dataset)  # NotFoundError with the list of datasets
-    plan = plan_cutoffs(store, dataset, spec)
+    plan = plan or plan_cutoffs(store, dataset, spec)
     check_eligibility(store, dataset, spec, plan).require()
     _log(log, f"cutoffs: train {', '.join(str(t) for t in plan.train_cutoffs)}; "
               f"validation {plan.valid_cutoff} (labels up to {plan.valid_cutoff + spec.horizon_td})")
