@@ -241,7 +241,7 @@ def train_model(store, dataset: str, *, kind: str = "transformer", spec: LabelSp
                 out: str | Path | None = None, preset: str = "balanced",
                 progress: ProgressFn | None = None, cancel: CancelToken | None = None,
                 log: LogFn | None = None, on_epoch: Callable[[dict], None] | None = None,
-                models_root: Path = MODELS_ROOT) -> TrainResult:
+                models_root: Path = MODELS_ROOT, plan: CutoffPlan | None = None) -> TrainResult:
     """Train ``kind`` on ``dataset`` with a time split, evaluate it, save it; see the module doc."""
     from core.metrics import summary_metrics
     from models.artifact import save_model
@@ -264,7 +264,7 @@ def train_model(store, dataset: str, *, kind: str = "transformer", spec: LabelSp
     inputs = prepare_inputs(store, dataset, spec, sequences=need_seq, features=need_feat,
                             progress=progress, cancel=cancel, log=log,
                             vocab_options={"min_count": settings["min_item_count"]},
-                            max_train_rows=settings["max_train_rows"], seed=seed)
+                            max_train_rows=settings["max_train_rows"], seed=seed, plan=plan)
     y_valid = inputs.labels("valid")
     members: dict[str, dict[str, Any]] = {}
     member_kinds = ("transformer", "gbdt", "logreg") if kind == "ensemble" else (kind,)

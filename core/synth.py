@@ -80,6 +80,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -782,3 +783,44 @@ def demo_dataset(out_dir: str | Path = "sample_data/demo", *, progress: Progress
     events = out_dir / "events.csv.gz"
     generate(demo_config(), events, fmt="taobao", truth_out=out_dir / "truth.csv.gz", progress=progress)
     return events
+
+
+# --- comparing a model with the truth ------------------------------------------------------------
+def truth_plan(config: SynthConfig, *, n_train: int = 4, valid_index: int = -1):
+    """A :class:`core.labels.CutoffPlan` on the truth grid: the validation cutoff is the grid point
+    ``valid_index`` and the ``n_train`` grid points before it train, so every validation row has a
+    known Bayes-optimal score."""
+    from core.labels import CutoffPlan
+
+    grid = [t.replace(tzinfo=None) for t in truth_cutoffs(config)]
+    valid_at = grid.index(grid[valid_index])
+    train = grid[max(0, valid_at - n_train):valid_at]
+    if not train:
+        raise ValueError("the truth grid has no cutoff before the validation one: generate more days.")
+    end = config.start_dt.replace(tzinfo=None) + timedelta(seconds=config.horizon_seconds * config.windows)
+    return CutoffPlan(train_cutoffs=train, valid_cutoff=grid[valid_at], score_cutoff=end)
+
+
+def compare_with_truth(valid_rows: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
+    """ROC-AUC of a model's validation scores against the Bayes-optimal AUC on the same rows.
+
+    valid_rows: user_id, cutoff, label, score (a model's saved validation rows).
+    truth: the generator's truth file (user_id, cutoff, p_buy, ...).
+    """
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    left = valid_rows.assign(user_id=valid_rows["user_id"].astype(str),
+                             cutoff=pd.to_datetime(valid_rows["cutoff"]).dt.tz_localize(None))
+    right = truth.assign(user_id=truth["user_id"].astype(str),
+                         cutoff=pd.to_datetime(truth["cutoff"]).dt.tz_localize(None))
+    merged = left.merge(right[["user_id", "cutoff", "p_buy"]], on=["user_id", "cutoff"], how="inner")
+    if len(merged) != len(left):
+        raise ValueError(f"{len(left) - len(merged)} validation rows have no truth: is the validation "
+                         "cutoff on the truth grid (use truth_plan)?")
+    y = merged["label"].to_numpy()
+    model_auc = float(roc_auc_score(y, merged["score"]))
+    bayes_auc = float(roc_auc_score(y, merged["p_buy"]))
+    return {"rows": float(len(merged)), "positives": float(y.sum()), "model_roc_auc": model_auc,
+            "bayes_roc_auc": bayes_auc, "ratio": model_auc / bayes_auc,
+            "model_pr_auc": float(average_precision_score(y, merged["score"])),
+            "bayes_pr_auc": float(average_precision_score(y, merged["p_buy"]))}
