@@ -122,7 +122,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     bar, progress = _progress_bar("train")
     with _store(args) as store, bar:
         result = train_model(store, args.dataset, kind=args.model, spec=spec, epochs=args.epochs,
-                             search=args.search, seed=args.seed, out=args.out, progress=progress,
+                             search=args.search, seed=args.seed, out=args.out, preset=args.preset,
+                             progress=progress,
                              log=lambda line: print(line, file=sys.stderr))
     print(result.summary())
     return 0
@@ -226,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scope", choices=("any", "category"), default="any")
     p.add_argument("--lookback", default=None, help="history window before each cutoff (default: all)")
     p.add_argument("--max-len", type=int, default=100, help="events per user sequence")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--preset", choices=("fast", "balanced", "thorough"), default="balanced",
+                   help="model size and training budget (see core/pipeline.py PRESETS)")
+    p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     p.add_argument("--search", type=int, default=0, help="hyper-parameter search trials")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="model directory (default models/saved/<dataset>-<model>-<horizon>)")
