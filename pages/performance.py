@@ -280,6 +280,7 @@ if st.session_state.get(COMPARE_KEY) not in others:
     st.session_state[COMPARE_KEY] = None
 second = right.selectbox(
     "Compare with", others, key=COMPARE_KEY, format_func=lambda p: _label(usable, p),
+    placeholder="— none —",
     help="Optional second model, drawn beside the first; each is measured on its own "
          "validation rows.")
 if second is None:
@@ -371,15 +372,13 @@ def cutoff_view() -> None:
                                 key=CONFUSION_KEY,
                                 help="Counts of validation rows, or each cell's share of all rows.")
     shares = view == "shares"
-    cols = st.columns(len(evals), gap="medium")
     for i, (ev, cut) in enumerate(zip(evals, cuts)):
-        with cols[i]:
+        left, right = st.columns(2, gap="medium")
+        with left:
             common.chart(charts.confusion_matrix(cut.confusion, shares=shares,
                                                  title=f"Confusion matrix · {ev.name}"),
                          key=f"perf_confusion_{i}")
-    cols = st.columns(len(evals), gap="medium")
-    for i, (ev, cut) in enumerate(zip(evals, cuts)):
-        with cols[i]:
+        with right:
             fig = charts.score_histogram(pd.DataFrame({"score": ev.p, "label": ev.y}),
                                          threshold=cut.threshold)
             if len(evals) > 1:
@@ -395,7 +394,6 @@ def cutoff_view() -> None:
         common.chart(charts.gains_chart(lift, cutoff_fraction=main_cut.values["flagged_share"]),
                      key="perf_gains")
 
-    st.markdown(f"##### Quality by segment · {main.name}")
     segments = segment_table(main, main_cut.threshold)
     common.chart(charts.segment_quality(segments), key="perf_segments")
     st.dataframe(
@@ -408,9 +406,9 @@ def cutoff_view() -> None:
                        "pr_auc": st.column_config.NumberColumn("PR-AUC", format="%.3f"),
                        "precision": st.column_config.NumberColumn("precision at the cutoff",
                                                                   format="%.3f")})
-    st.caption("Activity: thirds of users by events before the cutoff. Sequence length: events "
-               "the model saw (capped at its maximum). ROC-AUC is blank where a segment holds "
-               "one class only.")
+    st.caption(f"Segments of **{main.name}**'s validation rows. Activity: thirds of users by "
+               "events before the cutoff. Sequence length: events the model saw (capped at its "
+               "maximum). ROC-AUC is blank where a segment holds one class only.")
 
 
 with common.guard():

@@ -31,6 +31,7 @@ HORIZONS = ("30min", "1h", "6h", "1d", "7d")
 OTHER = "other…"
 JOBS_KEY = "train_jobs"              # ids of the jobs this session started, oldest first
 ANNOUNCED_KEY = "train_jobs_seen"    # ids whose end already triggered a full rerun
+CANCELLING_KEY = "train_jobs_cancelling"   # ids whose Cancel was clicked (a queued job ends when its turn comes)
 POLL_SECONDS = 1.5
 KIND_LABELS = {"transformer": "Transformer (event sequences)", "gbdt": "Gradient-boosted trees",
                "logreg": "Logistic regression", "ensemble": "Ensemble of the three"}
@@ -117,6 +118,8 @@ def cancel_job(job_id: str) -> None:
         common.get_jobs().cancel(job_id)
     except IntentLensError as err:
         common.flash("warning", f"Could not cancel: {err}")
+        return
+    st.session_state.setdefault(CANCELLING_KEY, set()).add(job_id)
 
 
 def use_model(model_dir: str) -> None:
@@ -289,7 +292,7 @@ if demo:
             "leaderboard below shows the models already trained.")
 else:
     st.subheader(f"Train on **{dataset}**")
-    left, mid, right = st.columns(3, gap="medium")
+    left, mid, right = st.columns([1, 1.3, 1], gap="medium")
     with left:
         choice = st.selectbox(
             "Horizon", [*HORIZONS, OTHER], index=HORIZONS.index("1d"), key="train_horizon",
@@ -412,15 +415,20 @@ def _job_card(state) -> None:
         head.markdown(f"{badge} **{KIND_LABELS.get(params.get('kind'), params.get('kind'))}** · "
                       f"{params.get('dataset')} · horizon {params.get('horizon')} · "
                       f"scope {params.get('scope')} · size {params.get('preset')}")
-        if not state.finished:
+        cancelling = state.id in st.session_state.get(CANCELLING_KEY, set())
+        if not state.finished and not cancelling:
             button.button("Cancel", key=f"cancel_{state.id}", on_click=cancel_job, args=(state.id,),
                           icon=":material/stop:", help="Stop this job at its next step; nothing is saved.")
-        if state.status in ("queued", "running"):
-            eta = state.eta_seconds
+        if state.status in ("queued", "running") and cancelling:
+            st.info("Cancel requested: the job stops at its next step"
+                    + (" (or as soon as its turn comes)." if state.status == "queued" else "."),
+                    icon=":material/hourglass_top:")
+        elif state.status in ("queued", "running"):
+            eta, fraction = state.eta_seconds, state.fraction
             text = state.message or ("waiting for the job before it" if state.status == "queued" else "starting")
-            if eta is not None:
+            if eta is not None and fraction is not None and 0 < fraction < 1:
                 text += f" · about {fmt_seconds(eta)} left"
-            st.progress(state.fraction or 0.0, text=text)
+            st.progress(fraction or 0.0, text=text)
             if state.epochs:
                 last = state.epochs[-1]
                 st.caption(f"Epoch {last['epoch']}: train loss {last['train_loss']:.4f}, validation "
