@@ -64,8 +64,11 @@ def preset_text(name: str) -> str:
     p = PRESETS[name]
     layers = "layer" if p["n_layers"] == 1 else "layers"
     return (f"{p['epochs']} epochs at most · Transformer width {p['d_model']}, {p['n_heads']} heads, "
-            f"{p['n_layers']} {layers}, feed-forward {p['d_ff']} · batch {p['batch_size']} · up to "
-            f"{p['max_train_cutoffs']} training cutoffs · {p['gbdt_trees']:,} boosted trees")
+            f"{p['n_layers']} {layers}, feed-forward {p['d_ff']}"
+            + (f", dropout {p['dropout']:g}" if "dropout" in p else "")
+            + f" · batch {p['batch_size']} · up to {p['max_train_cutoffs']} training cutoffs"
+            + (f" and {p['max_train_rows']:,} training rows" if "max_train_rows" in p else "")
+            + f" · {p['gbdt_trees']:,} boosted trees")
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

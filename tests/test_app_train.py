@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 from core import overview
 from core.ingest import ingest_file
 from core.labels import LabelSpec, check_eligibility
-from core.pipeline import train_model
+from core.pipeline import PRESETS, train_model
 from core.store import Store
 from pages import common
 
@@ -48,6 +48,11 @@ def env(trained, tmp_path, monkeypatch) -> tuple[Path, Path]:
     monkeypatch.delenv("INTENTLENS_DEMO", raising=False)
     monkeypatch.setattr(overview, "MODELS_DIR", models)
     return db, models
+
+
+def preset_text(name: str) -> str:
+    p = PRESETS[name]
+    return f"{p['epochs']} epochs at most · Transformer width {p['d_model']}, {p['n_heads']} heads"
 
 
 def train_page() -> AppTest:
@@ -99,6 +104,10 @@ def test_eligibility_card_and_leaderboard(env):
     assert board["PR-AUC 95% CI"].iloc[0].startswith("[")
     assert 0.5 < board["ROC-AUC"].iloc[0] <= 1.0
     assert "Validation PR-AUC with 95 % intervals" in [c.proto.spec for c in at.get("plotly_chart")][0]
+    assert any(preset_text("fast") in c.value for c in at.caption)
+    at.radio(key="train_preset").set_value("balanced").run()
+    assert any(f"{PRESETS['balanced']['epochs']} epochs at most" in c.value for c in at.caption)
+    assert metrics(at)["Training windows"] == str(PRESETS["balanced"]["max_train_cutoffs"])
     # Every control says what it does.
     for widget in [*at.selectbox, *at.multiselect, *at.radio, *at.number_input, *at.text_input]:
         assert widget.help, widget.label
