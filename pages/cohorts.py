@@ -356,10 +356,14 @@ else:
 common.chart(charts.cohort_score_histogram(_histogram(db, model_id, dataset, run), cut=summary.min_score,
                                            band_edges=EDGES), key="cohort_histogram")
 
-apart, value_tab, users_tab, export_tab = st.tabs(["What sets it apart", "Value", "Users", "Export"])
+# Stateful tabs: only the open one runs its queries (a contrast over a million users is not free).
+apart, value_tab, users_tab, export_tab = st.tabs(["What sets it apart", "Value", "Users", "Export"],
+                                                  key="cohort_tab", on_change="rerun")
 
 with apart:
-    if summary.size == 0:
+    if apart.open is False:
+        pass
+    elif summary.size == 0:
         st.info("The cohort is empty. Loosen the score cut or the filters.")
     else:
         contrast = _contrast(db, model_id, dataset, run, spec_json)
@@ -379,35 +383,38 @@ with apart:
                                                 key_title="last three behaviours"), key="contrast_patterns")
 
 with value_tab:
-    st.caption("Contacting the k highest-scored users of the filtered population: expected value = "
-               "margin × expected buyers − contact cost × k.")
-    a, b, c = st.columns(3)
-    margin = a.number_input("Margin per buyer", min_value=0.0, value=10.0, step=1.0, key="cohort_margin",
-                            help="What one extra buyer is worth to you.")
-    cost = b.number_input("Contact cost per user", min_value=0.0, value=1.0, step=0.1, key="cohort_cost",
-                          help="What contacting one user costs (message, discount, ...).")
-    budget = c.number_input("Budget (users, 0 = none)", min_value=0, value=0, step=100, key="cohort_budget",
-                            help="The most users you can contact; the best cut stays within it.")
-    filtered = C.CohortSpec(**{**spec.to_dict(), "mode": "top", "top_percent": 100.0,
-                               "band_edges": EDGES, "categories": spec.categories,
-                               "activity": spec.activity})
-    with common.guard():
-        curve, best = _value(db, model_id, dataset, run, json.dumps(filtered.to_dict(), sort_keys=True),
-                             float(margin), float(cost), int(budget) or None)
-        prefix_cut = spec.mode != "band" or spec.band == "high"
-        common.chart(charts.value_curve(curve, best, cohort_size=summary.size if prefix_cut else None,
-                                        budget=int(budget) or None), key="cohort_value")
-        if best["k"]:
-            v = st.columns(4)
-            v[0].metric("Best cut", f"{common.fmt_int(best['k'])} users")
-            v[1].metric("Expected value", f"{best['expected_value']:,.0f}")
-            v[2].metric("Expected buyers", f"{best['expected_buyers']:,.1f}")
-            v[3].metric("Lowest score", f"{best['min_score']:.3f}")
-            st.button("Use this cut", key="cohort_use_best", on_click=_use_threshold, args=(best["min_score"],),
-                      help="Make the cohort every user scoring at least the best cut's lowest score.")
+    if value_tab.open is not False:
+        st.caption("Contacting the k highest-scored users of the filtered population: expected value = "
+                   "margin × expected buyers − contact cost × k.")
+        a, b, c = st.columns(3)
+        margin = a.number_input("Margin per buyer", min_value=0.0, value=10.0, step=1.0, key="cohort_margin",
+                                help="What one extra buyer is worth to you.")
+        cost = b.number_input("Contact cost per user", min_value=0.0, value=1.0, step=0.1, key="cohort_cost",
+                              help="What contacting one user costs (message, discount, ...).")
+        budget = c.number_input("Budget (users, 0 = none)", min_value=0, value=0, step=100, key="cohort_budget",
+                                help="The most users you can contact; the best cut stays within it.")
+        filtered = C.CohortSpec(**{**spec.to_dict(), "mode": "top", "top_percent": 100.0,
+                                   "band_edges": EDGES, "categories": spec.categories,
+                                   "activity": spec.activity})
+        with common.guard():
+            curve, best = _value(db, model_id, dataset, run, json.dumps(filtered.to_dict(), sort_keys=True),
+                                 float(margin), float(cost), int(budget) or None)
+            prefix_cut = spec.mode != "band" or spec.band == "high"
+            common.chart(charts.value_curve(curve, best, cohort_size=summary.size if prefix_cut else None,
+                                            budget=int(budget) or None), key="cohort_value")
+            if best["k"]:
+                v = st.columns(4)
+                v[0].metric("Best cut", f"{common.fmt_int(best['k'])} users")
+                v[1].metric("Expected value", f"{best['expected_value']:,.0f}")
+                v[2].metric("Expected buyers", f"{best['expected_buyers']:,.1f}")
+                v[3].metric("Lowest score", f"{best['min_score']:.3f}")
+                st.button("Use this cut", key="cohort_use_best", on_click=_use_threshold, args=(best["min_score"],),
+                          help="Make the cohort every user scoring at least the best cut's lowest score.")
 
 with users_tab:
-    if summary.size == 0:
+    if users_tab.open is False:
+        pass
+    elif summary.size == 0:
         st.info("The cohort is empty. Loosen the score cut or the filters.")
     else:
         a, b, c, d = st.columns(4)
@@ -457,33 +464,34 @@ with users_tab:
             st.switch_page("pages/explain.py", query_params={**link_params, "user": chosen})
 
 with export_tab:
-    fmt = st.radio("Format", ["csv", "parquet"], key=K_FMT, horizontal=True, format_func=str.upper,
-                   help="CSV: the audit stamp is in '#' lines before the header. Parquet: in the file's "
-                        "metadata. Both also get a .audit.json sidecar.")
-    export_key = f"{model_id}|{dataset}|{run}|{spec_json}|{fmt}"
-    if st.button("Prepare the export file", icon=":material/description:", key="cohort_prepare_export",
-                 help="Write the whole cohort (every user, not only this page) with its audit stamp."):
-        with common.guard(), st.spinner("Writing the cohort…"):
-            with tempfile.TemporaryDirectory(prefix="intentlens-export-") as tmp:
-                path = Path(tmp) / f"cohort-{model_id}.{fmt}"
-                stamp = C.export_cohort(common.get_store(), model_id, dataset, spec, path, fmt=fmt)
-                st.session_state[K_EXPORT] = {"key": export_key, "data": path.read_bytes(),
-                                              "name": path.name, "stamp": stamp,
-                                              "sidecar": Path(str(path) + ".audit.json").read_text()}
-    ready = st.session_state.get(K_EXPORT)
-    if ready and ready["key"] == export_key:
-        a, b = st.columns(2)
-        a.download_button(f"Download {ready['name']}", ready["data"], file_name=ready["name"],
-                          mime="text/csv" if fmt == "csv" else "application/vnd.apache.parquet",
-                          icon=":material/download:", key="cohort_download", on_click="ignore",
-                          help=f"{common.fmt_int(ready['stamp']['rows'])} users with the audit stamp.")
-        b.download_button("Download the audit sidecar (.json)", ready["sidecar"],
-                          file_name=ready["name"] + ".audit.json", mime="application/json",
-                          key="cohort_download_sidecar", on_click="ignore",
-                          help="The same stamp as a separate JSON file.")
-        st.markdown("**Audit stamp**")
-        st.json({k: v for k, v in ready["stamp"].items() if k != "cohort"}, expanded=False)
-    else:
-        st.caption("Press **Prepare the export file** to write this cohort; the download button "
-                   "appears here with the file's audit stamp (model id, dataset fingerprint, cut, "
-                   "filters, SQL, time).")
+    if export_tab.open is not False:
+        fmt = st.radio("Format", ["csv", "parquet"], key=K_FMT, horizontal=True, format_func=str.upper,
+                       help="CSV: the audit stamp is in '#' lines before the header. Parquet: in the file's "
+                            "metadata. Both also get a .audit.json sidecar.")
+        export_key = f"{model_id}|{dataset}|{run}|{spec_json}|{fmt}"
+        if st.button("Prepare the export file", icon=":material/description:", key="cohort_prepare_export",
+                     help="Write the whole cohort (every user, not only this page) with its audit stamp."):
+            with common.guard(), st.spinner("Writing the cohort…"):
+                with tempfile.TemporaryDirectory(prefix="intentlens-export-") as tmp:
+                    path = Path(tmp) / f"cohort-{model_id}.{fmt}"
+                    stamp = C.export_cohort(common.get_store(), model_id, dataset, spec, path, fmt=fmt)
+                    st.session_state[K_EXPORT] = {"key": export_key, "data": path.read_bytes(),
+                                                  "name": path.name, "stamp": stamp,
+                                                  "sidecar": Path(str(path) + ".audit.json").read_text()}
+        ready = st.session_state.get(K_EXPORT)
+        if ready and ready["key"] == export_key:
+            a, b = st.columns(2)
+            a.download_button(f"Download {ready['name']}", ready["data"], file_name=ready["name"],
+                              mime="text/csv" if fmt == "csv" else "application/vnd.apache.parquet",
+                              icon=":material/download:", key="cohort_download", on_click="ignore",
+                              help=f"{common.fmt_int(ready['stamp']['rows'])} users with the audit stamp.")
+            b.download_button("Download the audit sidecar (.json)", ready["sidecar"],
+                              file_name=ready["name"] + ".audit.json", mime="application/json",
+                              key="cohort_download_sidecar", on_click="ignore",
+                              help="The same stamp as a separate JSON file.")
+            st.markdown("**Audit stamp**")
+            st.json({k: v for k, v in ready["stamp"].items() if k != "cohort"}, expanded=False)
+        else:
+            st.caption("Press **Prepare the export file** to write this cohort; the download button "
+                       "appears here with the file's audit stamp (model id, dataset fingerprint, cut, "
+                       "filters, SQL, time).")

@@ -62,6 +62,14 @@ def cohorts_page(**query) -> AppTest:
     return at
 
 
+def open_tab(at: AppTest, label: str) -> AppTest:
+    """Switch the page's stateful tabs (only the open one runs its queries)."""
+    at.session_state["cohort_tab"] = label
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
 def metrics(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
@@ -89,9 +97,16 @@ def test_cohort_page_shows_the_run_and_the_cohort(app_env):
     assert any("Filters are not applied" in c.value for c in at.caption)
     shown = titles(at)
     for title in ("Score distribution of the scoring run", "Top categories", "Behaviour mix", "Recency",
-                  "Over-represented last-3 patterns", "Expected value against the cut"):
+                  "Over-represented last-3 patterns"):
         assert title in shown
-    assert at.query_params["cut"] == ["top"] or at.query_params["cut"] == "top"
+    assert "Expected value against the cut" not in shown           # hidden tabs do no work
+    open_tab(at, "Value")
+    assert "Expected value against the cut" in titles(at) and "Behaviour mix" not in titles(at)
+    best = metrics(at)["Best cut"]
+    assert best.endswith(" users")
+    at.button(key="cohort_use_best").click().run()
+    assert at.radio(key="cohort_mode").value == "threshold"
+    assert at.query_params["cut"] in ("threshold", ["threshold"])     # the URL follows
     assert not at.error
 
 
@@ -132,6 +147,7 @@ def test_user_table_pages_and_links_to_explain(app_env):
     at = cohorts_page()
     at.radio(key="cohort_mode").set_value("threshold").run()
     at.number_input(key="cohort_threshold").set_value(0.0).run()
+    open_tab(at, "Users")
     at.selectbox(key="cohort_page_size").set_value(25).run()
     first = table(at)
     assert len(first) == 25
@@ -152,7 +168,7 @@ def test_user_table_pages_and_links_to_explain(app_env):
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_export_has_the_audit_stamp(app_env, fmt, tmp_path):
-    at = cohorts_page()
+    at = open_tab(cohorts_page(), "Export")
     at.radio(key="cohort_export_fmt").set_value(fmt).run()
     at.button(key="cohort_prepare_export").click().run()
     assert not at.exception, at.exception
