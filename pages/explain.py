@@ -42,8 +42,11 @@ def _card_mtime(model_dir: str) -> int:
 def _explanation(db: str, model_dir: str, card_mtime: int, dataset: str, version: str,
                  user: str) -> E.Explanation:
     """Every method for one user. A resource (not data): it holds the model and the user's
-    sequence for the what-if and faithfulness checks; pages read it and never change it."""
-    return E.explain_user(common.get_store(), model_dir, dataset, user, methods=E.METHODS)
+    sequence for the what-if and faithfulness checks; pages read it and never change it.
+    Scope 'category' models get SHAP and attention only (core.explain has no IG for them yet)."""
+    scope = getattr(common.loaded_model(model_dir).spec, "scope", "any")
+    methods = tuple(m for m in E.METHODS if scope != "category" or m != "ig")
+    return E.explain_user(common.get_store(), model_dir, dataset, user, methods=methods)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
