@@ -100,8 +100,7 @@ class JobRegistry:
 
     def _run(self, job_id: str, fn: Callable[[JobContext], Any], ctx: JobContext) -> None:
         if ctx.cancel.cancelled:
-            self._update(job_id, status="cancelled", finished_at=time.time(), message="cancelled")
-            return
+            return                                   # cancelled while queued (already marked)
         self._update(job_id, status="running", started_at=time.time())
         try:
             result = fn(ctx)
@@ -151,8 +150,13 @@ class JobRegistry:
         return [j for j in self.jobs() if not j.finished]
 
     def cancel(self, job_id: str) -> None:
+        """Stop a job: a running one at its next cancel check, a queued one at once."""
         self.snapshot(job_id)  # raises for unknown ids
         self._tokens[job_id].cancel()
+        with self._lock:
+            job = self._jobs[job_id]
+            if job.status == "queued":
+                job.status, job.finished_at, job.message = "cancelled", time.time(), "cancelled"
 
     def wait(self, job_id: str, timeout: float = 60.0, poll: float = 0.05) -> JobState:
         """Block until the job finished or ``timeout`` seconds passed (for tests and the CLI)."""

@@ -10,6 +10,8 @@ The frames are what :mod:`core.charts` draws; column names are documented per fu
 """
 from __future__ import annotations
 
+import os
+
 import json
 import math
 import re
@@ -30,7 +32,9 @@ MAX_PREVIEW_ROWS = 1000      # cap for preview_rows / quarantine_rows (limit=...
 RAW_TEXT_CHARS = 500         # quarantined raw lines are cut to this many characters for display
 MISSING_CATEGORY = "(missing)"
 FUNNEL_STAGES: tuple[str, ...] = ("view", "cart", "fav", "buy")   # the funnel's stages, in order
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models" / "saved"
+# Where models live: INTENTLENS_MODELS, else the repository's models/saved (read at import; the
+# pages and the pipeline look this attribute up at call time, so one place decides).
+MODELS_DIR = Path(os.environ.get("INTENTLENS_MODELS") or Path(__file__).resolve().parents[1] / "models" / "saved")
 
 DATASET_COLUMNS: tuple[str, ...] = (
     "name", "layout", "source_file", "rows_read", "rows_stored", "rows_quarantined",

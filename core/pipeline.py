@@ -24,7 +24,14 @@ from core.labels import CutoffPlan, LabelSpec, build_examples, check_eligibility
 from core.progress import CancelToken, ProgressFn, report
 
 MODEL_KINDS = ("transformer", "gbdt", "logreg", "ensemble")
-MODELS_ROOT = Path("models") / "saved"
+
+
+def models_root() -> Path:
+    """Where models are saved and listed: ``core.overview.MODELS_DIR`` (INTENTLENS_MODELS or the
+    repository's models/saved), looked up at call time."""
+    from core import overview
+
+    return Path(overview.MODELS_DIR)
 VALIDATION_FILE = "validation.parquet"
 
 # Size presets for the Train page and `--preset`; each field is what it implies for training.
@@ -101,9 +108,11 @@ def _needs(kind: str) -> tuple[bool, bool]:
     return kind in ("transformer", "ensemble"), kind in ("gbdt", "logreg", "ensemble")
 
 
-def default_model_dir(dataset: str, kind: str, spec: LabelSpec, root: Path = MODELS_ROOT) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset).strip("_") or "dataset"
-    return root / f"{safe}-{kind}-{spec.horizon}" + ("" if spec.scope == "any" else "-category")
+def default_model_dir(dataset: str, kind: str, spec: LabelSpec, root: Path | None = None) -> Path:
+    """``<models root>/<dataset>-<kind>-<horizon>[-category]`` with the dataset name made path-safe."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset).strip("_.") or "dataset"
+    suffix = "" if spec.scope == "any" else "-category"
+    return (root or models_root()) / f"{safe}-{kind}-{spec.horizon}{suffix}"
 
 
 def prepare_inputs(store, dataset: str, spec: LabelSpec, *, sequences: bool, features: bool,
@@ -241,7 +250,7 @@ def train_model(store, dataset: str, *, kind: str = "transformer", spec: LabelSp
                 out: str | Path | None = None, preset: str = "balanced",
                 progress: ProgressFn | None = None, cancel: CancelToken | None = None,
                 log: LogFn | None = None, on_epoch: Callable[[dict], None] | None = None,
-                models_root: Path = MODELS_ROOT, plan: CutoffPlan | None = None) -> TrainResult:
+                models_root: Path | None = None, plan: CutoffPlan | None = None) -> TrainResult:
     """Train ``kind`` on ``dataset`` with a time split, evaluate it, save it; see the module doc."""
     from core.metrics import summary_metrics
     from models.artifact import save_model
@@ -329,12 +338,12 @@ def train_model(store, dataset: str, *, kind: str = "transformer", spec: LabelSp
 
 
 # -- registry -------------------------------------------------------------------------------
-def list_models(root: str | Path = MODELS_ROOT, dataset: str | None = None) -> pd.DataFrame:
+def list_models(root: str | Path | None = None, dataset: str | None = None) -> pd.DataFrame:
     """The leaderboard: one row per valid model directory under ``root`` (newest first)."""
     from models.artifact import load_card
 
     rows = []
-    root = Path(root)
+    root = Path(root) if root is not None else models_root()
     for card_file in sorted(root.glob("*/card.json")) if root.exists() else []:
         try:
             card = load_card(card_file.parent)

@@ -64,3 +64,14 @@ def test_project_errors_and_crashes_are_recorded(registry):
 def test_unknown_job(registry):
     with pytest.raises(NotFoundError, match="no job"):
         registry.snapshot("nope")
+
+
+def test_cancelling_a_queued_job_marks_it_at_once(registry):
+    gate = threading.Event()
+    first = registry.submit("blocker", lambda ctx: gate.wait(10))
+    queued = registry.submit("queued", lambda ctx: "ran")
+    registry.cancel(queued)
+    assert registry.snapshot(queued).status == "cancelled"
+    gate.set()
+    assert registry.wait(first, timeout=10).status == "done"
+    assert registry.wait(queued, timeout=10).status == "cancelled"

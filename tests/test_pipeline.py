@@ -141,3 +141,13 @@ def test_cli_train_evaluate_score(world, tmp_path):
     assert list(frame.columns) == ["user_id", "score"] and frame["score"].between(0, 1).all()
     bad = run("score", "--model", str(tmp_path), "--dataset", "syn", "--db", str(db))
     assert bad.returncode == 2 and "card.json" in bad.stderr
+
+
+def test_default_model_directory_is_under_the_models_root(tmp_path, monkeypatch):
+    from core import overview
+    from core.pipeline import default_model_dir
+
+    monkeypatch.setattr(overview, "MODELS_DIR", tmp_path)
+    assert default_model_dir("demo", "gbdt", LabelSpec(horizon="1d")) == tmp_path / "demo-gbdt-1d"
+    scoped = default_model_dir("../x y", "transformer", LabelSpec(horizon="6h", scope="category"))
+    assert scoped == tmp_path / "x_y-transformer-6h-category"
