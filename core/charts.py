@@ -813,13 +813,15 @@ def _method_label(method: str) -> str:
     return METHOD_LABELS.get(str(method), str(method))
 
 
-def attribution_timeline(events: pd.DataFrame, method: str, *, cutoff=None) -> go.Figure:
+def attribution_timeline(events: pd.DataFrame, method: str, *, cutoff=None,
+                         by_order: bool = False) -> go.Figure:
     """A user's events at their time, one row per behaviour, coloured by their attribution.
 
     ``events``: ``position``, ``ts``, ``behavior``, ``item_id``, ``category``, ``gap_seconds`` and a
     column named ``method`` (core.explain.Explanation.events). The colour scale is diverging and
     centred at 0; a marker's size grows with |attribution| and its outline is the behaviour's
-    colour. ``cutoff`` (T) is drawn as a dashed line.
+    colour. ``cutoff`` (T) is drawn as a dashed line. ``by_order``: events evenly spaced in their
+    order (1 = oldest) instead of at their time, so a burst of events in one session stays readable.
     """
     label = _method_label(method)
     title = f"Timeline coloured by {label}"
@@ -830,18 +832,22 @@ def attribution_timeline(events: pd.DataFrame, method: str, *, cutoff=None) -> g
     values = events[method].astype(float).fillna(0.0)
     scale = float(values.abs().max()) or 1.0
     order = ordered_behaviors(events["behavior"].astype(str))
-    fig = _figure(title, x_title="time (UTC)", y_title="behaviour", height=max(300, 160 + 48 * len(order)))
+    fig = _figure(title, x_title="event (1 = oldest)" if by_order else "time (UTC)", y_title="behaviour",
+                  height=max(300, 160 + 48 * len(order)))
+    rank = events["position"].rank(method="first").astype(int)
     for behavior in order:
         part = events[events["behavior"].astype(str) == behavior]
         attr = values.loc[part.index]
         hours = part["gap_seconds"].astype(float) / 3600.0
         fig.add_trace(go.Scatter(
-            x=part["ts"], y=[behavior] * len(part), mode="markers", name=behavior, showlegend=False,
+            x=rank.loc[part.index] if by_order else part["ts"], y=[behavior] * len(part), mode="markers",
+            name=behavior, showlegend=False,
             marker=dict(color=attr, coloraxis="coloraxis", size=9 + 15 * attr.abs() / scale,
                         line=dict(color=behavior_color(behavior), width=2), opacity=0.95),
             customdata=np.column_stack([part["item_id"].astype(str), part["category"].astype(str),
-                                        hours.round(1), attr, part["position"]]),
-            hovertemplate=(f"<b>{behavior}</b> · %{{x|%Y-%m-%d %H:%M:%S}}"
+                                        hours.round(1), attr, part["position"],
+                                        part["ts"].dt.strftime("%Y-%m-%d %H:%M:%S")]),
+            hovertemplate=(f"<b>{behavior}</b> · %{{customdata[5]}}"
                            "<br>item %{customdata[0]} · category %{customdata[1]}"
                            "<br>%{customdata[2]:,} h before T"
                            f"<br>{label}: %{{customdata[3]:+.4f}}<extra>event %{{customdata[4]}}</extra>"),
@@ -849,7 +855,7 @@ def attribution_timeline(events: pd.DataFrame, method: str, *, cutoff=None) -> g
     fig.update_layout(coloraxis=dict(colorscale=ATTRIBUTION_SCALE, cmid=0.0,
                                      colorbar=dict(title=dict(text=label), thickness=12)))
     fig.update_yaxes(type="category", categoryorder="array", categoryarray=order[::-1])
-    if cutoff is not None:
+    if cutoff is not None and not by_order:
         fig.add_vline(x=pd.Timestamp(cutoff).to_pydatetime(), line=dict(color=TEXT, dash="dash", width=1))
     return fig
 
@@ -949,7 +955,9 @@ def faithfulness_curves(frame: pd.DataFrame) -> go.Figure:
             hovertemplate=f"{label}, k=%{{x}}: drop %{{y:+.3f}}<extra></extra>"))
     fig.add_hline(y=0, line=dict(color=NEUTRAL, width=1))
     fig.update_xaxes(tickmode="linear", dtick=1 if frame["k"].max() <= 12 else None)
-    fig.update_yaxes(tickformat="+.0%")
+    span = float(frame["drop"].abs().max() + frame["drop_std"].max())
+    fig.update_yaxes(tickformat="+.2%" if span < 0.01 else "+.1%" if span < 0.1 else "+.0%")
+    fig.update_layout(margin=dict(t=96))        # room for a two-row legend under the title
     return fig
 
 

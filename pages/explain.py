@@ -244,7 +244,11 @@ if exp is not None:
         elif method == "shap" and exp.shap_base_value is not None:
             st.caption(f"SHAP: base value (no events) {exp.shap_base_value:+.3f} logit; values sum to the "
                        "user's logit.")
-        common.chart(charts.attribution_timeline(exp.events, method, cutoff=exp.cutoff), key="explain_timeline")
+        by_order = st.toggle("Space events evenly", key="explain_by_order",
+                             help="Draw events in their order (1 = oldest) instead of at their time, so a "
+                                  "burst of events within minutes does not pile up.")
+        common.chart(charts.attribution_timeline(exp.events, method, cutoff=exp.cutoff, by_order=by_order),
+                     key="explain_timeline")
         left, right = st.columns(2)
         with left:
             common.chart(charts.attribution_bars(exp.events, method), key="explain_bars")

@@ -34,6 +34,9 @@ def test_timeline_rows_per_behaviour_and_diverging_colours_centred_at_zero():
     sizes = np.concatenate([np.asarray(t.marker.size) for t in fig.data])
     assert sizes.argmax() == np.abs(colours).argmax()
     assert "h before T" in cart.hovertemplate and "category" in cart.hovertemplate
+    spaced = charts.attribution_timeline(events, "ig", cutoff="2017-12-03 12:00", by_order=True)
+    assert sorted(np.concatenate([np.asarray(t.x) for t in spaced.data])) == list(range(1, len(events) + 1))
+    assert spaced.layout.xaxis.title.text == "event (1 = oldest)" and not spaced.layout.shapes
     other = charts.attribution_timeline(events, "shap")
     assert list(np.concatenate([np.asarray(t.marker.color) for t in other.data])) != list(colours)
 
@@ -80,6 +83,9 @@ def test_faithfulness_curves_methods_against_random():
     ig = fig.data[names.index("integrated gradients")]
     assert list(ig.y) == [0.1, 0.2, 0.3] and ig.line.color == charts.METHOD_COLORS["ig"]
     assert fig.data[names.index("random events")].line.dash == "dash"
+    assert fig.layout.yaxis.tickformat == "+.0%"                      # drops up to 30 %
+    small = charts.faithfulness_curves(frame.assign(drop=frame["drop"] / 100, drop_std=0.0))
+    assert small.layout.yaxis.tickformat == "+.2%"                    # tiny drops stay readable
     assert charts.is_empty_figure(charts.faithfulness_curves(frame.iloc[0:0]))
 
 
