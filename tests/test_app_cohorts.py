@@ -174,7 +174,9 @@ def test_export_has_the_audit_stamp(app_env, fmt, tmp_path):
     assert not at.exception, at.exception
     ready = at.session_state["cohort_export"]
     stamp = ready["stamp"]
-    assert stamp["model_id"] == "tiny" or stamp["model_id"]
+    from models.artifact import load_card
+
+    assert stamp["model_id"] == load_card(overview.MODELS_DIR / "tiny")["model_id"]
     assert stamp["rows"] == users(at) and "top 5 %" in stamp["cut"]
     out = tmp_path / ready["name"]
     out.write_bytes(ready["data"])

@@ -58,7 +58,6 @@ def test_attribution_bars_rank_by_absolute_value():
 
 def test_attention_heatmap_rows_per_layer_and_head_with_thinned_ticks():
     n = 100
-    events = events_frame(6).iloc[0:0]
     events = pd.DataFrame({"position": np.arange(n), "behavior": ["view"] * n, "category": ["c"] * n,
                            "ts": pd.date_range("2017-12-01", periods=n, freq="h")})
     attention = pd.DataFrame([(la, h, p, 1.0 / n) for la in range(2) for h in range(4) for p in range(n)],
