@@ -145,3 +145,29 @@ def test_global_drivers_for_everyone_and_for_a_cohort(app_env):
     assert any("top 30 %" in c.value for c in at.caption)
     behavior = specs(at)["By behaviour"]
     assert [t["name"] for t in behavior["data"]] == ["everyone", "cohort"]
+
+
+def test_gbdt_model_gets_tree_shap_and_no_timeline(app_env, tmp_path, monkeypatch):
+    from core import overview
+    from core.cohorts import score_dataset
+    from core.labels import LabelSpec
+    from core.pipeline import train_model
+    from core.store import Store
+
+    saved = tmp_path / "saved"
+    with Store(app_env) as store:
+        result = train_model(store, "synth", kind="gbdt", preset="fast", out=saved / "gbdt",
+                             spec=LabelSpec(horizon="1d", max_len=30, max_train_cutoffs=2))
+        score_dataset(store, result.model_dir, "synth")
+    monkeypatch.setattr(overview, "MODELS_DIR", saved)
+    at = explain_page(user=top_user(app_env))
+    assert any("no per-event attribution" in i.value for i in at.info)
+    features = next(d.value for d in at.dataframe if "shap" in d.value.columns)
+    assert list(features.columns) == ["feature", "value", "shap"]
+    assert not any(t.startswith("Timeline") for t in specs(at))
+    at.toggle(key="explain_drivers_on").set_value(True).run()
+    assert not at.exception, at.exception
+    assert any("Transformer" in e.value for e in at.error)       # per-event drivers need one
+    shown = specs(at)
+    assert "SHAP values per feature (each dot one user)" in shown
+    assert "Feature importance (mean |SHAP value|)" in shown
