@@ -550,7 +550,8 @@ def _gap_bucket(seconds: float, gap_buckets: int) -> int:
     return 1 + min(gap_buckets - 1, int(math.floor(math.log2(1.0 + max(float(seconds), 0.0)))))
 
 
-def _event_ids(event: Mapping[str, Any], vocab: Vocab | None, n_query: int) -> dict[str, Any]:
+def _event_ids(event: Mapping[str, Any], vocab: Vocab | None, n_query: int,
+               n_behaviors: int = 0) -> dict[str, Any]:
     """Vocabulary ids of a hypothetical event dict (behavior, item_id, category, gap_seconds, hour)."""
     from core.sequences import map_ids
 
@@ -559,7 +560,9 @@ def _event_ids(event: Mapping[str, Any], vocab: Vocab | None, n_query: int) -> d
         raise DataError(f"behavior must be one of {', '.join(BEHAVIORS)}, got {behavior!r}.",
                         title="Bad what-if event")
     ids: dict[str, Any] = {"behavior": BEHAVIOR_CODE[behavior]}
-    if vocab is not None and event.get("category") is not None:
+    from core.sequences import N_BEHAVIOR_IDS
+
+    if n_behaviors >= N_BEHAVIOR_IDS and event.get("category") is not None:
         # the added event becomes the newest, so it is "in the newest event's category" (see the
         # behaviour x context ids in core.sequences); the other events keep their context
         from core.sequences import BEHAVIOR_STRIDE, NEWEST_CATEGORY
@@ -606,7 +609,7 @@ def what_if(model: Any, batch_row: Any, *, remove_positions: Iterable[int] = (),
     changed = _remove(tensors, keep)
     n_query = int(tensors["query"].shape[-1])
     for event in add_events:
-        ids = _event_ids(event, vocab, n_query)
+        ids = _event_ids(event, vocab, n_query, int(net.config.n_behaviors))
         for name in ID_INPUTS:
             value = changed[name]
             new = torch.as_tensor(ids[name], dtype=value.dtype).reshape(1, 1, *value.shape[2:])
@@ -755,7 +758,8 @@ def summarize(score: float, top_percent: float | None, events: pd.DataFrame, col
     head = f"{score:.2f}"
     if top_percent is not None:
         pct = top_percent
-        head += f", top {pct:.0f} %" if pct >= 1 else f", top {pct:.1f} %"
+        head += (f", top {pct:.0f} %" if pct >= 1 else f", top {pct:.1f} %" if pct >= 0.1
+                 else f", top {pct:.2g} %")
     if events.empty:
         return f"{head}: the user has no events before the cutoff."
     if column is None:
@@ -920,7 +924,10 @@ def drivers_from_attributions(batch: SequenceBatch, attributions: np.ndarray, vo
     mask = batch.mask.astype(bool)
     rows = np.nonzero(mask)[0]
     attr = attributions[mask]
-    beh = np.asarray(BEHAVIORS, dtype=object)[batch.behavior[mask].astype(np.int64) - 1]
+    from core.sequences import BEHAVIOR_STRIDE
+
+    # behaviour ids carry their context (core.sequences): the behaviour is the id modulo the stride
+    beh = np.asarray(BEHAVIORS, dtype=object)[batch.behavior[mask].astype(np.int64) % BEHAVIOR_STRIDE - 1]
     gap = gap_bucket_labels(batch.gap[mask])
     cat_ids = batch.category[mask].astype(np.int64)
     names = {}

@@ -162,6 +162,9 @@ class Block(nn.Module):
         return x, weights
 
 
+POOL_SCALE = 16.0   # the summed read-out is divided by this (about a typical session's events)
+
+
 class IntentTransformer(nn.Module):
     """P(purchase within the horizon) from a user's last events; one logit per row."""
 
@@ -186,7 +189,11 @@ class IntentTransformer(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layers)])
         self.ln_f = nn.LayerNorm(C)
-        self.head = nn.Sequential(nn.Linear(C, C), nn.GELU(), nn.Dropout(config.dropout),
+        # a second read-out beside [CLS]: a masked SUM of per-event vectors. Softmax attention
+        # averages, so it sees "which" events but loses "how many"; the sum keeps counts (three
+        # open carts are not one), which is what count features give the tree baselines.
+        self.pool = nn.Linear(C, C)
+        self.head = nn.Sequential(nn.Linear(2 * C, C), nn.GELU(), nn.Dropout(config.dropout),
                                   nn.Linear(C, 1))
         # a constant added to every logit: training sets it to -log(pos_weight) so that the
         # probabilities stay calibrated after class re-weighting (a prior correction)
@@ -256,8 +263,11 @@ class IntentTransformer(nn.Module):
                 target_category: torch.Tensor | None = None, return_attention: bool = False):
         """Logits (B,); with ``return_attention`` also a list of (B, heads, S+L, S+L) per layer."""
         x, key_mask = self.embed(behavior, item, category, gap, hour, query, mask, target_category)
+        events = x[:, self.n_special:]                                     # (B, L, C)
+        real = mask.unsqueeze(-1).to(events.dtype)                         # (B, L, 1)
+        counts = (self.pool(events) * real).sum(dim=1) / POOL_SCALE        # (B, C)
         cls, attentions = self.encode(x, key_mask, return_attention)
-        logits = self.head(cls).squeeze(-1) + self.logit_offset            # (B,)
+        logits = self.head(torch.cat([cls, counts], dim=-1)).squeeze(-1) + self.logit_offset  # (B,)
         if return_attention:
             return logits, attentions
         return logits
