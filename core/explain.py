@@ -545,9 +545,10 @@ def faithfulness(model: Any, batch_row: Any, attributions_by_method: Mapping[str
     return out
 
 
-def _gap_bucket(seconds: float, gap_buckets: int) -> int:
-    """The sequence builder's gap id: 1 + min(gap_buckets - 1, floor(log2(1 + seconds)))."""
-    return 1 + min(gap_buckets - 1, int(math.floor(math.log2(1.0 + max(float(seconds), 0.0)))))
+def _gap_bucket(seconds: float, gap_buckets: int, gap_steps: int = 1) -> int:
+    """The sequence builder's gap id: 1 + min(gap_buckets - 1, floor(steps * log2(1 + seconds)))."""
+    octaves = math.log2(1.0 + max(float(seconds), 0.0))
+    return 1 + min(gap_buckets - 1, int(math.floor(gap_steps * octaves)))
 
 
 def _event_ids(event: Mapping[str, Any], vocab: Vocab | None, n_query: int,
@@ -579,7 +580,8 @@ def _event_ids(event: Mapping[str, Any], vocab: Vocab | None, n_query: int,
         else:
             ids[key] = int(map_ids([value], getattr(vocab, table), getattr(vocab, buckets))[0])
     gap_buckets = vocab.gap_buckets if vocab is not None else 32
-    ids["gap"] = _gap_bucket(float(event.get("gap_seconds", 0.0)), gap_buckets)
+    ids["gap"] = _gap_bucket(float(event.get("gap_seconds", 0.0)), gap_buckets,
+                             vocab.gap_steps if vocab is not None else 1)
     ids["hour"] = 1 + int(event.get("hour", 12)) % 24
     ids["query"] = [0] * n_query
     return ids
@@ -875,14 +877,16 @@ def explain_user(store: Store, model_dir: str | Path, dataset: str, user_id: Any
 # Global drivers
 # ---------------------------------------------------------------------------------------------
 
-def gap_bucket_labels(gap_ids: np.ndarray) -> np.ndarray:
+def gap_bucket_labels(gap_ids: np.ndarray, gap_steps: int = 1) -> np.ndarray:
     """Human time-gap labels ("<1h", "1-6h", ...) for the sequence builder's gap ids.
 
-    Gap id g covers (cutoff - ts) in [2^(g-1) - 1, 2^g - 1) seconds; its label is the bucket of
-    the id's geometric midpoint, so an id straddling an edge goes to the bucket holding most of it.
+    Gap id g covers (cutoff - ts) in [2^((g-1)/s) - 1, 2^(g/s) - 1) seconds (s = gap_steps); its
+    label is the bucket of the id's geometric midpoint, so an id straddling an edge goes to the
+    bucket holding most of it.
     """
-    g = np.asarray(gap_ids, dtype=np.float64)
-    low = np.maximum(np.exp2(g - 1) - 1, 0.0)
+    g = np.asarray(gap_ids, dtype=np.float64) / float(gap_steps)
+    step = 1.0 / float(gap_steps)
+    low = np.maximum(np.exp2(g - step) - 1, 0.0)
     high = np.exp2(g) - 1
     mid = np.sqrt(np.maximum(low, 1.0) * high)
     edges = np.array([edge for edge, _ in GAP_BUCKETS[:-1]])
@@ -928,7 +932,7 @@ def drivers_from_attributions(batch: SequenceBatch, attributions: np.ndarray, vo
 
     # behaviour ids carry their context (core.sequences): the behaviour is the id modulo the stride
     beh = np.asarray(BEHAVIORS, dtype=object)[batch.behavior[mask].astype(np.int64) % BEHAVIOR_STRIDE - 1]
-    gap = gap_bucket_labels(batch.gap[mask])
+    gap = gap_bucket_labels(batch.gap[mask], vocab.gap_steps if vocab is not None else 1)
     cat_ids = batch.category[mask].astype(np.int64)
     names = {}
     if vocab is not None:

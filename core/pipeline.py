@@ -51,6 +51,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                  "max_train_rows": 500_000, "gbdt_trees": 800},
 }
 
+GAP_STEPS = 4        # time-gap buckets per doubling of the gap (core.sequences)
+GAP_BUCKETS = 96     # 4 per doubling up to 2^24 s (about 194 days); older events share the last
+
 LogFn = Callable[[str], None]
 
 
@@ -272,7 +275,8 @@ def train_model(store, dataset: str, *, kind: str = "transformer", spec: LabelSp
     out_dir = Path(out) if out else default_model_dir(dataset, kind, spec, models_root)
     inputs = prepare_inputs(store, dataset, spec, sequences=need_seq, features=need_feat,
                             progress=progress, cancel=cancel, log=log,
-                            vocab_options={"min_count": settings["min_item_count"]},
+                            vocab_options={"min_count": settings["min_item_count"],
+                                           "gap_steps": GAP_STEPS, "gap_buckets": GAP_BUCKETS},
                             max_train_rows=settings["max_train_rows"], seed=seed, plan=plan)
     y_valid = inputs.labels("valid")
     members: dict[str, dict[str, Any]] = {}

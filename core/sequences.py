@@ -13,8 +13,9 @@ Per position:
   category the user is browsing now are different tokens, which a Transformer with ~10^4 rows
   could otherwise learn only through item-identity matching in attention.
 * item / category: vocabulary ids (see :class:`Vocab`); a missing item or category is OOV (1).
-* gap: ``1 + min(gap_buckets - 1, floor(log2(1 + seconds from the event to the cutoff)))``, so
-  bucket 1 is "at the cutoff", and each bucket doubles the time span of the one before.
+* gap: ``1 + min(gap_buckets - 1, floor(gap_steps * log2(1 + seconds from the event to the cutoff)))``,
+  so bucket 1 is "at the cutoff" and every ``gap_steps`` buckets double the time span (the pipeline
+  uses 4 steps per doubling: 9 h and 12 h ago are different tokens, which decayed signals need).
 * hour: 1 + the event's hour of day in UTC.
 * query: the first ``QUERY_TOKENS`` tokens of the search text (lowercased, split on anything that
   is not a letter or digit), each ``1 + stable_hash(token) % query_buckets``; 0 elsewhere.
@@ -53,6 +54,7 @@ class Vocab:
     item_buckets / category_buckets: hash buckets for ids outside the top K (0 = map them to OOV).
     query_buckets: hash buckets for search tokens (ids 1..query_buckets; 0 pad).
     gap_buckets: log-spaced time-gap buckets (ids 1..gap_buckets; 0 pad).
+    gap_steps: gap buckets per doubling of the time gap (>= 1).
     """
 
     items: dict[str, int] = field(default_factory=dict)
@@ -61,6 +63,7 @@ class Vocab:
     category_buckets: int = 128
     query_buckets: int = 1024
     gap_buckets: int = 32
+    gap_steps: int = 1
 
     @property
     def n_items(self) -> int:
@@ -74,7 +77,8 @@ class Vocab:
     def to_dict(self) -> dict[str, Any]:
         return {"items": self.items, "categories": self.categories,
                 "item_buckets": self.item_buckets, "category_buckets": self.category_buckets,
-                "query_buckets": self.query_buckets, "gap_buckets": self.gap_buckets}
+                "query_buckets": self.query_buckets, "gap_buckets": self.gap_buckets,
+                "gap_steps": self.gap_steps}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Vocab:
@@ -93,7 +97,7 @@ class SequenceBatch:
     behavior: np.ndarray               # (N, L) int8: 0 pad, BEHAVIOR_CODE + BEHAVIOR_STRIDE * context
     item: np.ndarray                   # (N, L) int16/int32 (smallest that holds vocab.n_items)
     category: np.ndarray               # (N, L) int16/int32 vocab ids
-    gap: np.ndarray                    # (N, L) int8: 1 + log2 bucket of (cutoff - ts), 0 pad
+    gap: np.ndarray                    # (N, L) int8: 1 + log bucket of (cutoff - ts), 0 pad
     hour: np.ndarray                   # (N, L) int8: 1 + hour of day (UTC), 0 pad
     query: np.ndarray                  # (N, L, Q) int16/int32 hashed search tokens, 0 pad
     mask: np.ndarray                   # (N, L) bool, True = real event (newest at L-1)
@@ -190,7 +194,8 @@ _TOP_VALUES_SQL = {
 
 def build_vocab(store: Store, dataset: str, before: Any, *, max_items: int = 20000,
                 max_categories: int = 2000, item_buckets: int = 1024, category_buckets: int = 128,
-                query_buckets: int = 1024, gap_buckets: int = 32, min_count: int = 1) -> Vocab:
+                query_buckets: int = 1024, gap_buckets: int = 32, min_count: int = 1,
+                gap_steps: int = 1) -> Vocab:
     """Top-K items and categories by event count among events at or before ``before``.
 
     ``min_count``: a value needs at least this many events to get its own id (rarer values share
@@ -204,7 +209,8 @@ def build_vocab(store: Store, dataset: str, before: Any, *, max_items: int = 200
                         ("item_buckets", item_buckets), ("category_buckets", category_buckets)):
         if int(value) < 0:
             raise DataError(f"{name} must be >= 0, got {value}.", title="Bad vocabulary size")
-    for name, value in (("query_buckets", query_buckets), ("gap_buckets", gap_buckets)):
+    for name, value in (("query_buckets", query_buckets), ("gap_buckets", gap_buckets),
+                        ("gap_steps", gap_steps)):
         if int(value) < 1:
             raise DataError(f"{name} must be >= 1, got {value}.", title="Bad vocabulary size")
     before = _to_datetime(before)
@@ -214,7 +220,7 @@ def build_vocab(store: Store, dataset: str, before: Any, *, max_items: int = 200
         tops[column] = {str(value): OOV + 1 + i for i, (value, _) in enumerate(rows)}
     return Vocab(items=tops["item_id"], categories=tops["category"], item_buckets=int(item_buckets),
                  category_buckets=int(category_buckets), query_buckets=int(query_buckets),
-                 gap_buckets=int(gap_buckets))
+                 gap_buckets=int(gap_buckets), gap_steps=int(gap_steps))
 
 
 def _vocab_frame(mapping: dict[str, int]) -> pa.Table:
@@ -275,7 +281,7 @@ QUALIFY rn <= ?
 """
 
 # Parameters, in order: dataset, L, item buckets, item base, item buckets, category buckets,
-# category base, category buckets, query buckets, L, gap_buckets - 1.
+# category base, category buckets, query buckets, L, gap_buckets - 1, gap_steps.
 _TOKENS = "list_filter(regexp_split_to_array(lower(r.query), '[^\\pL\\pN]+'), lambda t: t <> '')"
 _SEQUENCE_SQL = f"""
 WITH r AS MATERIALIZED ({_RECENT_SQL}),
@@ -311,7 +317,7 @@ SELECT seq_idx,
        ({_behavior_code_sql('behavior')} + {BEHAVIOR_STRIDE} * context)::TINYINT AS behavior,
        coalesce(item, {OOV})::INTEGER AS item,
        coalesce(category, {OOV})::INTEGER AS category,
-       (1 + least(?, floor(log2(1 + epoch(cutoff - ts)))))::SMALLINT AS gap,
+       (1 + least(?, floor(? * log2(1 + epoch(cutoff - ts)))))::SMALLINT AS gap,
        (1 + hour(ts))::TINYINT AS hour,
        {", ".join(f"coalesce(tok[{j + 1}], 0)::INTEGER AS q{j}" for j in range(QUERY_TOKENS))}
 FROM flat
@@ -373,7 +379,7 @@ def build_sequences(store: Store, dataset: str, examples: pd.DataFrame, vocab: V
     params = [dataset, length,
               vocab.item_buckets, item_base, max(vocab.item_buckets, 1),
               vocab.category_buckets, cat_base, max(vocab.category_buckets, 1),
-              vocab.query_buckets, length, vocab.gap_buckets - 1]
+              vocab.query_buckets, length, vocab.gap_buckets - 1, vocab.gap_steps]
 
     # chunks: consecutive runs of `chunk_users` sequences in user order
     chunk_size = max(1, int(chunk_users))

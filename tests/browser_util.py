@@ -57,7 +57,8 @@ class AppServer:
 def start_server(db: Path, log: Path, *, env: dict[str, str] | None = None) -> AppServer:
     """Start the app on a free loopback port and wait until its health endpoint answers."""
     port = free_port()
-    full_env = {**os.environ, "INTENTLENS_DB": str(db), "PYTHONUNBUFFERED": "1", **(env or {})}
+    base = {k: v for k, v in os.environ.items() if k not in ("INTENTLENS_DEMO", "INTENTLENS_MODELS")}
+    full_env = {**base, "INTENTLENS_DB": str(db), "PYTHONUNBUFFERED": "1", **(env or {})}
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
            "--server.address", "127.0.0.1", "--server.headless", "true",
            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]

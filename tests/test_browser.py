@@ -41,75 +41,88 @@ def test_every_page_renders_and_data_page_draws_its_charts(page, app_server):
     assert exceptions(page) == []
 
 
-def _wait_for_charts(page, n: int) -> None:
-    page.wait_for_function(
-        f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {n}")
-
-
-def test_cohorts_export_and_explain_in_chromium(page, app_server, tmp_path):
-    """Cohorts: charts render, a cohort exports through the download button with its audit stamp;
-    a user of the table opens on the Explain page with its charts. Needs a model in models/saved
-    (the shipped demo model); scores the dataset first when the model has not scored it yet."""
-    import re
-
-    page.goto(app_server.url)
-    wait_for_app(page)
-    open_page(page, "Cohorts")
-    page.locator("h1").first.wait_for()
-    if page.get_by_text("No trained model yet").count():
-        pytest.skip("no model under models/saved (the shipped demo model) to build cohorts with")
-    if page.get_by_text("has not scored dataset").count():
-        page.get_by_role("button", name="Re-score").click()
-        page.get_by_text(re.compile(r"Scored [\d,]+ users")).wait_for(timeout=180_000)
-        wait_for_app(page)
-    _wait_for_charts(page, 4)   # score distribution, contrast, value curve
-    assert exceptions(page) == [], f"{exceptions(page)}\n{app_server.log_tail()}"
-
-    page.get_by_role("tab", name="Export").click()
-    page.get_by_role("button", name="Prepare the export file").click()
-    download_button = page.get_by_role("button", name=re.compile(r"Download cohort-"))
-    download_button.wait_for()
-    with page.expect_download() as info:
-        download_button.click()
-    saved = tmp_path / info.value.suggested_filename
-    info.value.save_as(saved)
-    text = saved.read_text()
-    assert text.startswith("# model_id: ") and "# sql: " in text and "\nuser_id," in text
-    assert exceptions(page) == [], f"{exceptions(page)}\n{app_server.log_tail()}"
-
-    page.get_by_role("tab", name="Users").click()
-    page.locator('[data-testid="stDataFrame"]').first.wait_for()
-    page.get_by_role("button", name=re.compile(r"(^|\s)Explain$")).click()
-    page.wait_for_url(re.compile(r"/explanations\?.*user="))
-    wait_for_app(page)
-    page.get_by_text("Timeline coloured by").first.wait_for()
-    _wait_for_charts(page, 4)   # timeline, top events, faithfulness, attention
-    assert page.get_by_role("textbox", name="User id").input_value()
-    assert exceptions(page) == [], f"{exceptions(page)}\n{app_server.log_tail()}"
-
-
-# -- Train and Performance pages, on a database and a models folder of their own ------------------
-# The app reads models from core.overview.MODELS_DIR (the repository's models/saved). These tests
-# must never write there, so their server is launched through a two-line shim that points
-# MODELS_DIR at a temp folder holding one small trained model before Streamlit runs app.py.
-_LAUNCH = ("import sys; from pathlib import Path; import core.overview as o; "
-           "o.MODELS_DIR = Path(sys.argv.pop(1)); from streamlit.web.cli import main; "
-           "main(prog_name='streamlit')")
-
-
+# -- Cohorts and Explain pages, on a database and a models folder of their own --------------------
+# A tiny Transformer trained on the demo log and its scoring run; INTENTLENS_MODELS points the app
+# at the temp folder (tests never write models/saved).
 @pytest.fixture(scope="module")
-def model_server(tmp_path_factory):
-    import os
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
+def scored_server(tmp_path_factory):
+    from core.cohorts import score_dataset
     from core.ingest import ingest_file
     from core.labels import LabelSpec
     from core.pipeline import train_model
     from core.store import Store
-    from tests.browser_util import ROOT, STARTUP_TIMEOUT_S, AppServer, free_port, stop_server
+    from tests.browser_util import ROOT, start_server, stop_server
+
+    folder = tmp_path_factory.mktemp("browser-cohorts")
+    db, saved = folder / "app.duckdb", folder / "saved"
+    with Store(db) as store:
+        ingest_file(store, ROOT / "sample_data" / "demo" / "events.csv.gz", dataset="demo")
+        result = train_model(store, "demo", kind="transformer", epochs=1, preset="fast",
+                             spec=LabelSpec(horizon="1d", max_len=30, max_train_cutoffs=1),
+                             out=saved / "demo-tiny")
+        score_dataset(store, result.model_dir, "demo")
+    server = start_server(db, folder / "streamlit.log", env={"INTENTLENS_MODELS": str(saved)})
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+def _wait_for_charts(page, n: int) -> None:
+    page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {n}")
+
+
+def test_cohorts_export_and_explain_in_chromium(browser, scored_server, tmp_path):
+    """Cohorts: charts render and a cohort exports through the download button with its audit
+    stamp; a user of the table opens on the Explain page, whose charts render too."""
+    import re
+
+    from tests.browser_util import RENDER_TIMEOUT_MS
+
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(RENDER_TIMEOUT_MS)
+    try:
+        page.goto(scored_server.url)
+        wait_for_app(page)
+        open_page(page, "Cohorts")
+        page.get_by_text("Score distribution").first.wait_for()
+        _wait_for_charts(page, 5)   # score distribution and the four contrast charts
+        assert exceptions(page) == [], f"{exceptions(page)}\n{scored_server.log_tail()}"
+
+        page.get_by_role("tab", name="Export").click()
+        page.get_by_role("button", name="Prepare the export file").click()
+        download_button = page.get_by_role("button", name=re.compile(r"Download cohort-"))
+        download_button.wait_for()
+        with page.expect_download() as info:
+            download_button.click()
+        saved = tmp_path / info.value.suggested_filename
+        info.value.save_as(saved)
+        text = saved.read_text()
+        assert text.startswith("# model_id: ") and "# sql: " in text and "\nuser_id," in text
+        assert exceptions(page) == [], f"{exceptions(page)}\n{scored_server.log_tail()}"
+
+        page.get_by_role("tab", name="Users").click()
+        page.locator('[data-testid="stDataFrame"]').first.wait_for()
+        page.get_by_role("button", name=re.compile(r"(^|\s)Explain$")).click()
+        page.wait_for_url(re.compile(r"/explanations\?.*user="))
+        wait_for_app(page)
+        page.get_by_text("Timeline coloured by").first.wait_for()
+        _wait_for_charts(page, 4)   # timeline, top events, faithfulness, attention
+        assert page.get_by_role("textbox", name="User id").input_value()
+        assert exceptions(page) == [], f"{exceptions(page)}\n{scored_server.log_tail()}"
+    finally:
+        context.close()
+
+
+# -- Train and Performance pages, on a database and a models folder of their own ------------------
+@pytest.fixture(scope="module")
+def model_server(tmp_path_factory):
+    from core.ingest import ingest_file
+    from core.labels import LabelSpec
+    from core.pipeline import train_model
+    from core.store import Store
+    from tests.browser_util import ROOT, start_server, stop_server
 
     folder = tmp_path_factory.mktemp("browser-models")
     db, saved = folder / "app.duckdb", folder / "saved"
@@ -117,26 +130,8 @@ def model_server(tmp_path_factory):
         ingest_file(store, ROOT / "sample_data" / "demo" / "events.csv.gz", dataset="demo")
         train_model(store, "demo", kind="gbdt", spec=LabelSpec(horizon="1d", max_train_cutoffs=1),
                     preset="fast", out=saved / "demo-gbdt-1d")
-    port, log = free_port(), folder / "streamlit.log"
-    cmd = [sys.executable, "-c", _LAUNCH, str(saved), "run", "app.py", "--server.port", str(port),
-           "--server.address", "127.0.0.1", "--server.headless", "true",
-           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
-    env = {**os.environ, "INTENTLENS_DB": str(db), "PYTHONUNBUFFERED": "1"}
-    env.pop("INTENTLENS_DEMO", None)
-    with log.open("wb") as out:
-        process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = AppServer(url=f"http://127.0.0.1:{port}", db=db, process=process, log=log)
+    server = start_server(db, folder / "streamlit.log", env={"INTENTLENS_MODELS": str(saved)})
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            assert process.poll() is None, server.log_tail()
-            assert time.monotonic() < deadline, server.log_tail()
-            try:
-                with urllib.request.urlopen(server.url + "/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.3)      # not listening yet
         yield server, saved
     finally:
         stop_server(server)
@@ -201,106 +196,3 @@ def test_performance_page_draws_its_charts_in_the_browser(model_page, model_serv
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 9")
     assert page.get_by_text("Top share of users flagged (%)").count() == 1
     assert exceptions(page) == []
-
-
-# -- Cohorts and Explain pages, on a database and a models folder of their own --------------------
-# A tiny Transformer trained on the demo log and its scoring run; the server is launched through a
-# shim that points core.overview.MODELS_DIR at the temp folder (tests never write models/saved).
-_COHORT_LAUNCH = ("import sys; from pathlib import Path; import core.overview as o; "
-                  "o.MODELS_DIR = Path(sys.argv.pop(1)); from streamlit.web.cli import main; "
-                  "main(prog_name='streamlit')")
-
-
-@pytest.fixture(scope="module")
-def scored_server(tmp_path_factory):
-    import os
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    from core.cohorts import score_dataset
-    from core.ingest import ingest_file
-    from core.labels import LabelSpec
-    from core.pipeline import train_model
-    from core.store import Store
-    from tests.browser_util import ROOT, STARTUP_TIMEOUT_S, AppServer, free_port, stop_server
-
-    folder = tmp_path_factory.mktemp("browser-cohorts")
-    db, saved = folder / "app.duckdb", folder / "saved"
-    with Store(db) as store:
-        ingest_file(store, ROOT / "sample_data" / "demo" / "events.csv.gz", dataset="demo")
-        result = train_model(store, "demo", kind="transformer", epochs=1, preset="fast",
-                             spec=LabelSpec(horizon="1d", max_len=30, max_train_cutoffs=1),
-                             out=saved / "demo-tiny")
-        score_dataset(store, result.model_dir, "demo")
-    port, log = free_port(), folder / "streamlit.log"
-    cmd = [sys.executable, "-c", _COHORT_LAUNCH, str(saved), "run", "app.py", "--server.port", str(port),
-           "--server.address", "127.0.0.1", "--server.headless", "true",
-           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
-    env = {**os.environ, "INTENTLENS_DB": str(db), "PYTHONUNBUFFERED": "1"}
-    env.pop("INTENTLENS_DEMO", None)
-    with log.open("wb") as out:
-        process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = AppServer(url=f"http://127.0.0.1:{port}", db=db, process=process, log=log)
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            assert process.poll() is None, server.log_tail()
-            assert time.monotonic() < deadline, server.log_tail()
-            try:
-                with urllib.request.urlopen(server.url + "/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.3)      # not listening yet
-        yield server
-    finally:
-        stop_server(server)
-
-
-def _wait_for_charts(page, n: int) -> None:
-    page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {n}")
-
-
-def test_cohorts_export_and_explain_in_chromium(browser, scored_server, tmp_path):
-    """Cohorts: charts render and a cohort exports through the download button with its audit
-    stamp; a user of the table opens on the Explain page, whose charts render too."""
-    import re
-
-    from tests.browser_util import RENDER_TIMEOUT_MS
-
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(RENDER_TIMEOUT_MS)
-    try:
-        page.goto(scored_server.url)
-        wait_for_app(page)
-        open_page(page, "Cohorts")
-        page.get_by_text("Score distribution").first.wait_for()
-        _wait_for_charts(page, 5)   # score distribution and the four contrast charts
-        assert exceptions(page) == [], f"{exceptions(page)}\n{scored_server.log_tail()}"
-
-        page.get_by_role("tab", name="Export").click()
-        page.get_by_role("button", name="Prepare the export file").click()
-        download_button = page.get_by_role("button", name=re.compile(r"Download cohort-"))
-        download_button.wait_for()
-        with page.expect_download() as info:
-            download_button.click()
-        saved = tmp_path / info.value.suggested_filename
-        info.value.save_as(saved)
-        text = saved.read_text()
-        assert text.startswith("# model_id: ") and "# sql: " in text and "\nuser_id," in text
-        assert exceptions(page) == [], f"{exceptions(page)}\n{scored_server.log_tail()}"
-
-        page.get_by_role("tab", name="Users").click()
-        page.locator('[data-testid="stDataFrame"]').first.wait_for()
-        page.get_by_role("button", name=re.compile(r"(^|\s)Explain$")).click()
-        page.wait_for_url(re.compile(r"/explanations\?.*user="))
-        wait_for_app(page)
-        page.get_by_text("Timeline coloured by").first.wait_for()
-        _wait_for_charts(page, 4)   # timeline, top events, faithfulness, attention
-        assert page.get_by_role("textbox", name="User id").input_value()
-        assert exceptions(page) == [], f"{exceptions(page)}\n{scored_server.log_tail()}"
-    finally:
-        context.close()

@@ -311,3 +311,14 @@ def test_behaviour_context_never_reads_past_the_cutoff(store):
     after = build_sequences(store, "k", one_row("u", T + timedelta(hours=2)), vocab, spec)
     assert before.behavior[0, -2] == BEHAVIOR_CODE["cart"]                      # open cart, other category
     assert after.behavior[0, -3] == BEHAVIOR_CODE["cart"] + BEHAVIOR_STRIDE * (1 + 2 + 4)
+
+
+def test_finer_gap_steps_split_each_doubling(store):
+    gaps = [0, 9 * 3600, 12 * 3600, 16 * 3600]
+    add_events(store, "g4", [("u", f"i{s}", "c", "view", T - timedelta(seconds=s)) for s in gaps])
+    vocab = build_vocab(store, "g4", T, gap_steps=4, gap_buckets=96)
+    batch = build_sequences(store, "g4", one_row("u"), vocab, LabelSpec(horizon="1h", max_len=4))
+    by_age = batch.gap[0][::-1].tolist()
+    assert by_age == [1 + int(np.floor(4 * np.log2(1 + s))) for s in gaps]
+    assert len(set(by_age)) == 4          # with one step per doubling 9 h and 12 h would collide
+    assert Vocab.from_dict(vocab.to_dict()).gap_steps == 4
