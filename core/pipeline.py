@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,22 +33,25 @@ def models_root() -> Path:
     from core import overview
 
     return Path(overview.MODELS_DIR)
+
+
 VALIDATION_FILE = "validation.parquet"
 
 # Size presets for the Train page and `--preset`; each field is what it implies for training.
 PRESETS: dict[str, dict[str, Any]] = {
-    # epochs: Transformer passes (early stopping may end sooner); d_model/n_heads/n_layers/d_ff:
+    # epochs: Transformer passes (early stopping may end sooner); lr: its peak learning rate;
+    # d_model/n_heads/n_layers/d_ff:
     # its size; dropout/weight_decay: its regularisation; min_item_count: events an item needs
     # for its own embedding (rarer items share hash buckets); max_train_cutoffs: training windows;
     # max_train_rows: training rows kept (a seeded sample beyond); gbdt_trees: boosting rounds.
-    "fast": {"epochs": 4, "d_model": 32, "n_heads": 2, "n_layers": 1, "d_ff": 64, "dropout": 0.1,
-             "weight_decay": 0.05, "min_item_count": 10, "batch_size": 256, "max_train_cutoffs": 3,
+    "fast": {"epochs": 10, "lr": 3e-4, "d_model": 64, "n_heads": 4, "n_layers": 1, "d_ff": 128, "dropout": 0.1,
+             "weight_decay": 0.05, "min_item_count": 100, "batch_size": 256, "max_train_cutoffs": 3,
              "max_train_rows": 50_000, "gbdt_trees": 200},
-    "balanced": {"epochs": 8, "d_model": 64, "n_heads": 4, "n_layers": 2, "d_ff": 128, "dropout": 0.2,
-                 "weight_decay": 0.1, "min_item_count": 10, "batch_size": 256, "max_train_cutoffs": 6,
+    "balanced": {"epochs": 10, "lr": 3e-4, "d_model": 64, "n_heads": 4, "n_layers": 2, "d_ff": 128, "dropout": 0.1,
+                 "weight_decay": 0.05, "min_item_count": 100, "batch_size": 256, "max_train_cutoffs": 6,
                  "max_train_rows": 200_000, "gbdt_trees": 400},
-    "thorough": {"epochs": 20, "d_model": 96, "n_heads": 4, "n_layers": 2, "d_ff": 192, "dropout": 0.2,
-                 "weight_decay": 0.1, "min_item_count": 5, "batch_size": 256, "max_train_cutoffs": 10,
+    "thorough": {"epochs": 20, "lr": 3e-4, "d_model": 96, "n_heads": 4, "n_layers": 2, "d_ff": 192, "dropout": 0.2,
+                 "weight_decay": 0.1, "min_item_count": 50, "batch_size": 256, "max_train_cutoffs": 10,
                  "max_train_rows": 500_000, "gbdt_trees": 800},
 }
 
@@ -193,7 +197,7 @@ def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: dict[str, Any], *,
     valid = inputs.sequences.subset(inputs.split_index("valid"))
     config = _transformer_config(inputs, spec, preset)
     tc = TrainConfig(epochs=preset["epochs"], batch_size=preset["batch_size"], seed=seed,
-                     weight_decay=preset["weight_decay"],
+                     weight_decay=preset["weight_decay"], lr=preset.get("lr", 1e-3),
                      patience=preset.get("patience", 3), augment_crop=preset.get("augment_crop", 0.1),
                      event_dropout=preset.get("event_dropout", 0.05))
     trials: list[dict[str, Any]] = []
@@ -334,6 +338,9 @@ def train_model(store, dataset: str, *, kind: str = "transformer", spec: LabelSp
         ensemble=ensemble, vocab=inputs.vocab,
         feature_names=list(inputs.features.columns) if inputs.features is not None else None)
     valid_rows.to_parquet(Path(model_dir) / VALIDATION_FILE, index=False)
+    checkpoint = out_dir.parent / (out_dir.name + ".checkpoint")
+    if checkpoint.is_dir():
+        shutil.rmtree(checkpoint)          # the run finished: nothing left to resume
     from models.artifact import load_card
 
     saved = load_card(model_dir)

@@ -12,7 +12,7 @@ from core.pipeline import load_validation, train_model
 from core.store import Store
 from core.synth import SynthConfig, compare_with_truth, generate, truth_plan
 
-CONFIG = SynthConfig(users=2500, days=8, seed=11, n_items=5000, n_categories=60)
+CONFIG = SynthConfig(users=6000, days=8, seed=11, n_items=5000, n_categories=60)
 
 
 @pytest.mark.slow
@@ -22,7 +22,7 @@ def test_transformer_reaches_95_percent_of_the_bayes_auc(tmp_path):
     with Store(tmp_path / "db.duckdb") as store:
         ingest_file(store, tmp_path / "events.csv", dataset="syn")
         result = train_model(store, "syn", kind="transformer", spec=LabelSpec(horizon="1d"),
-                             preset="fast", epochs=6, seed=0, out=tmp_path / "model",
+                             preset="fast", seed=0, out=tmp_path / "model",
                              plan=truth_plan(CONFIG, n_train=4))
     report = compare_with_truth(load_validation(result.model_dir), truth)
     print(report)
