@@ -367,7 +367,7 @@ def cohort_contrast(store, model_id: str, dataset: str, spec: CohortSpec,
     everyone_sql, everyone_params = cohort_sql(model_id, dataset, CohortSpec(mode="top", top_percent=100))
     out: dict[str, pd.DataFrame] = {}
 
-    def contrast(select_key: str, source: str, extra: list[Any]) -> pd.DataFrame:
+    def contrast(select_key: str) -> pd.DataFrame:
         query = (
             "WITH c AS (" + sql + "), a AS (" + everyone_sql + "), "
             "cohort_keys AS (" + select_key.format(src="c") + "), "
@@ -376,23 +376,22 @@ def cohort_contrast(store, model_id: str, dataset: str, spec: CohortSpec,
             "coalesce(ck.n, 0) / nullif(sum(coalesce(ck.n, 0)) OVER (), 0) AS cohort, "
             "coalesce(ak.n, 0) / nullif(sum(coalesce(ak.n, 0)) OVER (), 0) AS everyone "
             "FROM cohort_keys ck FULL JOIN all_keys ak ON ck.key = ak.key")
-        frame = store.df(query, params + everyone_params + extra + extra)
+        frame = store.df(query, params + everyone_params)
         frame["ratio"] = frame["cohort"] / frame["everyone"].replace(0, np.nan)
         return frame
 
     by_category = contrast(
-        "SELECT top_category AS key, count(*)::DOUBLE AS n FROM {src} WHERE top_category IS NOT NULL GROUP BY 1",
-        "", [])
+        "SELECT top_category AS key, count(*)::DOUBLE AS n FROM {src} WHERE top_category IS NOT NULL GROUP BY 1")
     out["categories"] = (by_category.sort_values("cohort", ascending=False).head(top)
                          .reset_index(drop=True))
     out["behaviors"] = contrast(
         "SELECT unnest(['view', 'cart', 'fav', 'buy']) AS key, "
-        "unnest([sum(n_views), sum(n_carts), sum(n_favs), sum(n_buys)])::DOUBLE AS n FROM {src}", "", [])
+        "unnest([sum(n_views), sum(n_carts), sum(n_favs), sum(n_buys)])::DOUBLE AS n FROM {src}")
     out["recency"] = contrast(
         "SELECT CASE WHEN days_since_last < 1/24 THEN '< 1 hour' WHEN days_since_last < 1 THEN '1-24 hours' "
         "WHEN days_since_last < 3 THEN '1-3 days' WHEN days_since_last < 7 THEN '3-7 days' "
-        "ELSE '7+ days' END AS key, count(*)::DOUBLE AS n FROM {src} GROUP BY 1", "", [])
-    out["activity"] = contrast("SELECT activity AS key, count(*)::DOUBLE AS n FROM {src} GROUP BY 1", "", [])
+        "ELSE '7+ days' END AS key, count(*)::DOUBLE AS n FROM {src} GROUP BY 1")
+    out["activity"] = contrast("SELECT activity AS key, count(*)::DOUBLE AS n FROM {src} GROUP BY 1")
     out["patterns"] = _pattern_contrast(store, dataset, sql, params, everyone_sql, everyone_params, top)
     return out
 
@@ -455,7 +454,6 @@ def export_cohort(store, model_id: str, dataset: str, spec: CohortSpec, path: st
     ``<file>.audit.json`` sidecar. Parquet: the stamp is in the file's key-value metadata
     (``intentlens.audit``) and in the sidecar.
     """
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = Path(path)

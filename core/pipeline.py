@@ -7,13 +7,11 @@ evaluated on the same time-split validation rows with the same metrics.
 """
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
