@@ -50,6 +50,9 @@ _STAGE = "_ingest_stage"          # temporary tables on the ingest's own cursor
 _REJECTS = "_ingest_rejects"
 _SCANS = "_ingest_scans"
 _DUPKEYS = "_ingest_dupkeys"
+_COUNT_DUPKEYS = "SELECT count(*) FROM " + _DUPKEYS
+_DROP_DUPKEYS = "DROP TABLE " + _DUPKEYS
+_DROP_STAGE = "DROP TABLE " + _STAGE
 
 
 @dataclass
@@ -255,24 +258,25 @@ def _insert_deduplicated(cur, name: str, plan: ReadPlan) -> int:
     """
     row = ("user_id, item_id, category, behavior, ts, session_id, price, brand, query"
            + "".join(f", x{i}" for i in plan.extra_columns))
-    cur.execute(f"""CREATE TEMP TABLE {_DUPKEYS} AS
-                    SELECT hash({row}) AS hk FROM {_STAGE} WHERE reason IS NULL
-                    GROUP BY hk HAVING count(*) > 1""")
+    # identifiers and the column list are code constants; the dataset name is bound
+    dupkeys_sql = (f"CREATE TEMP TABLE {_DUPKEYS} AS SELECT hash({row}) AS hk FROM {_STAGE} "
+                   "WHERE reason IS NULL GROUP BY hk HAVING count(*) > 1")
+    cur.execute(dupkeys_sql)
     project = ("?, user_id, item_id, category, CAST(behavior AS behavior_t), ts, session_id, price, "
                "brand, query")
-    if cur.execute(f"SELECT count(*) FROM {_DUPKEYS}").fetchone()[0] == 0:
-        stored = cur.execute(f"INSERT INTO events SELECT {project} FROM {_STAGE} WHERE reason IS NULL",
-                             [name]).fetchone()[0]
+    if cur.execute(_COUNT_DUPKEYS).fetchone()[0] == 0:
+        insert_sql = f"INSERT INTO events SELECT {project} FROM {_STAGE} WHERE reason IS NULL"
+        stored = cur.execute(insert_sql, [name]).fetchone()[0]
     else:
-        stored = cur.execute(
+        insert_sql = (
             f"""INSERT INTO events
                 SELECT {project} FROM {_STAGE}
                 WHERE reason IS NULL AND hash({row}) NOT IN (SELECT hk FROM {_DUPKEYS})
                 UNION ALL
                 SELECT {project} FROM (SELECT DISTINCT {row} FROM {_STAGE}
-                                       WHERE reason IS NULL AND hash({row}) IN (SELECT hk FROM {_DUPKEYS}))""",
-            [name, name]).fetchone()[0]
-    cur.execute(f"DROP TABLE {_DUPKEYS}")
+                                       WHERE reason IS NULL AND hash({row}) IN (SELECT hk FROM {_DUPKEYS}))""")
+        stored = cur.execute(insert_sql, [name, name]).fetchone()[0]
+    cur.execute(_DROP_DUPKEYS)
     return int(stored)
 
 
@@ -359,7 +363,7 @@ def ingest_file(store, path, *, dataset: str | None = None, layout: str = "auto"
              int(good) - int(stored), n_users, n_items, ts_min, ts_max, plan.source_tz,
              json.dumps(plan.options(), sort_keys=True),
              datetime.now(timezone.utc).replace(tzinfo=None)])
-        cur.execute(f"DROP TABLE {_STAGE}")
+        cur.execute(_DROP_STAGE)
         report(progress, STEPS, STEPS, "done")
 
     return IngestReport(dataset=name, layout=plan.layout, source_file=source_file, sha256=digest,

@@ -92,6 +92,12 @@ _DDL: tuple[str, ...] = (
 )
 
 
+# Deleting a dataset: every table that holds its rows (names are constants, the value is bound).
+_DELETE_DATASET: tuple[str, ...] = tuple(
+    "DELETE FROM " + table + " WHERE " + ("name" if table == "datasets" else "dataset") + " = ?"
+    for table in ("scores", "user_stats", "quarantine", "events", "datasets"))
+
+
 def resolve_db_path(path: str | os.PathLike[str] | None = None) -> Path:
     """``--db`` wins, then ``INTENTLENS_DB``, then ``data/intentlens.duckdb``."""
     if path:
@@ -278,9 +284,8 @@ class Store:
             with self.transaction() as own:
                 self.delete_dataset(name, own)
             return
-        for table in ("scores", "user_stats", "quarantine", "events", "datasets"):
-            column = "name" if table == "datasets" else "dataset"
-            cur.execute(f"DELETE FROM {table} WHERE {column} = ?", [name])
+        for sql in _DELETE_DATASET:
+            cur.execute(sql, [name])
 
     def require_new_dataset(self, name: str, replace: bool) -> None:
         """Refuse an existing name unless ``replace``."""
