@@ -12,27 +12,10 @@ from core.errors import DataError
 from core.features import (CATEGORY_FEATURE_NAMES, FEATURE_NAMES, NEVER_SECONDS, build_features,
                            feature_names)
 from core.labels import LabelSpec, build_examples, plan_cutoffs, scoring_examples
+from tests.event_rows import add_events
 
 T = datetime(2024, 1, 10, 12)
 H1 = LabelSpec(horizon="1h")
-
-
-def add_events(store, dataset, rows):
-    """Insert (user, item, category, behavior, ts[, query, session]) tuples; refresh ts range."""
-    frame = pd.DataFrame(
-        [tuple(r) + (None,) * (7 - len(r)) for r in rows],
-        columns=["user_id", "item_id", "category", "behavior", "ts", "query", "session_id"])
-    frame["ts"] = frame["ts"].astype("datetime64[us]")
-    with store.cursor() as cur:
-        store.register_df(cur, "new_events", frame)
-        cur.execute("""INSERT INTO events (dataset, user_id, item_id, category, behavior, ts,
-                                           query, session_id)
-                       SELECT ?, user_id, item_id, category, behavior, ts, query, session_id
-                       FROM new_events""", [dataset])
-    store.execute("DELETE FROM datasets WHERE name = ?", [dataset])
-    store.execute("""INSERT INTO datasets (name, layout, ts_min, ts_max)
-                     SELECT ?, 'test', min(ts), max(ts) FROM events WHERE dataset = ?""",
-                  [dataset, dataset])
 
 
 def add_random_events(store, dataset, users=100, seed=5):

@@ -16,27 +16,10 @@ from core.schema import BEHAVIOR_CODE
 from core.sequences import BEHAVIOR_STRIDE, N_BEHAVIOR_IDS
 from core.sequences import (OOV, QUERY_TOKENS, SequenceBatch, Vocab, build_sequences, build_vocab,
                             map_ids, stable_hash, user_events)
+from tests.event_rows import add_events
 
 T = datetime(2024, 1, 10, 12)
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
-
-
-def add_events(store, dataset, rows):
-    """Insert (user, item, category, behavior, ts[, query, session]) tuples; refresh ts range."""
-    frame = pd.DataFrame(
-        [tuple(r) + (None,) * (7 - len(r)) for r in rows],
-        columns=["user_id", "item_id", "category", "behavior", "ts", "query", "session_id"])
-    frame["ts"] = frame["ts"].astype("datetime64[us]")
-    with store.cursor() as cur:
-        store.register_df(cur, "new_events", frame)
-        cur.execute("""INSERT INTO events (dataset, user_id, item_id, category, behavior, ts,
-                                           query, session_id)
-                       SELECT ?, user_id, item_id, category, behavior, ts, query, session_id
-                       FROM new_events""", [dataset])
-    store.execute("DELETE FROM datasets WHERE name = ?", [dataset])
-    store.execute("""INSERT INTO datasets (name, layout, ts_min, ts_max)
-                     SELECT ?, 'test', min(ts), max(ts) FROM events WHERE dataset = ?""",
-                  [dataset, dataset])
 
 
 def add_random_events(store, dataset, users=150, seed=3):
