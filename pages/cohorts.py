@@ -242,14 +242,8 @@ st.caption("Pick high-intent users: a score cut plus filters, what sets them apa
            "worth, and a file to hand to a campaign tool.")
 common.show_flash()
 
-dataset = common.current_dataset()
-model_dir = common.current_model()
-if dataset is None:
-    st.info("No dataset yet. Ingest one on the **Data** page.")
-    st.stop()
-if model_dir is None:
-    st.info("No trained model yet. Train one on the **Train** page, then score this dataset here.")
-    st.stop()
+dataset, model_dir = common.require_dataset_and_model(
+    "No trained model yet. Train one on the **Train** page, then score this dataset here.")
 
 db = common.db_path()
 model_id = None

@@ -541,3 +541,15 @@ def chart(fig: Any, key: str) -> None:
     """Show a core.charts figure with its own template (not Streamlit's theme)."""
     st.plotly_chart(fig, theme=None, key=key, config={"displaylogo": False})
 
+
+def require_dataset_and_model(no_model: str) -> tuple[str, str]:
+    """The current dataset and model directory; otherwise an empty state saying what to do next
+    (``no_model`` when there is no model) and the page stops."""
+    dataset, model_dir = current_dataset(), current_model()
+    if dataset is None:
+        st.info("No dataset yet. Ingest one on the **Data** page.")
+        st.stop()
+    if model_dir is None:
+        st.info(no_model)
+        st.stop()
+    return dataset, model_dir

@@ -155,14 +155,8 @@ st.caption("Why does the model think this user will buy? Attributions on the use
            "checked for faithfulness, and what drives scores across a cohort.")
 common.show_flash()
 
-dataset = common.current_dataset()
-model_dir = common.current_model()
-if dataset is None:
-    st.info("No dataset yet. Ingest one on the **Data** page.")
-    st.stop()
-if model_dir is None:
-    st.info("No trained model yet. Train one on the **Train** page to explain its scores.")
-    st.stop()
+dataset, model_dir = common.require_dataset_and_model(
+    "No trained model yet. Train one on the **Train** page to explain its scores.")
 model_id = None
 with common.guard():
     model_id = _model_id(model_dir)

@@ -9,6 +9,7 @@ shipped data itself on its first start.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -123,8 +124,9 @@ def browser() -> Iterator[object]:
             instance.close()
 
 
-@pytest.fixture
-def page(browser, app_server) -> Iterator[object]:
+@contextlib.contextmanager
+def new_tab(browser) -> Iterator[object]:
+    """A fresh browser context and page (closed afterwards) with the render timeout set."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     tab = context.new_page()
     tab.set_default_timeout(RENDER_TIMEOUT_MS)
@@ -132,6 +134,12 @@ def page(browser, app_server) -> Iterator[object]:
         yield tab
     finally:
         context.close()
+
+
+@pytest.fixture
+def page(browser, app_server) -> Iterator[object]:
+    with new_tab(browser) as tab:
+        yield tab
 
 
 # -- page helpers ---------------------------------------------------------------------------------

@@ -77,12 +77,9 @@ def test_cohorts_export_and_explain_in_chromium(browser, scored_server, tmp_path
     stamp; a user of the table opens on the Explain page, whose charts render too."""
     import re
 
-    from tests.browser_util import RENDER_TIMEOUT_MS
+    from tests.browser_util import new_tab
 
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(RENDER_TIMEOUT_MS)
-    try:
+    with new_tab(browser) as page:
         page.goto(scored_server.url)
         wait_for_app(page)
         open_page(page, "Cohorts")
@@ -111,8 +108,6 @@ def test_cohorts_export_and_explain_in_chromium(browser, scored_server, tmp_path
         _wait_for_charts(page, 4)   # timeline, top events, faithfulness, attention
         assert page.get_by_role("textbox", name="User id").input_value()
         assert exceptions(page) == [], f"{exceptions(page)}\n{scored_server.log_tail()}"
-    finally:
-        context.close()
 
 
 # -- Train and Performance pages, on a database and a models folder of their own ------------------
@@ -139,15 +134,10 @@ def model_server(tmp_path_factory):
 
 @pytest.fixture
 def model_page(browser, model_server):
-    from tests.browser_util import RENDER_TIMEOUT_MS
+    from tests.browser_util import new_tab
 
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    tab = context.new_page()
-    tab.set_default_timeout(RENDER_TIMEOUT_MS)
-    try:
+    with new_tab(browser) as tab:
         yield tab
-    finally:
-        context.close()
 
 
 def test_train_page_runs_and_cancels_jobs_in_the_browser(model_page, model_server):
