@@ -188,7 +188,7 @@ def _transformer_config(inputs: Inputs, spec: LabelSpec, preset: dict[str, Any])
 
 def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: dict[str, Any], *, seed: int,
                      search: int, checkpoint_dir: Path | None, progress, cancel, on_epoch,
-                     log) -> dict[str, Any]:
+                     log, threads: int | None = None) -> dict[str, Any]:
     from core.training import TrainConfig, fit_transformer, search_transformer
 
     train = inputs.sequences.subset(inputs.split_index("train"))
@@ -197,7 +197,7 @@ def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: dict[str, Any], *,
     tc = TrainConfig(epochs=preset["epochs"], batch_size=preset["batch_size"], seed=seed,
                      weight_decay=preset["weight_decay"], lr=preset.get("lr", 1e-3),
                      patience=preset.get("patience", 3), augment_crop=preset.get("augment_crop", 0.1),
-                     event_dropout=preset.get("event_dropout", 0.05))
+                     event_dropout=preset.get("event_dropout", 0.05), threads=threads)
     trials: list[dict[str, Any]] = []
     if search > 0:
         _log(log, f"transformer: hyper-parameter search, {search} trials")
@@ -255,8 +255,13 @@ def train_model(store, dataset: str, *, kind: str = "transformer", spec: LabelSp
                 out: str | Path | None = None, preset: str = "balanced",
                 progress: ProgressFn | None = None, cancel: CancelToken | None = None,
                 log: LogFn | None = None, on_epoch: Callable[[dict], None] | None = None,
-                models_root: Path | None = None, plan: CutoffPlan | None = None) -> TrainResult:
-    """Train ``kind`` on ``dataset`` with a time split, evaluate it, save it; see the module doc."""
+                models_root: Path | None = None, plan: CutoffPlan | None = None,
+                threads: int | None = None) -> TrainResult:
+    """Train ``kind`` on ``dataset`` with a time split, evaluate it, save it; see the module doc.
+
+    ``threads`` caps the CPU threads the fit uses (torch and LightGBM); the app passes one fewer
+    than the machine has so pages stay responsive while a job runs. None: the libraries' defaults.
+    """
     from core.metrics import summary_metrics
     from models.artifact import save_model
 
@@ -290,7 +295,7 @@ def train_model(store, dataset: str, *, kind: str = "transformer", spec: LabelSp
             members[member] = _fit_transformer(
                 inputs, spec, settings, seed=seed, search=search,
                 checkpoint_dir=out_dir.parent / (out_dir.name + ".checkpoint"),
-                progress=progress, cancel=cancel, on_epoch=on_epoch, log=log)
+                progress=progress, cancel=cancel, on_epoch=on_epoch, log=log, threads=threads)
         else:
             members[member] = _fit_baseline(member, inputs, settings, seed=seed, log=log)
         members[member]["metrics"] = summary_metrics(y_valid, members[member]["valid_pred"], seed=seed)

@@ -29,13 +29,21 @@ with common.guard():
             })
 
 tab_names = ["Overview", "Quality", "Quarantine", "Preview"] + ([] if demo else ["Add data", "Delete"])
-tabs = dict(zip(tab_names, st.tabs(tab_names)))
+# The open tab is kept in the URL (?data_tab=Quality reopens it). The four views of the data run
+# only while their tab is open, so a big dataset's quality scan never delays the overview.
+tabs = dict(zip(tab_names, st.tabs(tab_names, key="data_tab", bind="query-params")))
+
+
+def showing(name: str) -> bool:
+    """Whether the view in tab ``name`` should be computed in this run (its tab is open)."""
+    return bool(tabs[name].open)
+
 
 # -- overview -------------------------------------------------------------------------------------
 with tabs["Overview"]:
     if dataset is None:
         st.info("Pick or ingest a dataset to see its overview.")
-    else:
+    elif showing("Overview"):
         with common.guard():
             info = common.dataset_info(dataset)
             offset = common.local_offset(dataset)
@@ -80,7 +88,7 @@ with tabs["Overview"]:
 with tabs["Quality"]:
     if dataset is None:
         st.info("Pick or ingest a dataset to see its quality report.")
-    else:
+    elif showing("Quality"):
         with common.guard():
             checks = common.quality(dataset).checks
             counts = checks["status"].value_counts()
@@ -95,7 +103,7 @@ with tabs["Quality"]:
 with tabs["Quarantine"]:
     if dataset is None:
         st.info("Pick or ingest a dataset to see the rows set aside at ingest.")
-    else:
+    elif showing("Quarantine"):
         with common.guard():
             reasons = common.overview_frame("quarantine_reasons", dataset)
             common.chart(charts.quarantine_reasons(reasons), key="chart_quarantine")
@@ -114,7 +122,7 @@ with tabs["Quarantine"]:
 with tabs["Preview"]:
     if dataset is None:
         st.info("Pick or ingest a dataset to see its rows.")
-    else:
+    elif showing("Preview"):
         with common.guard():
             n = st.number_input("Rows", min_value=10, max_value=1000, value=100, step=10,
                                 key="preview_n", help="The earliest events of the dataset, by time (UTC).")

@@ -33,6 +33,8 @@ JOBS_KEY = "train_jobs"              # ids of the jobs this session started, old
 ANNOUNCED_KEY = "train_jobs_seen"    # ids whose end already triggered a full rerun
 CANCELLING_KEY = "train_jobs_cancelling"   # ids whose Cancel was clicked (a queued job ends when its turn comes)
 POLL_SECONDS = 1.5
+# A job trains on every core but one, so pages stay responsive while it runs.
+JOB_THREADS = max(1, (os.cpu_count() or 2) - 1)
 KIND_LABELS = {"transformer": "Transformer (event sequences)", "gbdt": "Gradient-boosted trees",
                "logreg": "Logistic regression", "ensemble": "Ensemble of the three"}
 # Files a model directory may hold (models/artifact.py, models/baselines.py, core/pipeline.py).
@@ -109,7 +111,8 @@ def make_job(store: Any, dataset: str, kind: str, spec: LabelSpec, preset: str, 
 
         result = train_model(store, dataset, kind=kind, spec=spec, preset=preset, epochs=epochs,
                              search=search, seed=seed, out=out, progress=ctx.progress,
-                             cancel=ctx.cancel, log=ctx.log, on_epoch=ctx.on_epoch)
+                             cancel=ctx.cancel, log=ctx.log, on_epoch=ctx.on_epoch,
+                             threads=JOB_THREADS)
         return {"model_dir": str(result.model_dir), "kind": kind, "metrics": result.metrics,
                 "summary": result.summary()}
     return run

@@ -143,10 +143,36 @@ def page(browser, app_server) -> Iterator[object]:
 
 
 # -- page helpers ---------------------------------------------------------------------------------
+# Counts finished script runs in the page: Streamlit marks its root element with the run state
+# (data-test-script-state), and a run has finished when it goes back to notRunning. Installed once
+# per document; a navigation inside the app keeps the document.
+_RUN_COUNTER_JS = """() => {
+    if (window.__intentlensRuns === undefined) {
+        window.__intentlensRuns = 0;
+        let running = false;
+        new MutationObserver(() => {
+            const app = document.querySelector('[data-testid="stApp"]');
+            const state = app ? app.getAttribute('data-test-script-state') : null;
+            if (state === 'running' || state === 'rerunRequested') running = true;
+            else if (state === 'notRunning' && running) { running = false; window.__intentlensRuns += 1; }
+        }).observe(document.body, {subtree: true, attributes: true, childList: true,
+                                   attributeFilter: ['data-test-script-state']});
+    }
+    return window.__intentlensRuns;
+}"""
+
+
+def finished_runs(page) -> int:
+    """How many script runs this document has seen finish (starts counting on the first call)."""
+    return int(page.evaluate(_RUN_COUNTER_JS))
+
+
 def wait_for_app(page, *, timeout_ms: int = RENDER_TIMEOUT_MS) -> None:
     """Wait until app.py's shell is drawn (its sidebar title, so not Streamlit's legacy pages/
-    router) and no script run is in progress (the status widget stays away for 0.6 s)."""
+    router), the script is not running, and the status widget stays away for 0.6 s."""
     page.wait_for_selector('[data-testid="stSidebar"] h3:has-text("IntentLens")', timeout=timeout_ms)
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]',
+                           timeout=timeout_ms)
     deadline = time.monotonic() + timeout_ms / 1000
     quiet = 0
     while time.monotonic() < deadline:
@@ -155,6 +181,13 @@ def wait_for_app(page, *, timeout_ms: int = RENDER_TIMEOUT_MS) -> None:
             return
         page.wait_for_timeout(200)
     raise AssertionError("the app was still running its script after the timeout")
+
+
+def wait_for_run(page, before: int, *, timeout_ms: int = RENDER_TIMEOUT_MS) -> None:
+    """After an action that reruns the script: wait until a run has finished since ``before``
+    (from :func:`finished_runs`), then until the app is idle."""
+    page.wait_for_function(f"window.__intentlensRuns > {int(before)}", timeout=timeout_ms)
+    wait_for_app(page, timeout_ms=timeout_ms)
 
 
 def exceptions(page) -> list[str]:
@@ -170,12 +203,20 @@ def nav_links(page) -> list[str]:
 
 
 def open_page(page, title: str) -> None:
-    """Click a page in the sidebar navigation and wait for its script to finish."""
+    """Click a page in the sidebar navigation and wait until its script run has finished."""
     link = page.locator('[data-testid="stSidebarNav"] a', has_text=title).first
     target = urlparse(link.get_attribute("href") or "").path
+    before = finished_runs(page)
     link.click()
     page.wait_for_url(lambda url: urlparse(url).path == target)
-    wait_for_app(page)
+    wait_for_run(page, before)
+
+
+def open_tab(page, name: str) -> None:
+    """Click a tab (one whose content runs only while it is open) and wait for the rerun."""
+    before = finished_runs(page)
+    page.get_by_role("tab", name=name).click()
+    wait_for_run(page, before)
 
 
 def plotly_count(page) -> int:

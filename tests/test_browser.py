@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tests.browser_util import (app_server, browser, browser_db, exceptions, nav_links,  # noqa: F401
-                                needs_chromium, open_page, page, plotly_count, wait_for_app)
+                                needs_chromium, open_page, open_tab, page, plotly_count,
+                                wait_for_app)
 
 pytestmark = [pytest.mark.browser, needs_chromium]
 
@@ -30,6 +31,13 @@ def test_every_page_renders_and_data_page_draws_its_charts(page, app_server):
                 f"document.querySelectorAll('.js-plotly-plot').length >= {OVERVIEW_CHARTS}")
             assert plotly_count(page) >= OVERVIEW_CHARTS
             assert page.locator('[data-testid="stDataFrame"]').count() >= 1
+            # The other views run when their tab opens, and the open tab goes into the link.
+            open_tab(page, "Quality")
+            page.get_by_text("pass", exact=False).first.wait_for()
+            assert "data_tab=Quality" in page.url
+            open_tab(page, "Quarantine")
+            page.get_by_text("Quarantined rows by reason").first.wait_for()
+            open_tab(page, "Overview")
         assert exceptions(page) == [], f"{title}: {exceptions(page)}\n{app_server.log_tail()}"
 
     # A link with ?dataset= reopens the same view.
