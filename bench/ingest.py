@@ -7,7 +7,8 @@ Default mode writes a Taobao-layout CSV of ``--events`` rows, then times (median
   * bare:          CREATE TABLE t AS SELECT * FROM read_csv(path)   (DuckDB infers BIGINT ids)
   * bare_varchar:  the same with every column read as VARCHAR (what `events` stores for ids)
   * ingest:        core.ingest.ingest_file (validation, quarantine, dedup, one transaction)
-and prints rows/s and the ratio ingest / bare (goal >= 0.7).
+and prints rows/s, the ratio ingest / bare (goal >= 0.7) and, for the last repeat, the seconds
+each ingest step took (read + validate into staging, duplicate check + write, counts + record).
 
 ``--scale`` generates a ``core.synth`` log of about ``--events`` events and ingests it once under
 a DuckDB memory limit with a temp directory, printing wall time and the peak RSS of the process.
@@ -68,10 +69,12 @@ def throughput(events: int, repeats: int) -> None:
                     [str(csv_path)])))
                 store.execute("DROP TABLE bench_bare")
                 rep = None
+                steps: list[tuple[str, float]] = []
 
                 def run():
                     nonlocal rep
-                    rep = ingest_file(store, csv_path, dataset="bench", replace=True)
+                    rep = ingest_file(store, csv_path, dataset="bench", replace=True,
+                                      progress=lambda done, total, msg: steps.append((msg, time.perf_counter())))
                 times["ingest"].append(_time(run))
                 print(f"  repeat {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()))
             med = {k: statistics.median(v) for k, v in times.items()}
@@ -79,6 +82,8 @@ def throughput(events: int, repeats: int) -> None:
                 print(f"{key:>13}: median {sec:6.2f} s  {events / sec:>12,.0f} rows/s")
             print(f"ratio ingest / bare          = {med['bare'] / med['ingest']:.2f}  (goal >= 0.70)")
             print(f"ratio ingest / bare_varchar  = {med['bare_varchar'] / med['ingest']:.2f}")
+            print("ingest steps (last repeat): " + ", ".join(
+                f"{msg} {t1 - t0:.2f}s" for (msg, t0), (_, t1) in zip(steps, steps[1:])))
             print(f"stored {rep.rows_stored:,}, duplicates {rep.duplicates_dropped:,}, "
                   f"quarantined {rep.rows_quarantined:,}")
 

@@ -183,11 +183,30 @@ def wait_for_app(page, *, timeout_ms: int = RENDER_TIMEOUT_MS) -> None:
     raise AssertionError("the app was still running its script after the timeout")
 
 
-def wait_for_run(page, before: int, *, timeout_ms: int = RENDER_TIMEOUT_MS) -> None:
+def wait_for_run(page, before: int, *, timeout_ms: int = RENDER_TIMEOUT_MS) -> bool:
     """After an action that reruns the script: wait until a run has finished since ``before``
-    (from :func:`finished_runs`), then until the app is idle."""
-    page.wait_for_function(f"window.__intentlensRuns > {int(before)}", timeout=timeout_ms)
-    wait_for_app(page, timeout_ms=timeout_ms)
+    (from :func:`finished_runs`); returns whether the run was seen. Follow with
+    :func:`wait_for_app` to be sure the app is idle.
+
+    A run so short that the browser never drew its running state is not counted; after 1.5 s
+    without a counted run, the app being idle (not running, no status widget for 0.3 s) is
+    taken as done instead, and False is returned."""
+    started = time.monotonic()
+    deadline = started + timeout_ms / 1000
+    quiet = 0
+    seen = False
+    while time.monotonic() < deadline:
+        if page.evaluate("window.__intentlensRuns") > before:
+            seen = True
+            break
+        if time.monotonic() - started > 1.5:
+            idle = (page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').count() > 0
+                    and page.locator('[data-testid="stStatusWidget"]').count() == 0)
+            quiet = quiet + 1 if idle else 0
+            if quiet >= 3:
+                break
+        page.wait_for_timeout(100)
+    return seen
 
 
 def exceptions(page) -> list[str]:
@@ -210,6 +229,7 @@ def open_page(page, title: str) -> None:
     link.click()
     page.wait_for_url(lambda url: urlparse(url).path == target)
     wait_for_run(page, before)
+    wait_for_app(page)
 
 
 def open_tab(page, name: str) -> None:
@@ -217,6 +237,7 @@ def open_tab(page, name: str) -> None:
     before = finished_runs(page)
     page.get_by_role("tab", name=name).click()
     wait_for_run(page, before)
+    wait_for_app(page)
 
 
 def plotly_count(page) -> int:
