@@ -6,6 +6,8 @@ from core.cli import LAYOUTS
 from core.schema import BEHAVIORS, MAPPABLE_FIELDS
 from pages import common
 
+VIEW_SETTINGS = {"per_day_log": True, "top_n": 15, "preview_n": 100}   # widget key -> default
+
 st.title("Data")
 st.caption("Behaviour logs in the database: add one, check its quality, see what is in it.")
 common.show_flash()
@@ -39,6 +41,12 @@ def showing(name: str) -> bool:
     return bool(tabs[name].open)
 
 
+# Settings of the views keep their values while their tab is closed (Streamlit forgets the state
+# of a widget on a run that does not draw it, unless the script sets it itself).
+for _key, _default in VIEW_SETTINGS.items():
+    st.session_state[_key] = st.session_state.get(_key, _default)
+
+
 # -- overview -------------------------------------------------------------------------------------
 with tabs["Overview"]:
     if dataset is None:
@@ -59,7 +67,7 @@ with tabs["Overview"]:
             note, switch = st.columns([4, 1], vertical_alignment="center")
             note.caption(f"{common.fmt_span(info['ts_min'], info['ts_max'])} · days and hours "
                          f"below are in the source's time, {offset.label}.")
-            log_y = switch.toggle("Log scale", value=True, key="per_day_log",
+            log_y = switch.toggle("Log scale", key="per_day_log",
                                   help="Events per day on a log axis: views usually outnumber "
                                        "buys 50 to 1, and a log axis shows both.")
 
@@ -78,7 +86,7 @@ with tabs["Overview"]:
             with right:
                 common.chart(charts.events_per_user(common.overview_frame("events_per_user", dataset)),
                              key="chart_events_per_user")
-            n_top = st.slider("Categories shown", 5, 50, 15, step=5, key="top_n",
+            n_top = st.slider("Categories shown", 5, 50, step=5, key="top_n",
                               help="The busiest categories by number of events.")
             common.chart(charts.top_categories(common.overview_frame("top_categories", dataset,
                                                                      limit=n_top)),
@@ -124,7 +132,7 @@ with tabs["Preview"]:
         st.info("Pick or ingest a dataset to see its rows.")
     elif showing("Preview"):
         with common.guard():
-            n = st.number_input("Rows", min_value=10, max_value=1000, value=100, step=10,
+            n = st.number_input("Rows", min_value=10, max_value=1000, step=10,
                                 key="preview_n", help="The earliest events of the dataset, by time (UTC).")
             st.dataframe(common.overview_frame("preview_rows", dataset, limit=int(n)), hide_index=True)
 

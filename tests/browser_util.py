@@ -30,6 +30,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 STARTUP_TIMEOUT_S = 90      # server start (imports, first-start data) until /_stcore/health says ok
 RENDER_TIMEOUT_MS = 60_000  # one page: until its expected elements are visible
+NO_RUN_S = 10.0             # a click after which no script run starts within this did nothing
 
 needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(),
                                     reason=f"Debian's Chromium is not installed at {CHROMIUM} "
@@ -130,6 +131,7 @@ def new_tab(browser) -> Iterator[object]:
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     tab = context.new_page()
     tab.set_default_timeout(RENDER_TIMEOUT_MS)
+    watch_runs(tab)
     try:
         yield tab
     finally:
@@ -143,28 +145,46 @@ def page(browser, app_server) -> Iterator[object]:
 
 
 # -- page helpers ---------------------------------------------------------------------------------
-# Counts finished script runs in the page: Streamlit marks its root element with the run state
-# (data-test-script-state), and a run has finished when it goes back to notRunning. Installed once
-# per document; a navigation inside the app keeps the document.
-_RUN_COUNTER_JS = """() => {
-    if (window.__intentlensRuns === undefined) {
-        window.__intentlensRuns = 0;
-        let running = false;
-        new MutationObserver(() => {
-            const app = document.querySelector('[data-testid="stApp"]');
-            const state = app ? app.getAttribute('data-test-script-state') : null;
-            if (state === 'running' || state === 'rerunRequested') running = true;
-            else if (state === 'notRunning' && running) { running = false; window.__intentlensRuns += 1; }
-        }).observe(document.body, {subtree: true, attributes: true, childList: true,
-                                   attributeFilter: ['data-test-script-state']});
-    }
-    return window.__intentlensRuns;
-}"""
+class RunWatcher:
+    """Counts the script runs the server starts and finishes for one page, from the messages on
+    its websocket (Streamlit's ForwardMsg protobufs: ``new_session`` when a run starts,
+    ``script_finished`` when it ends). Attach it before the page loads the app."""
+
+    def __init__(self, page):
+        self.started = 0
+        self.finished = 0
+        page.on("websocket", lambda ws: ws.on("framereceived", self._frame))
+
+    def _frame(self, payload) -> None:
+        if not isinstance(payload, (bytes, bytearray)):
+            return
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        msg = ForwardMsg()
+        try:
+            msg.ParseFromString(bytes(payload))
+        except Exception:  # noqa: BLE001 - not a ForwardMsg (a frame of some other protocol)
+            return
+        kind = msg.WhichOneof("type")
+        if kind == "new_session":
+            self.started += 1
+        elif kind == "script_finished" and msg.script_finished in (
+                ForwardMsg.FINISHED_SUCCESSFULLY, ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY):
+            self.finished += 1
+
+
+_WATCHERS: dict[int, RunWatcher] = {}
+
+
+def watch_runs(page) -> RunWatcher:
+    """Start counting ``page``'s script runs (call right after creating the page)."""
+    _WATCHERS[id(page)] = RunWatcher(page)
+    return _WATCHERS[id(page)]
 
 
 def finished_runs(page) -> int:
-    """How many script runs this document has seen finish (starts counting on the first call)."""
-    return int(page.evaluate(_RUN_COUNTER_JS))
+    """How many script runs of ``page`` have finished (pages made by :func:`new_tab` are watched)."""
+    return _WATCHERS[id(page)].finished
 
 
 def wait_for_app(page, *, timeout_ms: int = RENDER_TIMEOUT_MS) -> None:
@@ -183,30 +203,23 @@ def wait_for_app(page, *, timeout_ms: int = RENDER_TIMEOUT_MS) -> None:
     raise AssertionError("the app was still running its script after the timeout")
 
 
-def wait_for_run(page, before: int, *, timeout_ms: int = RENDER_TIMEOUT_MS) -> bool:
+def wait_for_run(page, before: int, *, timeout_ms: int = RENDER_TIMEOUT_MS,
+                 no_run_s: float = NO_RUN_S) -> bool:
     """After an action that reruns the script: wait until a run has finished since ``before``
-    (from :func:`finished_runs`); returns whether the run was seen. Follow with
-    :func:`wait_for_app` to be sure the app is idle.
-
-    A run so short that the browser never drew its running state is not counted; after 1.5 s
-    without a counted run, the app being idle (not running, no status widget for 0.3 s) is
-    taken as done instead, and False is returned."""
-    started = time.monotonic()
-    deadline = started + timeout_ms / 1000
-    quiet = 0
-    seen = False
+    (from :func:`finished_runs`); returns whether one did. If no run has even started after
+    ``no_run_s`` seconds (a click that changed nothing) it returns False. Follow with
+    :func:`wait_for_app` to be sure the app is idle."""
+    watcher = _WATCHERS[id(page)]
+    started_before = watcher.started
+    t0 = time.monotonic()
+    deadline = t0 + timeout_ms / 1000
     while time.monotonic() < deadline:
-        if page.evaluate("window.__intentlensRuns") > before:
-            seen = True
-            break
-        if time.monotonic() - started > 1.5:
-            idle = (page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').count() > 0
-                    and page.locator('[data-testid="stStatusWidget"]').count() == 0)
-            quiet = quiet + 1 if idle else 0
-            if quiet >= 3:
-                break
-        page.wait_for_timeout(100)
-    return seen
+        if watcher.finished > before:
+            return True
+        if watcher.started == started_before and time.monotonic() - t0 > no_run_s:
+            return False
+        page.wait_for_timeout(25)
+    raise AssertionError(f"no script run finished within {timeout_ms} ms")
 
 
 def exceptions(page) -> list[str]:
@@ -258,6 +271,7 @@ def take_screenshot(out: Path, *, title: str = "Data", charts: int = 5) -> Path:
                 instance = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
                 tab = instance.new_page(viewport={"width": 1440, "height": 1100})
                 tab.set_default_timeout(RENDER_TIMEOUT_MS)
+                watch_runs(tab)
                 tab.goto(server.url)
                 wait_for_app(tab)
                 open_page(tab, title)

@@ -50,8 +50,10 @@ def metrics(at: AppTest) -> dict[str, str]:
 
 
 def open_tab(at: AppTest, name: str) -> AppTest:
-    """Open a tab of the Data page the way a shared link does (?data_tab=NAME)."""
+    """Open a tab of the Data page: as a shared link does (?data_tab=NAME), and as a click does
+    (the tab's state; the default tab is not written to the URL, so a link alone cannot reopen it)."""
     at.query_params["data_tab"] = name
+    at.session_state["data_tab"] = name
     at.run()
     assert not at.exception, at.exception
     return at
@@ -88,6 +90,19 @@ def test_data_page_renders_charts_and_tables(db):
     open_tab(at, "Preview")
     assert any("user_id" in d.value.columns and len(d.value) == 100 for d in at.dataframe)
     assert not at.error
+
+
+def test_view_settings_survive_a_closed_tab(db):
+    at = data_page()
+    at.slider(key="top_n").set_value(5).run()
+    top = lambda: next(s for s in chart_specs(at) if s["layout"]["title"]["text"].startswith("Top categories"))  # noqa: E731
+    assert len(top()["data"][0]["y"]) <= 5
+    open_tab(at, "Quality")
+    open_tab(at, "Overview")
+    assert at.slider(key="top_n").value == 5
+    assert len(top()["data"][0]["y"]) <= 5
+    assert not at.exception
+    assert not [w for w in at.warning if "Session State" in w.value]   # no default-value clash
 
 
 def test_choosing_another_dataset_changes_the_charts(db):
