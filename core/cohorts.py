@@ -356,62 +356,80 @@ def cohort_users(store, model_id: str, dataset: str, spec: CohortSpec, *, order_
     return store.df(page, params + [int(limit), int(offset)])
 
 
+# One scan of the scored base: each row flagged in or out of the cohort, then every comparison
+# (key -> rows in the cohort, rows overall) from it. ``{where}`` is the cohort's WHERE clause.
+_CONTRAST_SQL = _BASE_SQL + """,
+flagged AS MATERIALIZED (
+    SELECT user_id, top_category, n_views, n_carts, n_favs, n_buys, activity,
+           CASE WHEN days_since_last < 1/24 THEN '< 1 hour' WHEN days_since_last < 1 THEN '1-24 hours'
+                WHEN days_since_last < 3 THEN '1-3 days' WHEN days_since_last < 7 THEN '3-7 days'
+                ELSE '7+ days' END AS recency,
+           coalesce({where}, false) AS in_c
+    FROM base),
+users AS (SELECT user_id, bool_or(in_c) AS in_c FROM flagged GROUP BY user_id),
+last3 AS (
+    -- each user's three newest behaviours in one hash aggregate (max_by keeps them newest first;
+    -- events at the same instant are ordered by the behaviour enum, so patterns are deterministic)
+    SELECT user_id, array_to_string(list_reverse(
+               max_by(behavior::VARCHAR, epoch_us(ts) * 8 + enum_code(behavior), 3)), '>') AS key
+    FROM events WHERE dataset = ? AND user_id IN (SELECT user_id FROM users) GROUP BY user_id)
+SELECT 'categories' AS part, top_category AS key,
+       count(*) FILTER (WHERE in_c)::DOUBLE AS c, count(*)::DOUBLE AS a
+FROM flagged WHERE top_category IS NOT NULL GROUP BY top_category
+UNION ALL
+SELECT 'behaviors', unnest(['view', 'cart', 'fav', 'buy']),
+       unnest([sum(n_views) FILTER (WHERE in_c), sum(n_carts) FILTER (WHERE in_c),
+               sum(n_favs) FILTER (WHERE in_c), sum(n_buys) FILTER (WHERE in_c)])::DOUBLE,
+       unnest([sum(n_views), sum(n_carts), sum(n_favs), sum(n_buys)])::DOUBLE
+FROM flagged
+UNION ALL
+SELECT 'recency', recency, count(*) FILTER (WHERE in_c), count(*) FROM flagged GROUP BY recency
+UNION ALL
+SELECT 'activity', activity, count(*) FILTER (WHERE in_c), count(*) FROM flagged GROUP BY activity
+UNION ALL
+SELECT 'patterns', l.key, count(*) FILTER (WHERE u.in_c), count(*)
+FROM last3 l JOIN users u USING (user_id) GROUP BY l.key
+"""
+CONTRAST_ORDER = {
+    "behaviors": ["view", "cart", "fav", "buy"],
+    "recency": ["< 1 hour", "1-24 hours", "1-3 days", "3-7 days", "7+ days"],
+    "activity": list(ACTIVITY_LEVELS),
+}
+
+
 def cohort_contrast(store, model_id: str, dataset: str, spec: CohortSpec,
                     top: int = 10) -> dict[str, pd.DataFrame]:
-    """What sets the cohort apart from everyone scored: categories, behaviour mix, recency, patterns.
+    """What sets the cohort apart from everyone scored: categories, behaviour mix, recency,
+    activity, and the patterns of each user's last three behaviours (e.g. ``view>cart>cart``).
 
     Each frame has columns ``key``, ``cohort`` (share within the cohort), ``everyone`` and
-    ``ratio`` (cohort / everyone), sorted by how over-represented the key is.
+    ``ratio`` (cohort / everyone). Categories: the cohort's ``top`` most common; patterns: the
+    ``top`` most over-represented that occur in the cohort; the others in their natural order.
     """
-    sql, params = cohort_sql(model_id, dataset, spec)
-    everyone_sql, everyone_params = cohort_sql(model_id, dataset, CohortSpec(mode="top", top_percent=100))
+    where, params = _where(spec)
+    rows = store.df(_CONTRAST_SQL.format(where=where),
+                    [model_id, dataset, ACTIVITY_EDGES[0], ACTIVITY_EDGES[1], dataset] + params + [dataset])
     out: dict[str, pd.DataFrame] = {}
-
-    def contrast(select_key: str) -> pd.DataFrame:
-        query = (
-            "WITH c AS (" + sql + "), a AS (" + everyone_sql + "), "
-            "cohort_keys AS (" + select_key.format(src="c") + "), "
-            "all_keys AS (" + select_key.format(src="a") + ") "
-            "SELECT coalesce(ck.key, ak.key) AS key, "
-            "coalesce(ck.n, 0) / nullif(sum(coalesce(ck.n, 0)) OVER (), 0) AS cohort, "
-            "coalesce(ak.n, 0) / nullif(sum(coalesce(ak.n, 0)) OVER (), 0) AS everyone "
-            "FROM cohort_keys ck FULL JOIN all_keys ak ON ck.key = ak.key")
-        frame = store.df(query, params + everyone_params)
+    for part in ("categories", "behaviors", "recency", "activity", "patterns"):
+        frame = rows[rows["part"] == part]
+        c, a = frame["c"].fillna(0.0), frame["a"].fillna(0.0)
+        frame = pd.DataFrame({
+            "key": frame["key"].astype(str),
+            "cohort": c / c.sum() if c.sum() else c * np.nan,
+            "everyone": a / a.sum() if a.sum() else a * np.nan,
+        })
         frame["ratio"] = frame["cohort"] / frame["everyone"].replace(0, np.nan)
-        return frame
-
-    by_category = contrast(
-        "SELECT top_category AS key, count(*)::DOUBLE AS n FROM {src} WHERE top_category IS NOT NULL GROUP BY 1")
-    out["categories"] = (by_category.sort_values("cohort", ascending=False).head(top)
-                         .reset_index(drop=True))
-    out["behaviors"] = contrast(
-        "SELECT unnest(['view', 'cart', 'fav', 'buy']) AS key, "
-        "unnest([sum(n_views), sum(n_carts), sum(n_favs), sum(n_buys)])::DOUBLE AS n FROM {src}")
-    out["recency"] = contrast(
-        "SELECT CASE WHEN days_since_last < 1/24 THEN '< 1 hour' WHEN days_since_last < 1 THEN '1-24 hours' "
-        "WHEN days_since_last < 3 THEN '1-3 days' WHEN days_since_last < 7 THEN '3-7 days' "
-        "ELSE '7+ days' END AS key, count(*)::DOUBLE AS n FROM {src} GROUP BY 1")
-    out["activity"] = contrast("SELECT activity AS key, count(*)::DOUBLE AS n FROM {src} GROUP BY 1")
-    out["patterns"] = _pattern_contrast(store, dataset, sql, params, everyone_sql, everyone_params, top)
+        if part == "categories":
+            frame = frame.sort_values(["cohort", "key"], ascending=[False, True]).head(top)
+        elif part == "patterns":
+            frame = (frame[frame["cohort"] > 0].sort_values(["ratio", "cohort", "key"],
+                                                           ascending=[False, False, True]).head(top))
+        else:
+            order = CONTRAST_ORDER[part]
+            frame = frame.assign(_o=frame["key"].map({k: i for i, k in enumerate(order)})).sort_values("_o")
+            frame = frame.drop(columns="_o")
+        out[part] = frame.reset_index(drop=True)
     return out
-
-
-def _pattern_contrast(store, dataset: str, sql: str, params: list[Any], everyone_sql: str,
-                      everyone_params: list[Any], top: int) -> pd.DataFrame:
-    """Over-represented patterns among each user's last three behaviours (e.g. view>cart>cart)."""
-    query = (
-        "WITH c AS (" + sql + "), a AS (" + everyone_sql + "), "
-        "last3 AS (SELECT user_id, string_agg(behavior::VARCHAR, '>' ORDER BY ts) AS key FROM ("
-        "  SELECT user_id, behavior, ts, row_number() OVER (PARTITION BY user_id ORDER BY ts DESC) AS rn"
-        "  FROM events WHERE dataset = ? AND user_id IN (SELECT user_id FROM a)) WHERE rn <= 3 GROUP BY user_id), "
-        "ck AS (SELECT key, count(*)::DOUBLE AS n FROM last3 WHERE user_id IN (SELECT user_id FROM c) GROUP BY key), "
-        "ak AS (SELECT key, count(*)::DOUBLE AS n FROM last3 GROUP BY key) "
-        "SELECT ak.key, coalesce(ck.n, 0) / nullif(sum(coalesce(ck.n, 0)) OVER (), 0) AS cohort, "
-        "ak.n / sum(ak.n) OVER () AS everyone FROM ak LEFT JOIN ck USING (key)")
-    frame = store.df(query, params + everyone_params + [dataset])
-    frame["ratio"] = frame["cohort"] / frame["everyone"].replace(0, np.nan)
-    frame = frame[frame["cohort"] > 0].sort_values(["ratio", "cohort"], ascending=False)
-    return frame.head(top).reset_index(drop=True)
 
 
 def value_curve(store, model_id: str, dataset: str, spec: CohortSpec | None = None, *,
