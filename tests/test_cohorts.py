@@ -97,6 +97,15 @@ def test_contrast_finds_the_cart_pattern(scored):
     assert any("cart" in key for key in parts["patterns"]["key"])
 
 
+def test_last_three_pattern_is_chronological_and_breaks_ties_by_behaviour(scored):
+    # u0 (the top 1 %): a view at T, the buy at T-30 min, and a view and the cart both at T-1 h.
+    # The tie goes to the later behaviour in the funnel order (cart after view), every time.
+    for _ in range(3):
+        patterns = cohort_contrast(scored, "m1", "d", CohortSpec(mode="top", top_percent=1))["patterns"]
+        assert patterns["key"].tolist() == ["cart>buy>view"]
+        assert patterns["cohort"].tolist() == [pytest.approx(1.0)]
+
+
 def test_value_curve_marks_the_best_cut(scored):
     curve, best = value_curve(scored, "m1", "d", margin=10, cost=3)
     p = np.sort(np.linspace(0.99, 0, 100))[::-1]
