@@ -259,8 +259,9 @@ def train_model(store, dataset: str, *, kind: str = "transformer", spec: LabelSp
                 threads: int | None = None) -> TrainResult:
     """Train ``kind`` on ``dataset`` with a time split, evaluate it, save it; see the module doc.
 
-    ``threads`` caps the CPU threads the fit uses (torch and LightGBM); the app passes one fewer
-    than the machine has so pages stay responsive while a job runs. None: the libraries' defaults.
+    ``threads`` caps the torch CPU threads of the Transformer's fit (LightGBM already keeps to
+    half the cores); the app passes one fewer than the machine has so pages stay responsive while
+    a job runs. None: torch's default.
     """
     from core.metrics import summary_metrics
     from models.artifact import save_model

@@ -64,7 +64,9 @@ def quality_report(store, dataset: str) -> QualityReport:
         rows.append({"group": group, "check": check, "status": status, "value": float(value),
                      "reason": reason})
 
-    users = int(meta.get("n_users") or 0)   # counted at ingest
+    users = meta.get("n_users")   # counted at ingest; counted here for a record made otherwise
+    if users is None:
+        users = store.fetchone("SELECT count(DISTINCT user_id) FROM events WHERE dataset = ?", [dataset])[0]
     n, miss_item, miss_cat, miss_sess, miss_price, miss_brand, ts_min, ts_max = store.fetchone(
         """SELECT count(*),
                   count(*) FILTER (WHERE item_id IS NULL AND behavior <> 'search'),

@@ -72,3 +72,12 @@ def test_quarantine_share_and_non_positive_price(store, tmp_path):
 def test_unknown_dataset(store):
     with pytest.raises(NotFoundError):
         quality_report(store, "nope")
+
+
+def test_user_count_comes_from_the_record_or_the_events(store, samples):
+    ingest_file(store, samples / "taobao/UserBehavior_head.csv", dataset="th")
+    from_record = _status(quality_report(store, "th"), "users with one event")[2]
+    assert "of 43 users" in from_record
+    # A dataset record written by something other than ingest may lack the count.
+    store.execute("UPDATE datasets SET n_users = NULL WHERE name = ?", ["th"])
+    assert _status(quality_report(store, "th"), "users with one event")[2] == from_record
