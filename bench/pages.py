@@ -7,12 +7,14 @@
    plus the shipped demo log, and scores every ``bench`` user with the shipped demo models
    (random but fixed probabilities are written straight into ``scores``, then ``user_stats``).
 2. Starts ``streamlit run app.py`` on a loopback port and, in one browser session, clicks through
-   every page ``--rounds`` times: time from the navigation click to the page's script finished
-   and its plotly charts drawn. Round 1 is the first load (caches cold); later rounds are the
-   figure that counts (goal <= 2 s per page). Ratios are against the Home page in the same run.
+   every page ``--rounds`` times: time from the navigation click to the page's script run
+   finished (the server's ``script_finished`` message on the websocket) and to its plotly charts
+   drawn. Round 1 is the first load (caches cold); later rounds are the figure that counts (goal
+   <= 2 s per page). Ratios are against the Home page in the same run.
 3. Samples the app's peak RSS (server process and children) throughout.
 4. Concurrency: starts a training job on the demo dataset from the Train page, then ``--sessions``
-   browser sessions click through every page twice at the same time; reports errors and p95.
+   browser sessions click through every page twice at the same time; reports errors, median and
+   p95 page times, and how much CPU the app used against the whole machine (the browsers share it).
 """
 from __future__ import annotations
 
