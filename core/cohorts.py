@@ -220,6 +220,14 @@ class CohortSpec:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_json(cls, text: str) -> CohortSpec:
+        """The spec from ``json.dumps(spec.to_dict())`` (lists back to tuples)."""
+        raw = json.loads(text)
+        for name in ("band_edges", "categories", "activity"):
+            raw[name] = tuple(raw[name])
+        return cls(**raw)
+
 
 # Every scored row joined with its user's stats, ranked; parameters: model_id, dataset, dataset.
 _BASE_SQL = """

@@ -39,13 +39,6 @@ EDGES = C.DEFAULT_BAND_EDGES
 
 
 # -- cached queries: keyed on the database, the model, the dataset and the scoring run ---------
-def _run_stamp(model_id: str, dataset: str) -> str | None:
-    """When this model last scored this dataset (None: never) — part of every cache key."""
-    runs = C.scoring_runs(common.get_store(), dataset)
-    row = runs[runs["model_id"] == model_id]
-    return None if row.empty else str(row["scored_at"].iloc[0])
-
-
 @st.cache_data(show_spinner=False, max_entries=32)
 def _histogram(db: str, model_id: str, dataset: str, run: str) -> pd.DataFrame:
     return C.score_histogram(common.get_store(), model_id, dataset)
@@ -54,27 +47,27 @@ def _histogram(db: str, model_id: str, dataset: str, run: str) -> pd.DataFrame:
 @st.cache_data(show_spinner=False, max_entries=64)
 def _summary(db: str, model_id: str, dataset: str, run: str, spec_json: str, model_dir: str,
              card_mtime: int) -> C.CohortSummary:
-    return C.cohort_summary(common.get_store(), model_id, dataset, _spec(spec_json),
+    return C.cohort_summary(common.get_store(), model_id, dataset, C.CohortSpec.from_json(spec_json),
                             validation=_validation(model_dir))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _contrast(db: str, model_id: str, dataset: str, run: str, spec_json: str) -> dict[str, pd.DataFrame]:
-    return C.cohort_contrast(common.get_store(), model_id, dataset, _spec(spec_json))
+    return C.cohort_contrast(common.get_store(), model_id, dataset, C.CohortSpec.from_json(spec_json))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _value(db: str, model_id: str, dataset: str, run: str, spec_json: str, margin: float, cost: float,
            budget: int | None) -> tuple[pd.DataFrame, dict]:
-    return C.value_curve(common.get_store(), model_id, dataset, _spec(spec_json), margin=margin,
-                         cost=cost, budget=budget)
+    return C.value_curve(common.get_store(), model_id, dataset, C.CohortSpec.from_json(spec_json),
+                         margin=margin, cost=cost, budget=budget)
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
 def _users(db: str, model_id: str, dataset: str, run: str, spec_json: str, order_by: str,
            descending: bool, limit: int, offset: int) -> pd.DataFrame:
-    return C.cohort_users(common.get_store(), model_id, dataset, _spec(spec_json), order_by=order_by,
-                          descending=descending, limit=limit, offset=offset)
+    return C.cohort_users(common.get_store(), model_id, dataset, C.CohortSpec.from_json(spec_json),
+                          order_by=order_by, descending=descending, limit=limit, offset=offset)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -85,19 +78,6 @@ def _categories(db: str, dataset: str, run: str) -> list[str]:
 @st.cache_data(show_spinner=False, max_entries=16)
 def _days_range(db: str, dataset: str, run: str) -> tuple[float, float]:
     return C.days_since_last_range(common.get_store(), dataset)
-
-
-def _spec(spec_json: str) -> C.CohortSpec:
-    raw = json.loads(spec_json)
-    for name in ("band_edges", "categories", "activity"):
-        raw[name] = tuple(raw[name])
-    return C.CohortSpec(**raw)
-
-
-def _model_id(model_dir: str) -> str:
-    from models.artifact import load_card
-
-    return str(load_card(model_dir).get("model_id") or Path(model_dir).name)
 
 
 def _validation(model_dir: str) -> pd.DataFrame | None:
@@ -248,10 +228,10 @@ dataset, model_dir = common.require_dataset_and_model(
 db = common.db_path()
 model_id = None
 with common.guard():
-    model_id = _model_id(model_dir)
+    model_id = common.model_id(model_dir)
 if model_id is None:
     st.stop()
-run = _run_stamp(model_id, dataset)
+run = common.run_stamp(model_id, dataset)
 
 head_left, head_right = st.columns([4, 1], vertical_alignment="bottom")
 with head_right:

@@ -175,6 +175,22 @@ def _card_stamp(model_dir: str) -> int:
     return card.stat().st_mtime_ns if card.exists() else 0
 
 
+def model_id(model_dir: str) -> str:
+    """The id a model's scores are stored under (its card's ``model_id``, else the folder name)."""
+    from models.artifact import load_card
+
+    return str(load_card(model_dir).get("model_id") or Path(model_dir).name)
+
+
+def run_stamp(model_id: str, dataset: str) -> str | None:
+    """When ``model_id`` last scored ``dataset`` (None: never); part of the pages' cache keys."""
+    from core.cohorts import scoring_runs
+
+    runs = scoring_runs(get_store(), dataset)
+    row = runs[runs["model_id"] == model_id]
+    return None if row.empty else str(row["scored_at"].iloc[0])
+
+
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _loaded_model_cached(model_dir: str, stamp: int):
     from models.artifact import load_model

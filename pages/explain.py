@@ -78,7 +78,8 @@ def _drivers(db: str, model_dir: str, card_mtime: int, dataset: str, version: st
     store = common.get_store()
     users = None
     if cohort_json is not None:
-        users = C.cohort_sample(store, _model_id(model_dir), dataset, _spec(cohort_json), n_users)
+        users = C.cohort_sample(store, common.model_id(model_dir), dataset,
+                                C.CohortSpec.from_json(cohort_json), n_users)
     return E.global_drivers(store, model_dir, dataset, users, method, max_users=n_users)
 
 
@@ -90,33 +91,15 @@ def _tree_shap(db: str, model_dir: str, card_mtime: int, dataset: str, version: 
 
     store = common.get_store()
     loaded = common.loaded_model(model_dir)
-    spec = _spec(cohort_json) if cohort_json is not None else C.CohortSpec(mode="top", top_percent=100)
-    users = C.cohort_sample(store, _model_id(model_dir), dataset, spec, n_users)
+    spec = (C.CohortSpec.from_json(cohort_json) if cohort_json is not None
+            else C.CohortSpec(mode="top", top_percent=100))
+    users = C.cohort_sample(store, common.model_id(model_dir), dataset, spec, n_users)
     cutoff = pd.Timestamp(common.dataset_info(dataset)["ts_max"])
     examples = pd.DataFrame({"user_id": users, "cutoff": pd.Series([cutoff] * len(users), dtype="datetime64[us]"),
                              "label": np.nan, "split": "score"})
     features = build_features(store, dataset, examples, loaded.spec)
     values, _ = E.tree_shap(loaded.gbdt, features)
     return values, features
-
-
-def _spec(spec_json: str) -> C.CohortSpec:
-    raw = json.loads(spec_json)
-    for name in ("band_edges", "categories", "activity"):
-        raw[name] = tuple(raw[name])
-    return C.CohortSpec(**raw)
-
-
-def _model_id(model_dir: str) -> str:
-    from models.artifact import load_card
-
-    return str(load_card(model_dir).get("model_id") or Path(model_dir).name)
-
-
-def _run_stamp(model_id: str, dataset: str) -> str | None:
-    runs = C.scoring_runs(common.get_store(), dataset)
-    row = runs[runs["model_id"] == model_id]
-    return None if row.empty else str(row["scored_at"].iloc[0])
 
 
 # -- user selection -------------------------------------------------------------------------------
@@ -159,11 +142,11 @@ dataset, model_dir = common.require_dataset_and_model(
     "No trained model yet. Train one on the **Train** page to explain its scores.")
 model_id = None
 with common.guard():
-    model_id = _model_id(model_dir)
+    model_id = common.model_id(model_dir)
 if model_id is None:
     st.stop()
 db, version, mtime = common.db_path(), common.data_version(dataset), _card_mtime(model_dir)
-run = _run_stamp(model_id, dataset)
+run = common.run_stamp(model_id, dataset)
 
 _user_from_link()
 pick, rand = st.columns([3, 2], gap="large")
@@ -307,7 +290,8 @@ cohort = st.session_state.get(COHORT_SPEC_KEY)
 use_cohort = cohort is not None and st.session_state.get(COHORT_MODEL_KEY) == model_dir and run is not None
 cohort_json = json.dumps(cohort, sort_keys=True) if use_cohort else None
 if use_cohort:
-    st.caption(f"Cohort from the Cohorts page: **{_spec(cohort_json).describe()}**, against everyone.")
+    st.caption(f"Cohort from the Cohorts page: **{C.CohortSpec.from_json(cohort_json).describe()}**, "
+               "against everyone.")
 else:
     st.caption("Everyone (build a cohort on the **Cohorts** page to compare it with everyone).")
 DRIVER_KEYS = {"explain_drivers_users": 250, "explain_drivers_method": "ig", "explain_drivers_on": False}

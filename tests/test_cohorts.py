@@ -106,6 +106,12 @@ def test_last_three_pattern_is_chronological_and_breaks_ties_by_behaviour(scored
         assert patterns["cohort"].tolist() == [pytest.approx(1.0)]
 
 
+def test_spec_round_trips_through_json():
+    spec = CohortSpec(mode="band", band="medium", band_edges=(0.2, 0.6), categories=("c1", "c2"),
+                      max_days_since_last=3.0, open_cart=True, activity=("heavy",))
+    assert CohortSpec.from_json(json.dumps(spec.to_dict())) == spec
+
+
 def test_value_curve_marks_the_best_cut(scored):
     curve, best = value_curve(scored, "m1", "d", margin=10, cost=3)
     p = np.sort(np.linspace(0.99, 0, 100))[::-1]
