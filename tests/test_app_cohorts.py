@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import overview
+from tests.app_util import open_app_page, open_app_tab
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 120
@@ -53,21 +54,11 @@ def app_env(tmp_path_factory, tmp_path, monkeypatch) -> Path:
 
 
 def cohorts_page(**query) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.query_params.update(query)
-    at.run()
-    assert not at.exception, at.exception
-    at.switch_page("pages/cohorts.py").run()
-    assert not at.exception, at.exception
-    return at
+    return open_app_page("pages/cohorts.py", TIMEOUT, **query)
 
 
 def open_tab(at: AppTest, label: str) -> AppTest:
-    """Switch the page's stateful tabs (only the open one runs its queries)."""
-    at.session_state["cohort_tab"] = label
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_app_tab(at, "cohort_tab", label)
 
 
 def metrics(at: AppTest) -> dict[str, str]:

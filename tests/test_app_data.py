@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.ingest import ingest_file
 from core.store import Store
+from tests.app_util import open_app_page, open_app_tab
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_data"
@@ -28,12 +29,8 @@ def db(tmp_path, monkeypatch) -> Path:
     return path
 
 
-def data_page() -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
-    assert not at.exception, at.exception
-    at.switch_page("pages/data.py").run()
-    assert not at.exception, at.exception
-    return at
+def data_page(**query) -> AppTest:
+    return open_app_page("pages/data.py", TIMEOUT, **query)
 
 
 def fingerprint(path: Path) -> str:
@@ -50,13 +47,7 @@ def metrics(at: AppTest) -> dict[str, str]:
 
 
 def open_tab(at: AppTest, name: str) -> AppTest:
-    """Open a tab of the Data page: as a shared link does (?data_tab=NAME), and as a click does
-    (the tab's state; the default tab is not written to the URL, so a link alone cannot reopen it)."""
-    at.query_params["data_tab"] = name
-    at.session_state["data_tab"] = name
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_app_tab(at, "data_tab", name, in_url=True)
 
 
 def test_data_page_renders_charts_and_tables(db):
@@ -118,10 +109,7 @@ def test_choosing_another_dataset_changes_the_charts(db):
 
 
 def test_query_parameter_reopens_a_dataset(db):
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.query_params["dataset"] = "rees46"
-    at.run()
-    at.switch_page("pages/data.py").run()
+    at = data_page(dataset="rees46")
     assert at.sidebar.selectbox(key="dataset_picker").value == "rees46"
     assert metrics(at)["Events"] == "2,000"
 

@@ -12,6 +12,7 @@ import pytest
 
 from streamlit.testing.v1 import AppTest
 
+from tests.app_util import open_app_page
 from tests.test_app_cohorts import app_env, tiny_app_data  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,13 +27,7 @@ def top_user(db: Path, rank: int = 0) -> str:
 
 
 def explain_page(**query) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.query_params.update(query)
-    at.run()
-    assert not at.exception, at.exception
-    at.switch_page("pages/explain.py").run()
-    assert not at.exception, at.exception
-    return at
+    return open_app_page("pages/explain.py", TIMEOUT, **query)
 
 
 def specs(at: AppTest) -> dict[str, dict]:

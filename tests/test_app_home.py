@@ -12,6 +12,7 @@ from core import overview, samples
 from core.ingest import ingest_file
 from core.store import Store
 from pages import common
+from tests import app_util
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_data"
@@ -48,11 +49,7 @@ def write_card(root: Path, name: str, **card) -> None:
 
 
 def run_app(**query) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.query_params.update(query)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return app_util.run_app(TIMEOUT, **query)
 
 
 def test_first_start_loads_the_shipped_data_without_user_action(empty_db, models_dir):

@@ -22,6 +22,7 @@ from core.ingest import ingest_file
 from core.labels import LabelSpec
 from core.pipeline import load_validation, train_model
 from core.store import Store
+from tests.app_util import open_app_page
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 90
@@ -52,13 +53,7 @@ def models(trained, tmp_path, monkeypatch) -> Path:
 
 
 def performance_page(**query) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.query_params.update(query)
-    at.run()
-    assert not at.exception, at.exception
-    at.switch_page("pages/performance.py").run()
-    assert not at.exception, at.exception
-    return at
+    return open_app_page("pages/performance.py", TIMEOUT, **query)
 
 
 def pick_model(at: AppTest, path: Path) -> AppTest:

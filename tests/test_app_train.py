@@ -22,6 +22,7 @@ from core.labels import LabelSpec, check_eligibility
 from core.pipeline import PRESETS, train_model
 from core.store import Store
 from pages import common
+from tests.app_util import open_app_page
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 90
@@ -56,11 +57,7 @@ def preset_text(name: str) -> str:
 
 
 def train_page() -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
-    assert not at.exception, at.exception
-    at.switch_page("pages/train.py").run()
-    assert not at.exception, at.exception
-    return at
+    return open_app_page("pages/train.py", TIMEOUT)
 
 
 def listing(root: Path) -> list[str]:
