@@ -7,7 +7,7 @@ per-user SHAP <= 1 s, global drivers for 1,000 users <= 10 s.
   python bench/explain.py --quick               # fewer users and repeats
   python bench/explain.py --db F --model DIR --dataset NAME   # an existing store and model
 
-Without --model it generates a synthetic log (core.synth), ingests it into a temporary store, trains
+Without --model it generates a synthetic log (core.modeling.synth), ingests it into a temporary store, trains
 a ``balanced``-size Transformer for a couple of epochs (L = 100, d_model 64, 2 layers, 4 heads) and
 scores it, so the figures are for the app's default model size. Printed: medians over users /
 repeats, IG's convergence delta and the steps step-doubling used, and ratios to the reference (one
@@ -28,10 +28,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import explain as E  # noqa: E402
-from core.labels import LabelSpec  # noqa: E402
-from core.sequences import build_sequences  # noqa: E402
-from core.store import Store  # noqa: E402
+from core.insight import explain as E  # noqa: E402
+from core.modeling.labels import LabelSpec  # noqa: E402
+from core.modeling.sequences import build_sequences  # noqa: E402
+from core.data.store import Store  # noqa: E402
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:
@@ -47,10 +47,10 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 def prepare(args: argparse.Namespace, tmp: Path) -> tuple[Store, Path, str]:
     if args.model:
         return Store(args.db), Path(args.model), args.dataset
-    from core.cohorts import score_dataset
-    from core.ingest import ingest_file
-    from core.pipeline import train_model
-    from core.synth import SynthConfig, generate
+    from core.insight.cohorts import score_dataset
+    from core.data.ingest import ingest_file
+    from core.modeling.pipeline import train_model
+    from core.modeling.synth import SynthConfig, generate
 
     users = 1500 if args.quick else 3000
     print(f"preparing: synthetic log of {users:,} users x 14 days, balanced Transformer, 2 epochs ...",

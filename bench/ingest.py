@@ -9,11 +9,11 @@ Default mode writes a Taobao-layout CSV of ``--events`` rows, then times (median
   * typed_pass:    one pass that reads text, casts ids to BIGINT and times to TIMESTAMP and
                    writes them: the least an integer-id store would do before any validation,
                    duplicate check or quarantine (a ceiling for such a design, not a feature)
-  * ingest:        core.ingest.ingest_file (validation, quarantine, dedup, one transaction)
+  * ingest:        core.data.ingest.ingest_file (validation, quarantine, dedup, one transaction)
 and prints rows/s, the ratio ingest / bare (goal >= 0.7) and, for the last repeat, the seconds
 each ingest step took (read + validate into staging, duplicate check + write, counts + record).
 
-``--scale`` generates a ``core.synth`` log of about ``--events`` events and ingests it once under
+``--scale`` generates a ``core.modeling.synth`` log of about ``--events`` events and ingests it once under
 a DuckDB memory limit with a temp directory, printing wall time and the peak RSS of the process.
 """
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.ingest import ingest_file  # noqa: E402
-from core.store import Store  # noqa: E402
+from core.data.ingest import ingest_file  # noqa: E402
+from core.data.store import Store  # noqa: E402
 
 # A deterministic Taobao-like file written by DuckDB itself (fast, exact row count).
 _WRITE_CSV = """
@@ -116,7 +116,7 @@ class _PeakRSS(threading.Thread):
 
 
 def scale(events: int, memory_limit: str, workdir: str | None) -> None:
-    from core.synth import SynthConfig, generate
+    from core.modeling.synth import SynthConfig, generate
 
     with tempfile.TemporaryDirectory(prefix="intentlens-scale-", dir=workdir) as tmp:
         tmp = Path(tmp)

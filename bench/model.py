@@ -10,7 +10,7 @@ repeats are printed with ratios (ours / reference; > 1 means ours is faster).
   python bench/model.py --quick         # a smaller, faster run
 
 Measures: training sequences/s (forward + backward + AdamW step); batch scoring users/s
-(``core.training.predict_transformer`` against an eager ``torch.no_grad`` loop over the reference);
+(``core.modeling.training.predict_transformer`` against an eager ``torch.no_grad`` loop over the reference);
 single-user latency p50/p99 (fast attention path and the manual path that returns attention).
 """
 from __future__ import annotations
@@ -28,8 +28,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.sequences import SequenceBatch  # noqa: E402
-from core.training import predict_transformer  # noqa: E402
+from core.modeling.sequences import SequenceBatch  # noqa: E402
+from core.modeling.training import predict_transformer  # noqa: E402
 from models.transformer import IntentTransformer, TransformerConfig  # noqa: E402
 
 

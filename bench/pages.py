@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 
-from core.cohorts import refresh_user_stats  # noqa: E402
-from core.ingest import ingest_file  # noqa: E402
-from core.store import Store  # noqa: E402
+from core.insight.cohorts import refresh_user_stats  # noqa: E402
+from core.data.ingest import ingest_file  # noqa: E402
+from core.data.store import Store  # noqa: E402
 from models.artifact import load_card  # noqa: E402
 from tests.browser_util import (CHROMIUM, CHROMIUM_ARGS, exceptions, finished_runs,  # noqa: E402
                                 nav_links, open_page, start_server, stop_server, wait_for_app,

@@ -22,11 +22,11 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.ingest import ingest_file  # noqa: E402
-from core.labels import LabelSpec  # noqa: E402
-from core.pipeline import load_validation, train_model  # noqa: E402
-from core.store import Store  # noqa: E402
-from core.synth import SynthConfig, compare_with_truth, generate, truth_plan  # noqa: E402
+from core.data.ingest import ingest_file  # noqa: E402
+from core.modeling.labels import LabelSpec  # noqa: E402
+from core.modeling.pipeline import load_validation, train_model  # noqa: E402
+from core.data.store import Store  # noqa: E402
+from core.modeling.synth import SynthConfig, compare_with_truth, generate, truth_plan  # noqa: E402
 
 KINDS = ("transformer", "gbdt", "logreg", "ensemble")
 

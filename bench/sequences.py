@@ -27,9 +27,9 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.labels import LabelSpec, scoring_examples  # noqa: E402
-from core.sequences import build_sequences, build_vocab  # noqa: E402
-from core.store import Store  # noqa: E402
+from core.modeling.labels import LabelSpec, scoring_examples  # noqa: E402
+from core.modeling.sequences import build_sequences, build_vocab  # noqa: E402
+from core.data.store import Store  # noqa: E402
 
 DATASET = "bench"
 

@@ -23,7 +23,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.synth import SynthConfig, generate  # noqa: E402
+from core.modeling.synth import SynthConfig, generate  # noqa: E402
 
 EVENTS_PER_USER_DAY = 6.3      # measured mean of the default config (pv+cart+fav+buy)
 

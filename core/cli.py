@@ -54,13 +54,13 @@ def _print_json(obj: Any) -> None:
 
 
 def _store(args: argparse.Namespace, read_only: bool = False):
-    from core.store import Store
+    from core.data.store import Store
     return Store(args.db, read_only=read_only)
 
 
 # -- data commands --------------------------------------------------------------------
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from core.ingest import ingest_file
+    from core.data.ingest import ingest_file
 
     bar, progress = _progress_bar("ingest")
     with _store(args) as store, bar:
@@ -89,7 +89,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_quality(args: argparse.Namespace) -> int:
-    from core.quality import quality_report
+    from core.data.quality import quality_report
 
     with _store(args) as store:
         report = quality_report(store, args.dataset)
@@ -101,7 +101,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from core.synth import SynthConfig, generate
+    from core.modeling.synth import SynthConfig, generate
 
     bar, progress = _progress_bar("synth")
     config = SynthConfig(users=args.users, days=args.days, seed=args.seed)
@@ -114,8 +114,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 # -- model commands -------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
-    from core.labels import LabelSpec
-    from core.pipeline import train_model
+    from core.modeling.labels import LabelSpec
+    from core.modeling.pipeline import train_model
 
     spec = LabelSpec(horizon=args.horizon, scope=args.scope, lookback=args.lookback,
                      max_len=args.max_len)
@@ -148,7 +148,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from core.cohorts import score_dataset
+    from core.insight.cohorts import score_dataset
 
     bar, progress = _progress_bar("score")
     with _store(args) as store, bar:
@@ -166,7 +166,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from core.explain import explain_user
+    from core.insight.explain import explain_user
 
     methods = ("ig", "shap", "attention") if args.method == "all" else (args.method,)
     with _store(args, read_only=False) as store:

@@ -4,11 +4,11 @@ Layout of a model directory::
 
     card.json      what the model is (below); always present
     weights.pt     IntentTransformer state_dict (torch.save; read with torch.load(weights_only=True))
-    vocab.json     the core.sequences.Vocab the transformer was trained with
+    vocab.json     the core.modeling.sequences.Vocab the transformer was trained with
     logreg.json    LogisticBaseline coefficients (models/baselines.py)
     gbdt.txt       LightGBM text model + gbdt.json, its feature names and logit offset
 
-``card.json`` holds: ``format`` ("intentlens-model/1"), ``schema_version`` (core.schema), ``model_id``,
+``card.json`` holds: ``format`` ("intentlens-model/1"), ``schema_version`` (core.data.schema), ``model_id``,
 ``kind`` (transformer | gbdt | logreg | ensemble), ``components`` (the member models stored here),
 ``config`` (per component: TransformerConfig as a dict, baseline parameters, ensemble weights),
 ``ensemble`` (weights and their validation PR-AUC), ``vocab_file``, ``feature_names``, ``label``
@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import ModelError
-from core.schema import SCHEMA_VERSION
+from core.data.schema import SCHEMA_VERSION
 
 FORMAT = "intentlens-model/1"
 CARD_FILE = "card.json"
@@ -211,8 +211,8 @@ class LoadedModel:
     path: Path
     card: dict[str, Any]
     kind: str
-    spec: Any                                   # core.labels.LabelSpec
-    vocab: Any = None                           # core.sequences.Vocab when a transformer is inside
+    spec: Any                                   # core.modeling.labels.LabelSpec
+    vocab: Any = None                           # core.modeling.sequences.Vocab when a transformer is inside
     feature_names: list[str] = field(default_factory=list)   # [] when no baseline is inside
     transformer: Any = None                     # models.transformer.IntentTransformer (eval mode)
     logreg: Any = None                          # models.baselines.LogisticBaseline
@@ -253,15 +253,17 @@ class LoadedModel:
                 batch_size: int = 1024) -> np.ndarray:
         """P(purchase within the horizon) per row, float64 (N,). ``seq``: a SequenceBatch built
         with ``self.vocab`` (transformer, ensemble); ``feats``: the aggregate features (baselines)."""
-        from core.training import predict_transformer
-
         probs: dict[str, np.ndarray] = {}
         for member in self._active():
             if member == "transformer":
                 if seq is None:
                     raise ModelError(f"this {self.kind} model needs sequences (seq) to score.")
                 self._check_sequences(seq)
-                probs[member] = predict_transformer(self.transformer, seq, batch_size)
+                if self.transformer.config.scope == "category" and seq.target_category is None:
+                    raise ModelError("this model scores (user, category) rows but the batch has "
+                                     "no target_category.",
+                                     hint="Build sequences with scope 'category'.")
+                probs[member] = self.transformer.predict_proba(seq.tensors(widen=False), batch_size)
             else:
                 if feats is None:
                     raise ModelError(f"this {self.kind} model needs aggregate features (feats) "
@@ -278,8 +280,8 @@ class LoadedModel:
 
 def load_model(model_dir: str | Path) -> LoadedModel:
     """Read a model directory written by ``save_model``; ModelError with what to do otherwise."""
-    from core.labels import LabelSpec
-    from core.sequences import Vocab
+    from core.modeling.labels import LabelSpec
+    from core.modeling.sequences import Vocab
     from models.baselines import EnsembleModel, GBDTBaseline, LogisticBaseline
 
     model_dir = Path(model_dir)

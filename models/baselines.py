@@ -78,7 +78,7 @@ class _FeatureModel:
             shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
             raise ModelError(f"the features differ from training: {len(missing)} column(s) missing "
                              f"({shown}).", hint="Build features with the same version of "
-                             "core.features that trained the model, or retrain it.")
+                             "core.modeling.features that trained the model, or retrain it.")
         return X[self.feature_names_in_].to_numpy(dtype=float)
 
 

@@ -11,7 +11,7 @@ Reads top to bottom (in the spirit of nanoGPT's ``model.py``):
    Only the [CLS] output is read, so on the fast path the last block updates [CLS] alone (its
    query attends over every key as usual): the same logit for a fraction of the last block's work.
 
-Inputs (see ``core.sequences.SequenceBatch``): per example the last L events, LEFT-padded with 0 so
+Inputs (see ``core.modeling.sequences.SequenceBatch``): per example the last L events, LEFT-padded with 0 so
 the newest event sits at position L-1. An event token is the sum of the embeddings of its behaviour,
 item, category, time-gap bucket, hour of day, the mean of its search-query tokens and a position
 embedding. Positions are counted FROM THE RIGHT (the newest event is position 0, the one before it 1,
@@ -33,18 +33,21 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 SCOPES = ("any", "category")
+# forward's tensor arguments, in order (the sequence builder's SequenceBatch.tensors() keys)
+INPUTS = ("behavior", "item", "category", "gap", "hour", "query", "mask")
 
 
 @dataclass
 class TransformerConfig:
     """Sizes of the model. Every ``n_*`` counts embedding rows INCLUDING the padding id 0."""
 
-    n_behaviors: int        # int >= 2: behaviour ids 1..n-1 (core.schema.BEHAVIOR_CODE), 0 pad
+    n_behaviors: int        # int >= 2: behaviour ids 1..n-1 (core.data.schema.BEHAVIOR_CODE), 0 pad
     n_items: int            # int >= 2: item vocabulary rows (Vocab.n_items)
     n_categories: int       # int >= 2: category vocabulary rows (Vocab.n_categories)
     n_gaps: int             # int >= 2: time-gap buckets + 1 (Vocab.gap_buckets + 1)
@@ -85,7 +88,7 @@ class TransformerConfig:
     @classmethod
     def from_vocab(cls, vocab: Any, max_len: int, *, scope: str = "any", n_behaviors: int = 7,
                    **sizes: Any) -> TransformerConfig:
-        """Embedding sizes that match a ``core.sequences.Vocab``; ``sizes`` override d_model etc."""
+        """Embedding sizes that match a ``core.modeling.sequences.Vocab``; ``sizes`` override d_model etc."""
         return cls(n_behaviors=n_behaviors, n_items=vocab.n_items, n_categories=vocab.n_categories,
                    n_gaps=vocab.gap_buckets + 1, n_hours=25, n_query_buckets=vocab.query_buckets + 1,
                    max_len=int(max_len), scope=scope, **sizes)
@@ -271,3 +274,32 @@ class IntentTransformer(nn.Module):
         if return_attention:
             return logits, attentions
         return logits
+
+    def predict_proba(self, tensors: dict[str, torch.Tensor], batch_size: int = 1024) -> np.ndarray:
+        """P(purchase) per row, float64 (N,), from compact tensors keyed like ``forward``'s
+        arguments (``SequenceBatch.tensors(widen=False)``), scored ``batch_size`` rows at a time on
+        the model's device. Leaves the model in eval mode."""
+        if self.config.scope == "category" and "target_category" not in tensors:
+            raise ValueError("this model scores (user, category) rows but the batch has no "
+                             "target_category.")
+        n = len(tensors["mask"])
+        if n == 0:
+            return np.zeros(0)
+        device = next(self.parameters()).device
+        self.eval()
+        parts = []
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                inputs = model_inputs(tensors, slice(start, start + batch_size), device)
+                parts.append(self(**inputs).float().cpu())
+        return torch.sigmoid(torch.cat(parts).double()).numpy()
+
+
+def model_inputs(tensors: dict[str, torch.Tensor], index: torch.Tensor | slice,
+                 device: torch.device) -> dict[str, torch.Tensor]:
+    """One mini-batch of compact tensors, widened to what ``forward`` takes (long ids, bool mask)."""
+    out = {name: tensors[name][index].to(device).long() for name in INPUTS if name != "mask"}
+    out["mask"] = tensors["mask"][index].to(device).bool()
+    if "target_category" in tensors:
+        out["target_category"] = tensors["target_category"][index].to(device).long()
+    return out

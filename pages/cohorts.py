@@ -2,7 +2,7 @@
 filters, what sets it apart, the value of contacting it, its users (one page at a time) and an
 export with an audit stamp.
 
-Reads: widgets -> a ``core.cohorts`` query (cached on the scoring run) -> a ``core.charts`` figure.
+Reads: widgets -> a ``core.insight.cohorts`` query (cached on the scoring run) -> a ``core.charts`` figure.
 The cohort lives in ``st.session_state`` (the Explain page reads it for its global drivers) and in
 ``st.query_params`` (a link reopens the same cohort).
 """
@@ -18,7 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from core import charts
-from core import cohorts as C
+from core.insight import cohorts as C
 from core.errors import IntentLensError
 from pages import common
 

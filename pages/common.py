@@ -25,12 +25,12 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import overview
+from core.data import overview
 from core.errors import IntentLensError, ReadOnlyError
-from core.store import Store, resolve_db_path
+from core.data.store import Store, resolve_db_path
+from core.settings import ENV_DEMO, get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV_DEMO = "INTENTLENS_DEMO"
 
 
 # -- page registry --------------------------------------------------------------------------------
@@ -111,7 +111,7 @@ def _overview_cached(name: str, db: str, dataset: str, version: str,
 
 
 def overview_frame(name: str, dataset: str, **params: Any) -> pd.DataFrame:
-    """``core.overview.<name>(store, dataset, **params)``, cached until the dataset changes."""
+    """``core.data.overview.<name>(store, dataset, **params)``, cached until the dataset changes."""
     if name not in OVERVIEW_QUERIES:
         raise KeyError(f"unknown overview query {name!r}; known: {sorted(OVERVIEW_QUERIES)}")
     return _overview_cached(name, db_path(), dataset, data_version(dataset),
@@ -130,12 +130,12 @@ def local_offset(dataset: str) -> overview.LocalOffset:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _quality_cached(db: str, dataset: str, version: str):
-    from core.quality import quality_report
+    from core.data.quality import quality_report
     return quality_report(_open_store(db), dataset)
 
 
 def quality(dataset: str):
-    """``core.quality.quality_report`` of ``dataset``, cached until the dataset changes."""
+    """``core.data.quality.quality_report`` of ``dataset``, cached until the dataset changes."""
     return _quality_cached(db_path(), dataset, data_version(dataset))
 
 
@@ -156,7 +156,7 @@ def _models_cached(root: str, stamp: tuple[tuple[str, int], ...]) -> pd.DataFram
 
 def saved_models() -> pd.DataFrame:
     """Models under models/saved with a card.json; re-read when a card is added or changes."""
-    root = Path(overview.MODELS_DIR)
+    root = get_settings().models_root
     cards = sorted(root.glob("*/card.json")) if root.is_dir() else []
     return _models_cached(str(root), tuple((str(p), p.stat().st_mtime_ns) for p in cards))
 
@@ -165,7 +165,7 @@ def saved_models() -> pd.DataFrame:
 @st.cache_resource(show_spinner=False)
 def get_jobs():
     """The process-wide job registry: training and scoring run in its worker thread."""
-    from core.jobs import JobRegistry
+    from core.runtime.jobs import JobRegistry
 
     return JobRegistry()
 
@@ -184,7 +184,7 @@ def model_id(model_dir: str) -> str:
 
 def run_stamp(model_id: str, dataset: str) -> str | None:
     """When ``model_id`` last scored ``dataset`` (None: never); part of the pages' cache keys."""
-    from core.cohorts import scoring_runs
+    from core.insight.cohorts import scoring_runs
 
     runs = scoring_runs(get_store(), dataset)
     row = runs[runs["model_id"] == model_id]
@@ -206,7 +206,7 @@ def loaded_model(model_dir: str):
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _validation_cached(model_dir: str, stamp: int) -> pd.DataFrame:
-    from core.pipeline import load_validation
+    from core.modeling.pipeline import load_validation
 
     return load_validation(model_dir)
 
@@ -254,9 +254,9 @@ def _truthy(value: Any) -> bool:
 def is_demo() -> bool:
     """Read-only mode for stakeholder sessions: ``INTENTLENS_DEMO=1`` or ``[intentlens] demo = true``
     in ``.streamlit/secrets.toml``. No uploads, no training, no deletes."""
-    env = os.environ.get(ENV_DEMO)
-    if env is not None and env.strip():
-        return _truthy(env)
+    demo = get_settings().demo
+    if demo is not None:
+        return demo
     if st.secrets.load_if_toml_exists():
         section = st.secrets.get("intentlens", {})
         return _truthy(section.get("demo", False))
@@ -373,7 +373,7 @@ def ensure_first_start_data() -> None:
         if state["done"]:
             return
         store = get_store()
-        from core.samples import ensure_default_data, ensure_demo_scores
+        from core.runtime.samples import ensure_default_data, ensure_demo_scores
 
         # Shipped data and the shipped demo model's scores are loaded even in demo mode: they are
         # the installation's defaults, not a user's change.
@@ -429,7 +429,7 @@ def ingest(path: str | Path, *, dataset: str | None, layout: str = "auto",
     """Ingest ``path`` with a progress bar; on success make it the current dataset, queue a
     summary and return the IngestReport; on a user error show the message and return None (the
     ingest is one transaction, so the database is unchanged)."""
-    from core.ingest import ingest_file
+    from core.data.ingest import ingest_file
 
     bar = st.progress(0.0, text="Reading the file…")
     try:
@@ -465,15 +465,15 @@ def delete_dataset(name: str) -> bool:
 
 
 def sample_catalogue() -> list[Any]:
-    """The shipped samples whose file is present (``core.samples.Sample``: name, path, layout,
+    """The shipped samples whose file is present (``core.runtime.samples.Sample``: name, path, layout,
     description, column_map, behavior_map)."""
-    from core.samples import samples
+    from core.runtime.samples import samples
     return samples(available_only=True)
 
 
 def default_dataset_name(file_name: str) -> str:
     """The dataset name an upload gets unless the user types one."""
-    from core.ingest import default_dataset_name as from_file
+    from core.data.ingest import default_dataset_name as from_file
     return from_file(file_name)
 
 

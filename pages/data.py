@@ -3,7 +3,7 @@ import streamlit as st
 
 from core import charts
 from core.cli import LAYOUTS
-from core.schema import BEHAVIORS, MAPPABLE_FIELDS
+from core.data.schema import BEHAVIORS, MAPPABLE_FIELDS
 from pages import common
 
 VIEW_SETTINGS = {"per_day_log": True, "top_n": 15, "preview_n": 100}   # widget key -> default

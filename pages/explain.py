@@ -19,10 +19,10 @@ import pandas as pd
 import streamlit as st
 
 from core import charts
-from core import cohorts as C
-from core import explain as E
+from core.insight import cohorts as C
+from core.insight import explain as E
 from core.errors import IntentLensError
-from core.schema import BEHAVIORS
+from core.data.schema import BEHAVIORS
 from pages import common
 
 USER_KEY, SUGGEST_KEY, LAST_PARAM = "explain_user", "explain_suggestion", "_explain_last_user_param"
@@ -43,7 +43,7 @@ def _explanation(db: str, model_dir: str, card_mtime: int, dataset: str, version
                  user: str) -> E.Explanation:
     """Every method for one user. A resource (not data): it holds the model and the user's
     sequence for the what-if and faithfulness checks; pages read it and never change it.
-    Scope 'category' models get SHAP and attention only (core.explain has no IG for them yet)."""
+    Scope 'category' models get SHAP and attention only (core.insight.explain has no IG for them yet)."""
     scope = getattr(common.loaded_model(model_dir).spec, "scope", "any")
     methods = tuple(m for m in E.METHODS if scope != "category" or m != "ig")
     return E.explain_user(common.get_store(), model_dir, dataset, user, methods=methods)
@@ -87,7 +87,7 @@ def _drivers(db: str, model_dir: str, card_mtime: int, dataset: str, version: st
 def _tree_shap(db: str, model_dir: str, card_mtime: int, dataset: str, version: str, run: str | None,
                cohort_json: str | None, n_users: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Tree SHAP values of the model's GBDT member for a sample of users (the cohort or everyone)."""
-    from core.features import build_features
+    from core.modeling.features import build_features
 
     store = common.get_store()
     loaded = common.loaded_model(model_dir)

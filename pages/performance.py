@@ -1,7 +1,7 @@
 """Performance: how well a model ranks buyers on its validation window, at one cutoff.
 
 Reads: model (the sidebar's, or another) and an optional second one to compare -> their saved
-validation rows (``core.pipeline.load_validation``) -> ``core.metrics`` -> ``core.charts``.
+validation rows (``core.modeling.pipeline.load_validation``) -> ``core.modeling.metrics`` -> ``core.charts``.
 Everything that does not depend on the cutoff (bootstrap intervals of the rank metrics, curves,
 lift table, calibration bins, segment labels) is computed once per model and card version and
 cached; the cutoff lives in a fragment, so moving it reruns only the charts that depend on it.
@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import charts, metrics
+from core import charts
+from core.modeling import metrics
 from pages import common
 
 MODE_KEY, PROB_KEY, TOP_KEY = "perf_cut_mode", "perf_cut_prob", "perf_cut_top"
@@ -40,11 +41,11 @@ class Evaluation:
     card: dict[str, Any]
     y: np.ndarray                   # (N,) 0/1 labels
     p: np.ndarray                   # (N,) predicted probabilities
-    summary: dict[str, Any]         # core.metrics.summary_metrics (rank metrics with intervals)
-    pr: pd.DataFrame                # core.metrics.pr_curve
-    roc: pd.DataFrame               # core.metrics.roc_curve
-    lift: pd.DataFrame              # core.metrics.lift_table
-    calibration: pd.DataFrame       # core.metrics.calibration_bins
+    summary: dict[str, Any]         # core.modeling.metrics.summary_metrics (rank metrics with intervals)
+    pr: pd.DataFrame                # core.modeling.metrics.pr_curve
+    roc: pd.DataFrame               # core.modeling.metrics.roc_curve
+    lift: pd.DataFrame              # core.modeling.metrics.lift_table
+    calibration: pd.DataFrame       # core.modeling.metrics.calibration_bins
     segments: pd.DataFrame          # per row: activity, length, category (segment labels)
     segment_auc: pd.DataFrame       # per segment: segment_type, segment, rows, positives, roc_auc, pr_auc
     members: pd.DataFrame = field(default_factory=pd.DataFrame)   # ensembles: member, value, low, high, weight
@@ -117,7 +118,7 @@ def _members(card: dict[str, Any], summary: dict[str, Any]) -> pd.DataFrame:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _evaluation_cached(model_dir: str, stamp: int) -> Evaluation:
     """Read-only once built (shared by every session): keyed on the card's mtime."""
-    from core.pipeline import load_validation
+    from core.modeling.pipeline import load_validation
     from models.artifact import load_card
 
     card = load_card(model_dir)
@@ -161,8 +162,8 @@ def cutoff_intervals(counts: dict[str, int], n_boot: int = N_BOOT_CUTOFF, seed: 
 @dataclass
 class AtCutoff:
     threshold: float
-    confusion: pd.DataFrame          # core.metrics.confusion
-    values: dict[str, float]         # core.metrics.threshold_metrics
+    confusion: pd.DataFrame          # core.modeling.metrics.confusion
+    values: dict[str, float]         # core.modeling.metrics.threshold_metrics
     intervals: dict[str, tuple[float, float]]
     fpr: float
 

@@ -1,8 +1,8 @@
 """Train: pick the label and the model kinds, check eligibility, train in the background, compare
 models on a leaderboard, add a saved model from a directory or a .zip upload.
 
-Training runs in the job registry's worker thread (``core.jobs``): the job function calls
-``core.pipeline.train_model`` with the job context's progress / log / epoch callbacks and cancel
+Training runs in the job registry's worker thread (``core.runtime.jobs``): the job function calls
+``core.modeling.pipeline.train_model`` with the job context's progress / log / epoch callbacks and cancel
 token and never touches ``st.*``. A fragment polls the registry and draws the live state; Cancel
 sets the token, which the training loop checks every step. The ids of this session's jobs live in
 ``st.session_state``.
@@ -21,10 +21,12 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import charts, overview
+from core import charts
+from core.data import overview
 from core.errors import ConflictError, IntentLensError, ModelError
-from core.labels import LabelSpec, parse_duration
-from core.pipeline import MODEL_KINDS, PRESETS
+from core.modeling.labels import LabelSpec, parse_duration
+from core.modeling.pipeline import MODEL_KINDS, PRESETS
+from core.settings import get_settings
 from pages import common
 
 HORIZONS = ("30min", "1h", "6h", "1d", "7d")
@@ -48,7 +50,7 @@ MAX_ZIP_MEMBERS = 32
 # -- helpers (no st.* inside the job function) ----------------------------------------------------
 def models_root() -> Path:
     """Where saved models live (the sidebar's picker reads the same folder)."""
-    return Path(overview.MODELS_DIR)
+    return get_settings().models_root
 
 
 def safe_name(text: str) -> str:
@@ -75,7 +77,7 @@ def preset_text(name: str) -> str:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _eligibility_cached(db: str, dataset: str, version: str, spec: tuple[tuple[str, Any], ...]):
-    from core.labels import check_eligibility, plan_cutoffs
+    from core.modeling.labels import check_eligibility, plan_cutoffs
 
     store = common.get_store()
     label = LabelSpec.from_dict(dict(spec))
@@ -91,13 +93,13 @@ def eligibility(dataset: str, spec: LabelSpec):
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _leaderboard_cached(root: str, dataset: str, stamp: tuple[tuple[str, int], ...]) -> pd.DataFrame:
-    from core.pipeline import list_models
+    from core.modeling.pipeline import list_models
 
     return list_models(root, dataset)
 
 
 def leaderboard(dataset: str) -> pd.DataFrame:
-    """``core.pipeline.list_models`` of ``dataset``, re-read when a card is added or changes."""
+    """``core.modeling.pipeline.list_models`` of ``dataset``, re-read when a card is added or changes."""
     root = models_root()
     cards = sorted(root.glob("*/card.json")) if root.is_dir() else []
     return _leaderboard_cached(str(root), dataset, tuple((str(p), p.stat().st_mtime_ns) for p in cards))
@@ -107,7 +109,7 @@ def make_job(store: Any, dataset: str, kind: str, spec: LabelSpec, preset: str, 
              search: int, seed: int, out: Path):
     """The function the worker thread runs for one model kind (reports through ``ctx`` only)."""
     def run(ctx) -> dict[str, Any]:
-        from core.pipeline import train_model
+        from core.modeling.pipeline import train_model
 
         result = train_model(store, dataset, kind=kind, spec=spec, preset=preset, epochs=epochs,
                              search=search, seed=seed, out=out, progress=ctx.progress,

@@ -18,7 +18,7 @@ os.environ.setdefault("INTENTLENS_DB", str(ROOT / "data" / "test-default.duckdb"
 
 @pytest.fixture
 def store(tmp_path):
-    from core.store import Store
+    from core.data.store import Store
 
     s = Store(tmp_path / "test.duckdb")
     yield s

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import overview
+from core.data import overview
+from core.settings import get_settings
 from tests.app_util import open_app_page, open_app_tab
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,12 +22,12 @@ def tiny_app_data(tmp_path_factory) -> tuple[Path, Path]:
     """(database, models root) once per test process: 200 synthetic users over 5 days, a
     one-epoch 'fast' Transformer saved under <root>/saved/tiny and its scoring run."""
     if "data" not in _BUILT:
-        from core.cohorts import score_dataset
-        from core.ingest import ingest_file
-        from core.labels import LabelSpec
-        from core.pipeline import train_model
-        from core.store import Store
-        from core.synth import SynthConfig, generate
+        from core.insight.cohorts import score_dataset
+        from core.data.ingest import ingest_file
+        from core.modeling.labels import LabelSpec
+        from core.modeling.pipeline import train_model
+        from core.data.store import Store
+        from core.modeling.synth import SynthConfig, generate
 
         root = tmp_path_factory.mktemp("tiny_app")
         generate(SynthConfig(users=200, days=5, seed=3, n_categories=12, n_items=300), root / "synth.csv")
@@ -49,7 +50,7 @@ def app_env(tmp_path_factory, tmp_path, monkeypatch) -> Path:
     shutil.copy(db, mine)
     monkeypatch.setenv("INTENTLENS_DB", str(mine))
     monkeypatch.delenv("INTENTLENS_DEMO", raising=False)
-    monkeypatch.setattr(overview, "MODELS_DIR", saved)
+    monkeypatch.setenv("INTENTLENS_MODELS", str(saved))
     return mine
 
 
@@ -167,7 +168,7 @@ def test_export_has_the_audit_stamp(app_env, fmt, tmp_path):
     stamp = ready["stamp"]
     from models.artifact import load_card
 
-    assert stamp["model_id"] == load_card(overview.MODELS_DIR / "tiny")["model_id"]
+    assert stamp["model_id"] == load_card(get_settings().models_root / "tiny")["model_id"]
     assert stamp["rows"] == users(at) and "top 5 %" in stamp["cut"]
     out = tmp_path / ready["name"]
     out.write_bytes(ready["data"])
@@ -195,7 +196,7 @@ def test_demo_mode_hides_rescore(app_env, monkeypatch):
 
 
 def test_rescore_runs_in_the_background(app_env):
-    from core.store import Store
+    from core.data.store import Store
 
     with Store(app_env) as store:
         store.execute("DELETE FROM scores")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.ingest import ingest_file
-from core.store import Store
+from core.data.ingest import ingest_file
+from core.data.store import Store
 from tests.app_util import open_app_page, open_app_tab
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,7 +20,7 @@ TIMEOUT = 120
 
 
 def top_user(db: Path, rank: int = 0) -> str:
-    from core.store import Store
+    from core.data.store import Store
 
     with Store(db) as store:
         return store.fetchall("SELECT user_id FROM scores ORDER BY probability DESC, user_id")[rank][0]
@@ -143,18 +143,18 @@ def test_global_drivers_for_everyone_and_for_a_cohort(app_env):
 
 
 def test_gbdt_model_gets_tree_shap_and_no_timeline(app_env, tmp_path, monkeypatch):
-    from core import overview
-    from core.cohorts import score_dataset
-    from core.labels import LabelSpec
-    from core.pipeline import train_model
-    from core.store import Store
+    from core.data import overview
+    from core.insight.cohorts import score_dataset
+    from core.modeling.labels import LabelSpec
+    from core.modeling.pipeline import train_model
+    from core.data.store import Store
 
     saved = tmp_path / "saved"
     with Store(app_env) as store:
         result = train_model(store, "synth", kind="gbdt", preset="fast", out=saved / "gbdt",
                              spec=LabelSpec(horizon="1d", max_len=30, max_train_cutoffs=2))
         score_dataset(store, result.model_dir, "synth")
-    monkeypatch.setattr(overview, "MODELS_DIR", saved)
+    monkeypatch.setenv("INTENTLENS_MODELS", str(saved))
     at = explain_page(user=top_user(app_env))
     assert any("no per-event attribution" in i.value for i in at.info)
     features = next(d.value for d in at.dataframe if "shap" in d.value.columns)

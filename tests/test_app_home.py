@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import overview, samples
-from core.ingest import ingest_file
-from core.store import Store
+from core.data import overview
+from core.runtime import samples
+from core.data.ingest import ingest_file
+from core.data.store import Store
 from pages import common
 from tests import app_util
 
@@ -38,7 +39,7 @@ def db(empty_db) -> Path:
 def models_dir(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "saved"
     root.mkdir()
-    monkeypatch.setattr(overview, "MODELS_DIR", root)
+    monkeypatch.setenv("INTENTLENS_MODELS", str(root))
     monkeypatch.setattr(samples, "DEMO_MODELS_ROOT", root)
     return root
 

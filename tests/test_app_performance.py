@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import metrics, overview
-from core.ingest import ingest_file
-from core.labels import LabelSpec
-from core.pipeline import load_validation, train_model
-from core.store import Store
+from core.modeling import metrics
+from core.data import overview
+from core.data.ingest import ingest_file
+from core.modeling.labels import LabelSpec
+from core.modeling.pipeline import load_validation, train_model
+from core.data.store import Store
 from tests.app_util import open_app_page
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def models(trained, tmp_path, monkeypatch) -> Path:
     shutil.copytree(saved, root)
     monkeypatch.setenv("INTENTLENS_DB", str(db))
     monkeypatch.delenv("INTENTLENS_DEMO", raising=False)
-    monkeypatch.setattr(overview, "MODELS_DIR", root)
+    monkeypatch.setenv("INTENTLENS_MODELS", str(root))
     return root
 
 

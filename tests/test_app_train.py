@@ -3,7 +3,7 @@ finishes and one that is cancelled, adding models from a directory or a .zip (an
 ones without changing anything), deleting, and demo mode without any write control.
 
 The expensive part is done once per module: the demo log ingested into a temp database and one
-small GBDT trained on it. Each test gets its own copy of the models folder (``overview.MODELS_DIR``
+small GBDT trained on it. Each test gets its own copy of the models folder (``INTENTLENS_MODELS``
 is pointed at it), so nothing is ever written into the repository's models/saved.
 """
 from __future__ import annotations
@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import overview
-from core.ingest import ingest_file
-from core.labels import LabelSpec, check_eligibility
-from core.pipeline import PRESETS, train_model
-from core.store import Store
+from core.data import overview
+from core.data.ingest import ingest_file
+from core.modeling.labels import LabelSpec, check_eligibility
+from core.modeling.pipeline import PRESETS, train_model
+from core.data.store import Store
 from pages import common
 from tests.app_util import open_app_page
 
@@ -47,7 +47,7 @@ def env(trained, tmp_path, monkeypatch) -> tuple[Path, Path]:
     shutil.copytree(saved, models)
     monkeypatch.setenv("INTENTLENS_DB", str(db))
     monkeypatch.delenv("INTENTLENS_DEMO", raising=False)
-    monkeypatch.setattr(overview, "MODELS_DIR", models)
+    monkeypatch.setenv("INTENTLENS_MODELS", str(models))
     return db, models
 
 

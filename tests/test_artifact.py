@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from core.errors import ModelError
-from core.labels import LabelSpec
-from core.schema import SCHEMA_VERSION
-from core.training import predict_transformer
-from core.sequences import Vocab
+from core.modeling.labels import LabelSpec
+from core.data.schema import SCHEMA_VERSION
+from core.modeling.training import predict_transformer
+from core.modeling.sequences import Vocab
 from models.artifact import CARD_FILE, FORMAT, WEIGHTS_FILE, load_card, load_model, save_model
 from models.baselines import EnsembleModel, GBDTBaseline, LogisticBaseline
 from models.transformer import IntentTransformer, TransformerConfig

@@ -8,7 +8,7 @@ import pytest
 
 from bad_inputs.make import CASES, SQL_TEXT, write_corpus
 from core import errors
-from core.ingest import ingest_file
+from core.data.ingest import ingest_file
 
 
 @pytest.fixture(scope="module")

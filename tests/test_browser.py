@@ -54,11 +54,11 @@ def test_every_page_renders_and_data_page_draws_its_charts(page, app_server):
 # at the temp folder (tests never write models/saved).
 @pytest.fixture(scope="module")
 def scored_server(tmp_path_factory):
-    from core.cohorts import score_dataset
-    from core.ingest import ingest_file
-    from core.labels import LabelSpec
-    from core.pipeline import train_model
-    from core.store import Store
+    from core.insight.cohorts import score_dataset
+    from core.data.ingest import ingest_file
+    from core.modeling.labels import LabelSpec
+    from core.modeling.pipeline import train_model
+    from core.data.store import Store
     from tests.browser_util import ROOT, start_server, stop_server
 
     folder = tmp_path_factory.mktemp("browser-cohorts")
@@ -121,10 +121,10 @@ def test_cohorts_export_and_explain_in_chromium(browser, scored_server, tmp_path
 # -- Train and Performance pages, on a database and a models folder of their own ------------------
 @pytest.fixture(scope="module")
 def model_server(tmp_path_factory):
-    from core.ingest import ingest_file
-    from core.labels import LabelSpec
-    from core.pipeline import train_model
-    from core.store import Store
+    from core.data.ingest import ingest_file
+    from core.modeling.labels import LabelSpec
+    from core.modeling.pipeline import train_model
+    from core.data.store import Store
     from tests.browser_util import ROOT, start_server, stop_server
 
     folder = tmp_path_factory.mktemp("browser-models")

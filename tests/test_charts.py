@@ -7,7 +7,7 @@ import plotly.io as pio
 import pytest
 
 from core import charts
-from core.schema import BEHAVIORS
+from core.data.schema import BEHAVIORS
 
 
 def test_every_behaviour_has_one_distinct_colour():

@@ -1,12 +1,13 @@
 """Model-quality figures of core/charts.py without a UI: traces, cutoff markers, axis titles and
-empty states, on small frames made with core.metrics."""
+empty states, on small frames made with core.modeling.metrics."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from core import charts, metrics
+from core import charts
+from core.modeling import metrics
 
 
 @pytest.fixture(scope="module")

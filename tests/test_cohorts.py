@@ -7,7 +7,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from core.cohorts import (CohortSpec, cohort_contrast, cohort_summary, cohort_users, export_cohort,
+from core.insight.cohorts import (CohortSpec, cohort_contrast, cohort_summary, cohort_users, export_cohort,
                           refresh_user_stats, score_histogram, validation_at_cut, value_curve)
 from core.errors import DataError, NotFoundError
 

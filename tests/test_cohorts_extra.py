@@ -2,7 +2,7 @@
 a cohort sample, category options, the days-since-last-visit range."""
 import pytest
 
-from core.cohorts import (MAX_SUGGESTIONS, CohortSpec, cohort_categories, cohort_sample,
+from core.insight.cohorts import (MAX_SUGGESTIONS, CohortSpec, cohort_categories, cohort_sample,
                           cohort_summary, days_since_last_range, random_user, search_users)
 from core.errors import NotFoundError
 from tests.test_cohorts import scored  # noqa: F401  (fixture: 100 users u0..u99, scores 0.99 -> 0)

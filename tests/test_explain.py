@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 import torch
 
-from core import explain as E
+from core.insight import explain as E
 from core.errors import DataError, ModelError, NotFoundError
-from core.schema import BEHAVIOR_CODE
-from core.sequences import SequenceBatch, Vocab
+from core.data.schema import BEHAVIOR_CODE
+from core.modeling.sequences import SequenceBatch, Vocab
 from models.transformer import IntentTransformer, TransformerConfig
 
 L, N_ITEMS, N_CATS, TARGET_CAT = 16, 30, 10, 5
@@ -288,12 +288,12 @@ def test_tree_shap_on_lightgbm():
 def _saved_model_pipeline():
     """The pieces explain_user needs end to end, or a skip naming the missing one."""
     try:
-        from core.pipeline import train_model
-        from core.synth import SynthConfig, generate
+        from core.modeling.pipeline import train_model
+        from core.modeling.synth import SynthConfig, generate
         from models.artifact import load_model  # noqa: F401
-        from core.ingest import ingest_file
+        from core.data.ingest import ingest_file
     except ImportError as err:
-        pytest.skip(f"explain_user end to end needs models/artifact.py and core.pipeline.train_model "
+        pytest.skip(f"explain_user end to end needs models/artifact.py and core.modeling.pipeline.train_model "
                     f"({err})")
     return train_model, SynthConfig, generate, ingest_file
 
@@ -301,9 +301,9 @@ def _saved_model_pipeline():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     train_model, SynthConfig, generate, ingest_file = _saved_model_pipeline()
-    from core.cohorts import score_dataset
-    from core.labels import LabelSpec
-    from core.store import Store
+    from core.insight.cohorts import score_dataset
+    from core.modeling.labels import LabelSpec
+    from core.data.store import Store
 
     root = tmp_path_factory.mktemp("explain_e2e")
     generate(SynthConfig(users=300, days=6, seed=3), root / "synth.csv")
@@ -319,7 +319,7 @@ def trained(tmp_path_factory):
 
 
 def test_explain_user_end_to_end(trained):
-    from core.store import Store
+    from core.data.store import Store
 
     db, model_dir, user = trained
     with Store(db) as store:
@@ -346,7 +346,7 @@ def _explain_user_checks(store, model_dir, user):
 
 
 def test_cli_explain_json_one_row_per_event(trained):
-    from core.store import Store
+    from core.data.store import Store
 
     db, model_dir, user = trained
     with Store(db) as store:
@@ -361,9 +361,9 @@ def test_cli_explain_json_one_row_per_event(trained):
 
 def test_explain_user_feature_models(trained, tmp_path):
     """gbdt: tree SHAP on the features and no per-event columns; logreg: a clear ModelError."""
-    from core.labels import LabelSpec
-    from core.pipeline import train_model
-    from core.store import Store
+    from core.modeling.labels import LabelSpec
+    from core.modeling.pipeline import train_model
+    from core.data.store import Store
 
     db, _, user = trained
     spec = LabelSpec(horizon="1d", max_len=30, max_train_cutoffs=2)

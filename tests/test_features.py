@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from core.errors import DataError
-from core.features import (CATEGORY_FEATURE_NAMES, FEATURE_NAMES, NEVER_SECONDS, build_features,
+from core.modeling.features import (CATEGORY_FEATURE_NAMES, FEATURE_NAMES, NEVER_SECONDS, build_features,
                            feature_names)
-from core.labels import LabelSpec, build_examples, plan_cutoffs, scoring_examples
+from core.modeling.labels import LabelSpec, build_examples, plan_cutoffs, scoring_examples
 from tests.event_rows import add_events
 
 T = datetime(2024, 1, 10, 12)

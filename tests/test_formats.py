@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from core.errors import DataError
-from core.formats import detect_layout, inspect_file, plan_read
+from core.data.formats import detect_layout, inspect_file, plan_read
 
 REAL = [
     ("taobao/UserBehavior_head.csv", "taobao"),

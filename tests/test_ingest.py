@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import ConflictError, DataError
-from core.ingest import ingest_file, validate_dataset_name
+from core.data.ingest import ingest_file, validate_dataset_name
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGINETICA_MAP = {"user_id": "session_id", "session_id": "session_id", "item_id": "item_id",
@@ -189,7 +189,7 @@ def test_validate_dataset_name_strips():
 
 
 def test_ensure_default_data_loads_missing_samples_once(store, samples):
-    from core.samples import SAMPLES, ensure_default_data
+    from core.runtime.samples import SAMPLES, ensure_default_data
 
     present = {s.name for s in SAMPLES if s.file().is_file()}
     loaded = ensure_default_data(store)

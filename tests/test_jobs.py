@@ -3,7 +3,7 @@ import threading
 import pytest
 
 from core.errors import DataError, NotFoundError
-from core.jobs import JobRegistry
+from core.runtime.jobs import JobRegistry
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from core.errors import DataError, EligibilityError
-from core.labels import (MAX_CANDIDATE_CATEGORIES, CutoffPlan, LabelSpec, build_examples,
+from core.modeling.labels import (MAX_CANDIDATE_CATEGORIES, CutoffPlan, LabelSpec, build_examples,
                          check_eligibility, parse_duration, plan_cutoffs, scoring_examples)
 from tests.event_rows import add_events
 
@@ -50,7 +50,7 @@ def test_parse_duration_accepts_units_and_refuses_junk():
 
 
 def test_real_two_hour_slice_plan_with_30min_horizon(store, samples):
-    from core.ingest import ingest_file
+    from core.data.ingest import ingest_file
 
     ingest_file(store, samples / "taobao" / "UserBehavior_slice_2h.csv", dataset="slice")
     spec = LabelSpec(horizon="30min")

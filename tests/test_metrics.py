@@ -1,4 +1,4 @@
-"""core.metrics against scikit-learn and hand-computed cases."""
+"""core.modeling.metrics against scikit-learn and hand-computed cases."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from sklearn import metrics as skm
 
 from core.errors import DataError
-from core.metrics import (_score_groups, _weighted_metrics, bootstrap_metrics, calibration_bins,
+from core.modeling.metrics import (_score_groups, _weighted_metrics, bootstrap_metrics, calibration_bins,
                           confusion, expected_calibration_error, lift_table, metrics_frame,
                           pr_curve, roc_curve, summary_metrics, threshold_for_top_fraction,
                           threshold_metrics)

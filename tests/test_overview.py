@@ -8,7 +8,7 @@ from datetime import datetime
 import pandas as pd
 import pytest
 
-from core import overview
+from core.data import overview
 from core.errors import NotFoundError
 
 # (user, item, category, behavior, ts UTC)
@@ -172,7 +172,7 @@ def test_saved_models_reads_cards(tmp_path):
 
 
 def test_real_sample_overview(store, samples):
-    ingest = pytest.importorskip("core.ingest")
+    ingest = pytest.importorskip("core.data.ingest")
     report = ingest.ingest_file(store, samples / "taobao" / "UserBehavior_head.csv", dataset="head")
     funnel = overview.funnel(store, "head")
     assert funnel["users"][0] <= report.rows_stored

@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.cohorts import predict_at, score_dataset
+from core.insight.cohorts import predict_at, score_dataset
 from core.errors import EligibilityError
-from core.ingest import ingest_file
-from core.labels import LabelSpec
-from core.pipeline import list_models, load_validation, train_model
-from core.store import Store
-from core.synth import SynthConfig, generate
+from core.data.ingest import ingest_file
+from core.modeling.labels import LabelSpec
+from core.modeling.pipeline import list_models, load_validation, train_model
+from core.data.store import Store
+from core.modeling.synth import SynthConfig, generate
 from models.artifact import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,10 +144,10 @@ def test_cli_train_evaluate_score(world, tmp_path):
 
 
 def test_default_model_directory_is_under_the_models_root(tmp_path, monkeypatch):
-    from core import overview
-    from core.pipeline import default_model_dir
+    from core.data import overview
+    from core.modeling.pipeline import default_model_dir
 
-    monkeypatch.setattr(overview, "MODELS_DIR", tmp_path)
+    monkeypatch.setenv("INTENTLENS_MODELS", str(tmp_path))
     assert default_model_dir("demo", "gbdt", LabelSpec(horizon="1d")) == tmp_path / "demo-gbdt-1d"
     scoped = default_model_dir("../x y", "transformer", LabelSpec(horizon="6h", scope="category"))
     assert scoped == tmp_path / "x_y-transformer-6h-category"

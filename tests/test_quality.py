@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from core.errors import NotFoundError
-from core.ingest import ingest_file
-from core.quality import COLUMNS, quality_report
+from core.data.ingest import ingest_file
+from core.data.quality import COLUMNS, quality_report
 
 
 def _status(report, check):

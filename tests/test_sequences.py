@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from core.errors import NotFoundError
-from core.labels import LabelSpec, build_examples, plan_cutoffs, scoring_examples
+from core.modeling.labels import LabelSpec, build_examples, plan_cutoffs, scoring_examples
 from core.progress import CancelToken, Cancelled
-from core.schema import BEHAVIOR_CODE
-from core.sequences import BEHAVIOR_STRIDE, N_BEHAVIOR_IDS
-from core.sequences import (OOV, QUERY_TOKENS, SequenceBatch, Vocab, build_sequences, build_vocab,
+from core.data.schema import BEHAVIOR_CODE
+from core.modeling.sequences import BEHAVIOR_STRIDE, N_BEHAVIOR_IDS
+from core.modeling.sequences import (OOV, QUERY_TOKENS, SequenceBatch, Vocab, build_sequences, build_vocab,
                             map_ids, stable_hash, user_events)
 from tests.event_rows import add_events
 
@@ -155,9 +155,9 @@ def test_ids_are_identical_in_another_process(store, tmp_path):
 import sys, numpy as np
 sys.path.insert(0, {str(ROOT)!r})
 from datetime import datetime
-from core.store import Store
-from core.labels import LabelSpec, scoring_examples
-from core.sequences import build_sequences, build_vocab
+from core.data.store import Store
+from core.modeling.labels import LabelSpec, scoring_examples
+from core.modeling.sequences import build_sequences, build_vocab
 with Store({str(store.path)!r}, read_only=True) as s:
     spec = LabelSpec(horizon="1d", max_len=12)
     vocab = build_vocab(s, "r", datetime(2024, 1, 8), max_items=10, item_buckets=32, category_buckets=4)

@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from core.errors import ConflictError, NotFoundError, StoreError
-from core.store import Store, resolve_db_path
+from core.data.store import Store, resolve_db_path
 
 
 def test_schema_created_and_versioned(store):
@@ -72,7 +72,7 @@ def test_db_path_resolution(monkeypatch, tmp_path):
 def test_second_process_gets_a_readable_lock_message(tmp_path):
     path = tmp_path / "locked.duckdb"
     with Store(path):
-        code = ("import sys; from core.store import Store\n"
+        code = ("import sys; from core.data.store import Store\n"
                 "from core.errors import StoreError\n"
                 f"try:\n    Store({str(path)!r})\nexcept StoreError as e:\n    print(e); sys.exit(3)\n")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -97,7 +97,7 @@ def test_headless_modules_do_not_import_streamlit():
 def test_error_titles_do_not_confuse_block_with_lock():
     import duckdb
 
-    from core.store import _translate
+    from core.data.store import _translate
 
     oom = _translate(duckdb.OutOfMemoryException("Out of Memory Error: could not allocate block of size 256KiB"))
     assert oom.title == "Out of memory"

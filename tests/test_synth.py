@@ -11,10 +11,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from core import synth
+from core.modeling import synth
 from core.cli import main as cli_main
 from core.errors import DataError
-from core.synth import SynthConfig, generate
+from core.modeling.synth import SynthConfig, generate
 
 SMALL = {"users": 600, "days": 4, "seed": 3}
 NAMES = ["user_id", "item_id", "category", "behavior", "ts"]

@@ -10,7 +10,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from core.errors import EligibilityError, ModelError
 from core.progress import CancelToken, Cancelled
-from core.training import (CHECKPOINT_FILE, TrainConfig, fit_transformer, predict_transformer,
+from core.modeling.training import (CHECKPOINT_FILE, TrainConfig, fit_transformer, predict_transformer,
                            search_transformer)
 from tests.test_transformer import planted_batch, tiny_config
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from core.sequences import SequenceBatch
+from core.modeling.sequences import SequenceBatch
 from models.transformer import IntentTransformer, TransformerConfig
 
 torch.set_num_threads(1)

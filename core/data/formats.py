@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import DataError
-from core.schema import BEHAVIORS, MAPPABLE_FIELDS
+from core.data.schema import BEHAVIORS, MAPPABLE_FIELDS
 
 LAYOUTS: tuple[str, ...] = ("taobao", "tianchi_mobile", "rees46", "retailrocket", "generic")
 

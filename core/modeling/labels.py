@@ -16,7 +16,7 @@ import pandas as pd
 from core.errors import DataError, EligibilityError
 
 if TYPE_CHECKING:
-    from core.store import Store
+    from core.data.store import Store
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|min|m|h|d|w)\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import DataError, StoreError
-from core.formats import ReadPlan, inspect_file, plan_read
+from core.data.formats import ReadPlan, inspect_file, plan_read
 from core.progress import ProgressFn, report
 
 MAX_NAME_LEN = 64
@@ -292,7 +292,7 @@ def ingest_file(store, path, *, dataset: str | None = None, layout: str = "auto"
                 source_name: str | None = None) -> IngestReport:
     """Load one behaviour log into ``events`` as ``dataset``; see the module docstring.
 
-    ``layout`` is ``auto`` or one of :data:`core.formats.LAYOUTS`; ``column_map`` (FIELD -> source
+    ``layout`` is ``auto`` or one of :data:`core.data.formats.LAYOUTS`; ``column_map`` (FIELD -> source
     column) and ``behavior_map`` (source value -> behaviour, ``*`` for any other value) apply to the
     generic layout. ``source_name`` is the file name to record when ``path`` is a temporary copy
     of an upload. Raises DataError (bad file, nothing usable), ConflictError (name exists).

@@ -10,7 +10,6 @@ The frames are what :mod:`core.charts` draws; column names are documented per fu
 """
 from __future__ import annotations
 
-import os
 
 import json
 import math
@@ -23,8 +22,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 
-from core.schema import BEHAVIORS
-from core.store import Store
+from core.data.schema import BEHAVIORS
+from core.data.store import Store
+from core.settings import get_settings
 
 MAX_TIME_POINTS = 400        # events_per_day switches to weeks, then months, above this many buckets
 MAX_TOP_CATEGORIES = 100     # cap for top_categories(limit=...)
@@ -32,9 +32,6 @@ MAX_PREVIEW_ROWS = 1000      # cap for preview_rows / quarantine_rows (limit=...
 RAW_TEXT_CHARS = 500         # quarantined raw lines are cut to this many characters for display
 MISSING_CATEGORY = "(missing)"
 FUNNEL_STAGES: tuple[str, ...] = ("view", "cart", "fav", "buy")   # the funnel's stages, in order
-# Where models live: INTENTLENS_MODELS, else the repository's models/saved (read at import; the
-# pages and the pipeline look this attribute up at call time, so one place decides).
-MODELS_DIR = Path(os.environ.get("INTENTLENS_MODELS") or Path(__file__).resolve().parents[1] / "models" / "saved")
 
 DATASET_COLUMNS: tuple[str, ...] = (
     "name", "layout", "source_file", "rows_read", "rows_stored", "rows_quarantined",
@@ -276,7 +273,7 @@ def saved_models(root: str | Path | None = None) -> pd.DataFrame:
     """One row per ``<root>/*/card.json`` (default ``models/saved``): ``model_id``, ``path``,
     ``kind``, ``dataset``, ``horizon``, ``pr_auc`` (validation, may be NaN), ``error`` (why the
     card could not be read, else None). Newest directory first."""
-    root = Path(root) if root is not None else MODELS_DIR
+    root = Path(root) if root is not None else get_settings().models_root
     rows: list[dict[str, Any]] = []
     cards = sorted(root.glob("*/card.json"), key=lambda p: p.stat().st_mtime, reverse=True) \
         if root.is_dir() else []

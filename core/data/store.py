@@ -21,12 +21,9 @@ import duckdb
 import pandas as pd
 
 from core.errors import ConflictError, NotFoundError, StoreError
-from core.schema import BEHAVIORS, SCHEMA_VERSION
+from core.settings import ENV_MEMORY, get_settings
+from core.data.schema import BEHAVIORS, SCHEMA_VERSION
 
-DEFAULT_DB = Path("data") / "intentlens.duckdb"
-ENV_DB = "INTENTLENS_DB"
-ENV_MEMORY = "INTENTLENS_MEMORY_LIMIT"
-DEFAULT_MEMORY_LIMIT = "3GB"
 
 # Tables in the order used by fingerprint(); the schema is created from _DDL on first use.
 TABLES: tuple[str, ...] = ("meta", "datasets", "events", "quarantine", "scores", "user_stats")
@@ -102,8 +99,7 @@ def resolve_db_path(path: str | os.PathLike[str] | None = None) -> Path:
     """``--db`` wins, then ``INTENTLENS_DB``, then ``data/intentlens.duckdb``."""
     if path:
         return Path(path)
-    env = os.environ.get(ENV_DB)
-    return Path(env) if env else DEFAULT_DB
+    return get_settings().db_path
 
 
 def _translate(err: Exception) -> StoreError:
@@ -139,7 +135,7 @@ class Store:
         self.read_only = read_only
         in_memory = str(self.path) == ":memory:"
         config: dict[str, Any] = {
-            "memory_limit": memory_limit or os.environ.get(ENV_MEMORY, DEFAULT_MEMORY_LIMIT),
+            "memory_limit": memory_limit or get_settings().memory_limit,
         }
         if not in_memory:
             if not read_only:

@@ -42,12 +42,11 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from core.errors import EligibilityError, ModelError
 from core.progress import CancelToken, ProgressFn, report
-from core.sequences import SequenceBatch
-from models.transformer import IntentTransformer, TransformerConfig
+from core.modeling.sequences import SequenceBatch
+from models.transformer import IntentTransformer, TransformerConfig, model_inputs
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
-INPUTS = ("behavior", "item", "category", "gap", "hour", "query", "mask")
 
 
 @dataclass
@@ -139,16 +138,6 @@ def _labels(batch: SequenceBatch, what: str) -> np.ndarray:
     return y
 
 
-def _inputs(tensors: dict[str, torch.Tensor], index: torch.Tensor | slice,
-            device: torch.device) -> dict[str, torch.Tensor]:
-    """One mini-batch of compact tensors, widened to what the model takes (long ids, bool mask)."""
-    out = {name: tensors[name][index].to(device).long() for name in INPUTS if name != "mask"}
-    out["mask"] = tensors["mask"][index].to(device).bool()
-    if "target_category" in tensors:
-        out["target_category"] = tensors["target_category"][index].to(device).long()
-    return out
-
-
 def _augment(inputs: dict[str, torch.Tensor], tc: TrainConfig, gen: torch.Generator) -> None:
     """Hide older events (crop) and random events (dropout) by clearing their mask bits."""
     mask = inputs["mask"].bool()
@@ -196,20 +185,17 @@ def _logits(model: IntentTransformer, tensors: dict[str, torch.Tensor], n: int,
     parts = []
     with torch.inference_mode():
         for start in range(0, n, batch_size):
-            parts.append(model(**_inputs(tensors, slice(start, start + batch_size), device)).float().cpu())
+            parts.append(model(**model_inputs(tensors, slice(start, start + batch_size), device)).float().cpu())
     return torch.cat(parts) if parts else torch.zeros(0)
 
 
 def predict_transformer(model: IntentTransformer, batch: SequenceBatch,
                         batch_size: int = 1024) -> np.ndarray:
     """P(purchase) per row of ``batch``, float64 (N,). Leaves the model in eval mode."""
-    if len(batch) == 0:
-        return np.zeros(0)
     if model.config.scope == "category" and batch.target_category is None:
         raise ModelError("this model scores (user, category) rows but the batch has no "
                          "target_category.", hint="Build sequences with scope 'category'.")
-    logits = _logits(model, batch.tensors(widen=False), len(batch), batch_size)
-    return torch.sigmoid(logits.double()).numpy()
+    return model.predict_proba(batch.tensors(widen=False), batch_size)
 
 
 def _signature(config: TransformerConfig, tc: TrainConfig, train: SequenceBatch,
@@ -327,7 +313,7 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
                 if cancel is not None:
                     cancel.check()
                 index = torch.from_numpy(order[step * tc.batch_size:(step + 1) * tc.batch_size])
-                inputs = _inputs(train_t, index, torch.device("cpu"))
+                inputs = model_inputs(train_t, index, torch.device("cpu"))
                 if tc.augment_crop > 0 or tc.event_dropout > 0:
                     _augment(inputs, tc, gen)                          # on CPU, before the move
                 inputs = {name: value.to(device) for name, value in inputs.items()}

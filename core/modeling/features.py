@@ -33,12 +33,12 @@ import pandas as pd
 import pyarrow as pa
 
 from core.errors import DataError
-from core.labels import LabelSpec
+from core.modeling.labels import LabelSpec
 from core.progress import ProgressFn, report
-from core.schema import BEHAVIORS
+from core.data.schema import BEHAVIORS
 
 if TYPE_CHECKING:
-    from core.store import Store
+    from core.data.store import Store
 
 # Window name -> multiple of the horizon (None = the whole lookback).
 WINDOWS: tuple[tuple[str, int | None], ...] = (("h1", 1), ("h4", 4), ("h16", 16), ("all", None))
@@ -195,7 +195,7 @@ def build_features(store: Store, dataset: str, examples: pd.DataFrame, spec: Lab
     missing = [c for c in need if c not in examples.columns]
     if missing:
         raise DataError(f"the example rows lack column(s) {missing}.", title="Bad example rows",
-                        hint="Build them with core.labels.build_examples or scoring_examples.")
+                        hint="Build them with core.modeling.labels.build_examples or scoring_examples.")
     names = feature_names(spec)
     n_rows = len(examples)
     out = np.zeros((n_rows, len(names)), np.float32)

@@ -1,7 +1,7 @@
 """Why does the model score a user the way it does? Per-event attributions as tidy frames.
 
 Four views of one user's sequence, each one number per event position (newest at L-1, as in
-``core.sequences.SequenceBatch``), and the checks that say how far to trust them:
+``core.modeling.sequences.SequenceBatch``), and the checks that say how far to trust them:
 
 * **Integrated gradients** (Captum ``LayerIntegratedGradients``) attached to all event embedding
   layers at once (behaviour, item, category, time gap, hour, query). Baseline: the *padding
@@ -48,14 +48,14 @@ import numpy as np
 import pandas as pd
 
 from core.errors import DataError, ModelError, NotFoundError
-from core.schema import BEHAVIORS, BEHAVIOR_CODE
+from core.data.schema import BEHAVIORS, BEHAVIOR_CODE
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
     import torch
 
-    from core.sequences import SequenceBatch, Vocab
-    from core.store import Store
+    from core.modeling.sequences import SequenceBatch, Vocab
+    from core.data.store import Store
 
 METHODS = ("ig", "shap", "attention")
 ID_INPUTS = ("behavior", "item", "category", "gap", "hour", "query")   # what IG attributes to
@@ -436,7 +436,7 @@ def tree_shap(gbdt_model: Any, features_frame: pd.DataFrame) -> tuple[pd.DataFra
     missing = [n for n in names if n not in features_frame.columns]
     if missing:
         raise DataError(f"the feature frame lacks column(s) {missing[:5]}.", title="Bad features",
-                        hint="Build it with core.features.build_features for this model's spec.")
+                        hint="Build it with core.modeling.features.build_features for this model's spec.")
     X = features_frame[names].astype(np.float64)
     explainer = shap.TreeExplainer(booster)
     values = np.asarray(explainer.shap_values(X), dtype=np.float64)
@@ -553,19 +553,19 @@ def _gap_bucket(seconds: float, gap_buckets: int, gap_steps: int = 1) -> int:
 def _event_ids(event: Mapping[str, Any], vocab: Vocab | None, n_query: int,
                n_behaviors: int = 0) -> dict[str, Any]:
     """Vocabulary ids of a hypothetical event dict (behavior, item_id, category, gap_seconds, hour)."""
-    from core.sequences import map_ids
+    from core.modeling.sequences import map_ids
 
     behavior = event.get("behavior", "view")
     if behavior not in BEHAVIOR_CODE:
         raise DataError(f"behavior must be one of {', '.join(BEHAVIORS)}, got {behavior!r}.",
                         title="Bad what-if event")
     ids: dict[str, Any] = {"behavior": BEHAVIOR_CODE[behavior]}
-    from core.sequences import N_BEHAVIOR_IDS
+    from core.modeling.sequences import N_BEHAVIOR_IDS
 
     if n_behaviors >= N_BEHAVIOR_IDS and event.get("category") is not None:
         # the added event becomes the newest, so it is "in the newest event's category" (see the
-        # behaviour x context ids in core.sequences); the other events keep their context
-        from core.sequences import BEHAVIOR_STRIDE, NEWEST_CATEGORY
+        # behaviour x context ids in core.modeling.sequences); the other events keep their context
+        from core.modeling.sequences import BEHAVIOR_STRIDE, NEWEST_CATEGORY
 
         ids["behavior"] += BEHAVIOR_STRIDE * NEWEST_CATEGORY
     for key, column, table, buckets in (
@@ -687,7 +687,7 @@ def load_model_cached(model_dir: str | Path) -> Any:
 
 
 def _dataset_cutoff(store: Store, dataset: str) -> Any:
-    from core.labels import _to_datetime
+    from core.modeling.labels import _to_datetime
 
     info = store.dataset(dataset)              # NotFoundError naming the datasets
     return _to_datetime(info["ts_max"])
@@ -796,7 +796,7 @@ def explain_user(store: Store, model_dir: str | Path, dataset: str, user_id: Any
     A gbdt model gets tree SHAP on its aggregate features in ``features`` (no per-event columns);
     a logistic-regression model raises ModelError.
     """
-    from core.sequences import build_sequences, user_events
+    from core.modeling.sequences import build_sequences, user_events
 
     started = time.perf_counter()
     unknown = [m for m in methods if m not in METHODS]
@@ -829,7 +829,7 @@ def explain_user(store: Store, model_dir: str | Path, dataset: str, user_id: Any
                              "Transformer: per-event explanations need a Transformer model.",
                              hint="Explain a 'transformer' or 'ensemble' model, or a 'gbdt' model "
                                   "with tree SHAP on its features.")
-        from core.features import build_features
+        from core.modeling.features import build_features
 
         feats = build_features(store, dataset, example, spec)
         score = float(np.asarray(loaded.predict(seq, feats)).reshape(-1)[0])
@@ -849,7 +849,7 @@ def explain_user(store: Store, model_dir: str | Path, dataset: str, user_id: Any
 
     feats = None
     if getattr(loaded, "feature_names", None):
-        from core.features import build_features
+        from core.modeling.features import build_features
 
         feats = build_features(store, dataset, example, spec)
     score = float(np.asarray(loaded.predict(seq, feats)).reshape(-1)[0])
@@ -927,9 +927,9 @@ def drivers_from_attributions(batch: SequenceBatch, attributions: np.ndarray, vo
     mask = batch.mask.astype(bool)
     rows = np.nonzero(mask)[0]
     attr = attributions[mask]
-    from core.sequences import BEHAVIOR_STRIDE
+    from core.modeling.sequences import BEHAVIOR_STRIDE
 
-    # behaviour ids carry their context (core.sequences): the behaviour is the id modulo the stride
+    # behaviour ids carry their context (core.modeling.sequences): the behaviour is the id modulo the stride
     beh = np.asarray(BEHAVIORS, dtype=object)[batch.behavior[mask].astype(np.int64) % BEHAVIOR_STRIDE - 1]
     gap = gap_bucket_labels(batch.gap[mask], vocab.gap_steps if vocab is not None else 1)
     cat_ids = batch.category[mask].astype(np.int64)
@@ -982,7 +982,7 @@ def global_drivers(store: Store, model_dir: str | Path, dataset: str,
     {"behavior", "gap", "category"} frames (see :func:`drivers_from_attributions`).
     """
     from core.progress import report
-    from core.sequences import build_sequences
+    from core.modeling.sequences import build_sequences
 
     loaded = load_model_cached(model_dir)
     _transformer_of(loaded)

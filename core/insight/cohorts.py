@@ -70,11 +70,11 @@ def predict_at(store, model, dataset: str, cutoff: Any, *, progress: ProgressFn 
     """Score every user of ``dataset`` with a loaded model at ``cutoff``, in chunks of users.
 
     Only events at or before ``cutoff`` are read. Returns ``user_id``, [``category``,] ``score``
-    in the order of :func:`core.labels.scoring_examples`.
+    in the order of :func:`core.modeling.labels.scoring_examples`.
     """
-    from core.features import build_features
-    from core.labels import scoring_examples
-    from core.sequences import build_sequences
+    from core.modeling.features import build_features
+    from core.modeling.labels import scoring_examples
+    from core.modeling.sequences import build_sequences
 
     spec = model.spec
     examples = scoring_examples(store, dataset, spec, cutoff)
@@ -553,7 +553,7 @@ def random_user(store, model_id: str, dataset: str, band: str = "high",
 
 def cohort_sample(store, model_id: str, dataset: str, spec: CohortSpec, n: int) -> list[str]:
     """Up to ``n`` distinct user ids of the cohort in a fixed pseudo-random order (md5 of the id,
-    as ``core.explain`` samples everyone), for global drivers and other per-user work."""
+    as ``core.insight.explain`` samples everyone), for global drivers and other per-user work."""
     require_run(store, model_id, dataset)
     sql, params = cohort_sql(model_id, dataset, spec)
     rows = store.fetchall("SELECT DISTINCT user_id FROM (" + sql + ") ORDER BY md5(user_id), user_id LIMIT ?",

@@ -19,18 +19,16 @@ import numpy as np
 import pandas as pd
 
 from core.errors import DataError, ModelError
-from core.labels import CutoffPlan, LabelSpec, build_examples, check_eligibility, plan_cutoffs
+from core.modeling.labels import CutoffPlan, LabelSpec, build_examples, check_eligibility, plan_cutoffs
 from core.progress import CancelToken, ProgressFn, report
+from core.settings import get_settings
 
 MODEL_KINDS = ("transformer", "gbdt", "logreg", "ensemble")
 
 
 def models_root() -> Path:
-    """Where models are saved and listed: ``core.overview.MODELS_DIR`` (INTENTLENS_MODELS or the
-    repository's models/saved), looked up at call time."""
-    from core import overview
-
-    return Path(overview.MODELS_DIR)
+    """Where models are saved and listed (``INTENTLENS_MODELS`` or the repository's models/saved)."""
+    return get_settings().models_root
 
 
 VALIDATION_FILE = "validation.parquet"
@@ -53,7 +51,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                  "max_train_rows": 500_000, "gbdt_trees": 800},
 }
 
-GAP_STEPS = 4        # time-gap buckets per doubling of the gap (core.sequences)
+GAP_STEPS = 4        # time-gap buckets per doubling of the gap (core.modeling.sequences)
 GAP_BUCKETS = 96     # 4 per doubling up to 2^24 s (about 194 days); older events share the last
 
 LogFn = Callable[[str], None]
@@ -65,8 +63,8 @@ class Inputs:
 
     plan: CutoffPlan
     examples: pd.DataFrame                 # user_id, cutoff, [category], label, split
-    vocab: Any = None                      # core.sequences.Vocab when a sequence model is trained
-    sequences: Any = None                  # core.sequences.SequenceBatch aligned with examples
+    vocab: Any = None                      # core.modeling.sequences.Vocab when a sequence model is trained
+    sequences: Any = None                  # core.modeling.sequences.SequenceBatch aligned with examples
     features: pd.DataFrame | None = None   # aggregate features aligned with examples
 
     def split_index(self, split: str) -> np.ndarray:
@@ -129,8 +127,8 @@ def prepare_inputs(store, dataset: str, spec: LabelSpec, *, sequences: bool, fea
 
     ``plan``: explicit cutoffs (e.g. a synthetic log's truth grid); default :func:`plan_cutoffs`.
     """
-    from core.features import build_features
-    from core.sequences import build_sequences, build_vocab
+    from core.modeling.features import build_features
+    from core.modeling.sequences import build_sequences, build_vocab
 
     store.dataset(dataset)  # NotFoundError with the list of datasets
     plan = plan or plan_cutoffs(store, dataset, spec)
@@ -175,7 +173,7 @@ def _cap_training_rows(examples: pd.DataFrame, max_rows: int, seed: int) -> pd.D
 
 
 def _transformer_config(inputs: Inputs, spec: LabelSpec, preset: dict[str, Any]):
-    from core.sequences import N_BEHAVIOR_IDS
+    from core.modeling.sequences import N_BEHAVIOR_IDS
     from models.transformer import TransformerConfig
 
     vocab = inputs.vocab
@@ -189,7 +187,7 @@ def _transformer_config(inputs: Inputs, spec: LabelSpec, preset: dict[str, Any])
 def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: dict[str, Any], *, seed: int,
                      search: int, checkpoint_dir: Path | None, progress, cancel, on_epoch,
                      log, threads: int | None = None) -> dict[str, Any]:
-    from core.training import TrainConfig, fit_transformer, search_transformer
+    from core.modeling.training import TrainConfig, fit_transformer, search_transformer
 
     train = inputs.sequences.subset(inputs.split_index("train"))
     valid = inputs.sequences.subset(inputs.split_index("valid"))
@@ -263,7 +261,7 @@ def train_model(store, dataset: str, *, kind: str = "transformer", spec: LabelSp
     half the cores); the app passes one fewer than the machine has so pages stay responsive while
     a job runs. None: torch's default.
     """
-    from core.metrics import summary_metrics
+    from core.modeling.metrics import summary_metrics
     from models.artifact import save_model
 
     spec = spec or LabelSpec()

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from core.errors import ConflictError
 from core.progress import ProgressFn, report
+from core.settings import DEFAULT_MODELS_ROOT, SAMPLE_DIR
 
-SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class Sample:
 
     name: str                       # dataset name it is stored under
     path: str                       # relative to sample_data/
-    layout: str                     # core.formats layout
+    layout: str                     # core.data.formats layout
     description: str                # one line for the Data page
     column_map: dict[str, str] = field(default_factory=dict)     # generic layout only
     behavior_map: dict[str, str] = field(default_factory=dict)   # generic layout only
@@ -34,7 +34,7 @@ class Sample:
 
 SAMPLES: tuple[Sample, ...] = (
     Sample("demo", "demo/events.csv.gz", "taobao",
-           "Synthetic demo log with planted, known purchase intent (core.synth, seed 7)."),
+           "Synthetic demo log with planted, known purchase intent (core.modeling.synth, seed 7)."),
     Sample("taobao_head", "taobao/UserBehavior_head.csv", "taobao",
            "Taobao UserBehavior, first 4,321 rows: 43 users with full histories, 2017-11-25 .. 12-03."),
     Sample("taobao_tail", "taobao/UserBehavior_tail.csv", "taobao",
@@ -68,7 +68,7 @@ def get_sample(name: str) -> Sample:
 def ingest_sample(store, sample: Sample, *, root: Path | None = None, replace: bool = False,
                   progress: ProgressFn | None = None):
     """Ingest one sample under its own name; returns the IngestReport."""
-    from core.ingest import ingest_file
+    from core.data.ingest import ingest_file
 
     return ingest_file(store, sample.file(root), dataset=sample.name, layout=sample.layout,
                        column_map=dict(sample.column_map) or None,
@@ -98,7 +98,7 @@ def ensure_default_data(store, progress: ProgressFn | None = None, *,
 
 
 # The shipped demo models (committed under models/saved/) and the dataset they score on first start.
-DEMO_MODELS_ROOT = Path(__file__).resolve().parents[1] / "models" / "saved"
+DEMO_MODELS_ROOT = DEFAULT_MODELS_ROOT
 DEMO_MODEL_DIRS: tuple[str, ...] = ("demo", "demo-gbdt")
 DEMO_DATASET = "demo"
 
@@ -107,7 +107,7 @@ def ensure_demo_scores(store, progress: ProgressFn | None = None, *,
                        models_root: Path | None = None) -> list[str]:
     """Score the shipped demo models on the demo dataset when they have no scoring run yet, so
     the Cohorts and Explain pages work on a fresh machine. Returns the model ids scored."""
-    from core.cohorts import score_dataset
+    from core.insight.cohorts import score_dataset
     from models.artifact import load_card
 
     root = models_root or DEMO_MODELS_ROOT

@@ -5,7 +5,7 @@ sits at position L-1. Built inside DuckDB and streamed in chunks of users.
 
 Per position:
 
-* behaviour: ``core.schema.BEHAVIOR_CODE`` (1..6) crossed with the event's context in its window,
+* behaviour: ``core.data.schema.BEHAVIOR_CODE`` (1..6) crossed with the event's context in its window,
   ``code + BEHAVIOR_STRIDE * context`` (ids 1..N_BEHAVIOR_IDS-1), where ``context`` has three bits
   computed from the same last-L events (never from after the cutoff): 1 = the same item is bought
   by a newer event, 2 = the same item appears in a newer event, 4 = the event's category is the
@@ -34,12 +34,12 @@ import pandas as pd
 import pyarrow as pa
 
 from core.errors import DataError, NotFoundError
-from core.labels import LabelSpec, _to_datetime
+from core.modeling.labels import LabelSpec, _to_datetime
 from core.progress import CancelToken, ProgressFn, report
-from core.schema import BEHAVIORS, BEHAVIOR_CODE
+from core.data.schema import BEHAVIORS, BEHAVIOR_CODE
 
 if TYPE_CHECKING:
-    from core.store import Store
+    from core.data.store import Store
 
 PAD = 0
 OOV = 1
@@ -262,7 +262,7 @@ NEWEST_CATEGORY = 4                         # the context bit of "same category 
 
 
 def _behavior_code_sql(expr: str) -> str:
-    """SQL mapping a behaviour to its core.schema.BEHAVIOR_CODE (expr is a code constant)."""
+    """SQL mapping a behaviour to its core.data.schema.BEHAVIOR_CODE (expr is a code constant)."""
     whens = " ".join(f"WHEN '{b}' THEN {BEHAVIOR_CODE[b]}" for b in BEHAVIORS)
     return f"CASE {expr} {whens} END"
 
@@ -336,7 +336,7 @@ def _check_examples(examples: pd.DataFrame, spec: LabelSpec) -> None:
     missing = [c for c in need if c not in examples.columns]
     if missing:
         raise DataError(f"the example rows lack column(s) {missing}.", title="Bad example rows",
-                        hint="Build them with core.labels.build_examples or scoring_examples.")
+                        hint="Build them with core.modeling.labels.build_examples or scoring_examples.")
 
 
 def build_sequences(store: Store, dataset: str, examples: pd.DataFrame, vocab: Vocab,
