@@ -4,9 +4,10 @@
     python bench/sequences.py --users 200000  # a quicker run
 
 Events are generated inside DuckDB (seeded hash arithmetic, so the same data every run) into a
-throw-away database file. The script prints, for each step, the median seconds over --repeats,
-users per second and the peak resident memory of the process (psutil, sampled in a thread), and
-the ratio of `build_sequences` to a reference in the same run: one DuckDB query that groups each
+throw-away database file. The script prints, for each step, the median seconds over --repeats
+(at least 5) with the fastest and slowest run, users per second at the median and the peak
+resident memory of the process (psutil, sampled in a thread), and the ratio of `build_sequences`
+to a reference in the same run (their medians): one DuckDB query that groups each
 user's events into time-ordered lists and fetches them as Arrow record batches, chunk by chunk
 of users like build_sequences (what any sequence builder must at least do, without the last-L
 cut, vocabulary mapping or the numpy arrays).
@@ -14,10 +15,8 @@ cut, vocabulary mapping or the numpy arrays).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -27,9 +26,10 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.modeling.labels import LabelSpec, scoring_examples  # noqa: E402
-from core.modeling.sequences import build_sequences, build_vocab  # noqa: E402
-from core.data.store import Store  # noqa: E402
+from bench.timing import MIN_REPEATS, PeakRSS, Stat, repeat
+from core.data.store import Store
+from core.modeling.labels import LabelSpec, scoring_examples
+from core.modeling.sequences import build_sequences, build_vocab
 
 DATASET = "bench"
 
@@ -74,42 +74,11 @@ def reference(store: Store, users: np.ndarray, chunk: int) -> int:
     return n
 
 
-class PeakRSS:
-    """Samples this process's resident memory every few milliseconds in a daemon thread."""
-
-    def __init__(self, interval: float = 0.02):
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._proc = psutil.Process()
-
-    def __enter__(self) -> PeakRSS:
-        self.peak = self._proc.memory_info().rss
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-            time.sleep(self.interval)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
-
-
 def timed(fn, repeats: int):
-    """(median seconds, peak RSS bytes over the runs, last result)."""
-    seconds, result = [], None
+    """(seconds per run summarised, peak RSS bytes over the runs, last result)."""
     with PeakRSS() as rss:
-        for _ in range(repeats):
-            result = None
-            start = time.perf_counter()
-            result = fn()
-            seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds), rss.peak, result
+        seconds, result = repeat(fn, repeats)
+    return Stat.of(seconds), rss.peak, result
 
 
 def main() -> None:
@@ -117,7 +86,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--max-len", type=int, default=100, help="L, events per sequence")
     parser.add_argument("--chunk-users", type=int, default=50_000)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=MIN_REPEATS, help=f"runs per step (at least {MIN_REPEATS})")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--memory-limit", default=None, help="DuckDB memory limit, e.g. 4GB")
     args = parser.parse_args()
@@ -137,15 +106,15 @@ def main() -> None:
         spec = LabelSpec(horizon="1d", max_len=args.max_len)
         mib = 1024 * 1024
         print(f"process RSS before the steps: {psutil.Process().memory_info().rss / mib:,.0f} MiB")
-        print(f"{'step':<34}{'seconds':>9}{'users/s':>12}{'peak RSS MiB':>14}", flush=True)
+        print(f"{'step':<34}{'seconds, median (min–max, n)':>32}{'users/s':>12}{'peak RSS MiB':>14}", flush=True)
 
-        def show(label: str, sec: float, peak: int) -> None:
-            print(f"{label:<34}{sec:>9.2f}{args.users / sec:>12,.0f}{peak / mib:>14,.0f}",
+        def show(label: str, sec: Stat, peak: int) -> None:
+            print(f"{label:<34}{sec.text('.2f'):>32}{args.users / sec.median:>12,.0f}{peak / mib:>14,.0f}",
                   flush=True)
 
-        t_ex, rss_ex, examples = timed(lambda: scoring_examples(store, DATASET, spec, ts_max), 1)
+        t_ex, rss_ex, examples = timed(lambda: scoring_examples(store, DATASET, spec, ts_max), args.repeats)
         show("scoring_examples", t_ex, rss_ex)
-        t_vocab, rss_vocab, vocab = timed(lambda: build_vocab(store, DATASET, ts_max), 1)
+        t_vocab, rss_vocab, vocab = timed(lambda: build_vocab(store, DATASET, ts_max), args.repeats)
         show("build_vocab", t_vocab, rss_vocab)
         users = examples["user_id"].astype(str).to_numpy()
         t_ref, rss_ref, ref_rows = timed(lambda: reference(store, users, args.chunk_users),
@@ -162,8 +131,8 @@ def main() -> None:
 
     print(f"rows: {len(examples):,} examples, {n:,} sequences (reference {ref_rows:,} users), "
           f"{filled:,} events kept, L = {args.max_len}")
-    print(f"build_sequences / reference time: {t_seq / t_ref:.2f}x "
-          f"(medians of {args.repeats} run(s)); output arrays {nbytes / mib:,.0f} MiB")
+    print(f"build_sequences / reference time: {t_seq.median / t_ref.median:.2f}x "
+          f"(medians of {t_seq.n} runs); output arrays {nbytes / mib:,.0f} MiB")
 
 
 if __name__ == "__main__":

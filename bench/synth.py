@@ -7,6 +7,8 @@
 Reference figures measured in the same process: the RSS of the bare interpreter with numpy and
 pyarrow loaded, and the RSS added by allocating one chunk's worth of event columns as plain numpy
 arrays (what holding a chunk in memory costs at the least). Peak RSS is sampled every 20 ms by a thread.
+The log is generated ``--repeats`` times (at least 5, each file deleted before the next); wall time and
+throughput are the median with the fastest and slowest run, peak RSS the highest of all runs.
 """
 from __future__ import annotations
 
@@ -14,8 +16,6 @@ import argparse
 import shutil
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,34 +23,10 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.modeling.synth import SynthConfig, generate  # noqa: E402
+from bench.timing import MIN_REPEATS, PeakRSS, Stat
+from core.modeling.synth import SynthConfig, generate
 
 EVENTS_PER_USER_DAY = 6.3      # measured mean of the default config (pv+cart+fav+buy)
-
-
-class PeakRSS:
-    """Samples this process's resident set size in a thread; ``peak`` in bytes."""
-
-    def __init__(self, interval: float = 0.02):
-        self.proc = psutil.Process()
-        self.interval = interval
-        self.peak = self.proc.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(self.interval)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
 
 
 def chunk_reference(chunk_events: int) -> int:
@@ -71,6 +47,7 @@ def main() -> int:
     parser.add_argument("--dir", default=None, help="where to write (default: a temp dir, deleted)")
     parser.add_argument("--chunk-users", type=int, default=SynthConfig(1, 1).chunk_users)
     parser.add_argument("--truth", action="store_true", help="also write the truth file")
+    parser.add_argument("--repeats", type=int, default=MIN_REPEATS, help=f"runs (at least {MIN_REPEATS})")
     args = parser.parse_args()
 
     users = max(1, round(args.events / (EVENTS_PER_USER_DAY * args.days)))
@@ -78,22 +55,26 @@ def main() -> int:
     base_rss = psutil.Process().memory_info().rss
     chunk_events = int(config.chunk_users * EVENTS_PER_USER_DAY * args.days)
     ref = chunk_reference(chunk_events)
-    workdir = Path(tempfile.mkdtemp(prefix="synth-bench-", dir=args.dir))
-    out = workdir / ("events.csv" if args.fmt == "taobao" else "events.parquet")
-    try:
-        with PeakRSS() as rss:
-            summary = generate(config, out, fmt=args.fmt,
-                               truth_out=workdir / "truth.parquet" if args.truth else None)
-        size = out.stat().st_size
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    seconds = []
+    with PeakRSS() as rss:
+        for _ in range(max(args.repeats, MIN_REPEATS)):
+            workdir = Path(tempfile.mkdtemp(prefix="synth-bench-", dir=args.dir))
+            out = workdir / ("events.csv" if args.fmt == "taobao" else "events.parquet")
+            try:
+                summary = generate(config, out, fmt=args.fmt,
+                                   truth_out=workdir / "truth.parquet" if args.truth else None)
+                size = out.stat().st_size
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+            seconds.append(summary.seconds)
+    wall = Stat.of(seconds)
 
     gib = 1024 ** 3
     print(f"synth {args.fmt}: {summary.events:,} events, {users:,} users, {args.days:g} days "
           f"(chunk {config.chunk_users:,} users), file {size / gib:.2f} GiB")
-    print(f"  wall time          {summary.seconds:8.1f} s")
-    print(f"  throughput         {summary.events / summary.seconds:12,.0f} events/s")
-    print(f"  peak RSS           {rss.peak / gib:8.2f} GiB")
+    print(f"  wall time          {wall.text('.1f', ' s')}")
+    print(f"  throughput         {Stat.of([summary.events / s for s in seconds]).text(',.0f', ' events/s')}")
+    print(f"  peak RSS           {rss.peak / gib:8.2f} GiB (highest over the {wall.n} runs)")
     print(f"  reference: process RSS before generating     {base_rss / gib:6.2f} GiB")
     print(f"  reference: one chunk as bare numpy columns   {ref / gib:6.2f} GiB "
           f"({chunk_events:,} events x 7 int64)")

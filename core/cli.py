@@ -9,12 +9,17 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.errors import IntentLensError
+from core.progress import ProgressFn
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from core.data.store import Store
 
 LAYOUTS = ("auto", "taobao", "tianchi_mobile", "rees46", "retailrocket", "generic")
-MODEL_KINDS = ("transformer", "gbdt", "logreg", "ensemble")
 EXPLAIN_METHODS = ("ig", "shap", "attention", "all")
 
 
@@ -25,7 +30,17 @@ def _key_value(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def _progress_bar(label: str):
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _progress_bar(label: str) -> tuple[tqdm[Any], ProgressFn]:
     """A tqdm bar on stderr driven by core's progress(done, total, message) callbacks."""
     from tqdm import tqdm
 
@@ -41,19 +56,13 @@ def _progress_bar(label: str):
     return bar, progress
 
 
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
-
-
 def _print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, default=_json_default))
+    from models.artifact import json_default
+
+    print(json.dumps(obj, indent=2, default=json_default))
 
 
-def _store(args: argparse.Namespace, read_only: bool = False):
+def _store(args: argparse.Namespace, read_only: bool = False) -> Store:
     from core.data.store import Store
     return Store(args.db, read_only=read_only)
 
@@ -67,7 +76,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         report = ingest_file(store, args.path, dataset=args.dataset, layout=args.format,
                              column_map=dict(args.map or []),
                              behavior_map=dict(args.behavior_map or []) or None,
-                             replace=args.replace, progress=progress)
+                             replace=args.replace, progress=progress, ts_format=args.ts_format,
+                             tz=args.tz, year=args.year, duplicates=args.duplicates)
     if args.json:
         _print_json(report.to_dict())
     else:
@@ -121,10 +131,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                      max_len=args.max_len)
     bar, progress = _progress_bar("train")
     with _store(args) as store, bar:
+        # log lines (cutoffs, rows, "resumed from the checkpoint at epoch 3 of 8", ...) go to stderr
         result = train_model(store, args.dataset, kind=args.model, spec=spec, epochs=args.epochs,
                              search=args.search, seed=args.seed, out=args.out, preset=args.preset,
-                             progress=progress,
-                             log=lambda line: print(line, file=sys.stderr))
+                             progress=progress, threads=args.threads,
+                             log=lambda line: bar.write(line, file=sys.stderr))
     print(result.summary())
     return 0
 
@@ -166,21 +177,44 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from core.insight.explain import explain_user
+    import pandas as pd
 
-    methods = ("ig", "shap", "attention") if args.method == "all" else (args.method,)
+    from core.insight.drivers import user_methods
+    from core.insight.explain import explain_user, faithfulness_summary
+
+    # "all": every method the model supports (scope 'category' models have no integrated gradients)
+    methods = user_methods(args.model) if args.method == "all" else (args.method,)
     with _store(args, read_only=False) as store:
         result = explain_user(store, args.model, args.dataset, args.user, methods=methods)
+    # the Explain page's faithfulness curve: score drop when each method's top-k events are removed,
+    # against k random events; None for a model without per-event attributions (gbdt)
+    faithful = (faithfulness_summary(result.faithfulness(max_k=args.max_k, n_random=args.random_draws,
+                                                         seed=args.seed))
+                if result.methods and len(result.events) else None)
     if args.json:
-        _print_json({"user_id": args.user, "score": result.score, "summary": result.summary,
-                     "events": result.events.to_dict(orient="records")})
-    else:
-        print(result.summary)
-        print(result.events.to_string(index=False))
+        payload: dict[str, object] = {"user_id": args.user, "score": result.score, "summary": result.summary,
+                                      "events": result.events.to_dict(orient="records"),
+                                      "faithfulness": faithful}
+        if result.features is not None:
+            payload["features"] = result.features.to_dict(orient="records")
+        _print_json(payload)
+        return 0
+    print(result.summary)
+    print(result.events.to_string(index=False))
+    if result.features is not None:
+        print(result.features.to_string(index=False))
+    if faithful is not None:
+        print(f"\nFaithfulness: score drop when the top-k events are removed (score before "
+              f"{faithful['score_before']:.3f}; random: mean of {faithful['n_random']} draws)")
+        print(pd.DataFrame(faithful["drop"], index=pd.Index(faithful["k"], name="k")).to_string(
+            float_format=lambda v: f"{v:+.4f}"))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from core.modeling.pipeline import PRESETS
+    from models.artifact import MODEL_KINDS
+
     parser = argparse.ArgumentParser(prog="python -m core",
                                      description="IntentLens: purchase-intent analytics, headless.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -198,6 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "behavior, ts, session_id, price, brand, query")
     p.add_argument("--behavior-map", action="append", type=_key_value, metavar="SOURCE=BEHAVIOR",
                    help="generic layout: source behaviour value -> view|cart|fav|buy|remove_from_cart|search")
+    p.add_argument("--ts-format", metavar="FORMAT",
+                   help="generic layout: strptime format of the ts column, e.g. '%%Y-%%m-%%d %%H:%%M:%%S' or "
+                        "'%%m-%%d' (with --year); default: epoch seconds/ms detected, or ISO date/time text")
+    p.add_argument("--tz", metavar="ZONE",
+                   help="generic layout: IANA time zone of the source's local times (default UTC), "
+                        "e.g. Asia/Shanghai; converted to UTC and recorded")
+    p.add_argument("--year", metavar="YYYY", help="generic layout: the year of dates whose --ts-format has none")
+    p.add_argument("--duplicates", choices=("auto", "drop", "keep"), default="auto",
+                   help="identical rows: drop all but one, or keep them (default auto: keep at day "
+                        "resolution, where they are legitimate repeats, drop otherwise)")
     p.add_argument("--replace", action="store_true", help="overwrite a dataset of the same name")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ingest)
@@ -227,12 +271,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scope", choices=("any", "category"), default="any")
     p.add_argument("--lookback", default=None, help="history window before each cutoff (default: all)")
     p.add_argument("--max-len", type=int, default=100, help="events per user sequence")
-    p.add_argument("--preset", choices=("fast", "balanced", "thorough"), default="balanced",
-                   help="model size and training budget (see core/pipeline.py PRESETS)")
+    p.add_argument("--preset", choices=tuple(PRESETS), default="balanced",
+                   help="model size and training budget (core.modeling.pipeline.PRESETS)")
     p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     p.add_argument("--search", type=int, default=0, help="hyper-parameter search trials")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="model directory (default models/saved/<dataset>-<model>-<horizon>)")
+    p.add_argument("--out", default=None, help="model directory (default models/saved/<dataset>-<model>-<horizon>); "
+                                               "a killed run keeps a checkpoint beside it, in <out>.checkpoint, "
+                                               "and the same command resumes from it")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch CPU threads for the Transformer (default: torch's choice)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="print a saved model's validation metrics")
@@ -250,8 +298,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--dataset", required=True)
     p.add_argument("--user", required=True)
-    p.add_argument("--method", choices=EXPLAIN_METHODS, default="all")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--method", choices=EXPLAIN_METHODS, default="all",
+                   help="attribution method (default all: every method the model supports)")
+    p.add_argument("--max-k", type=_positive_int, default=10,
+                   help="faithfulness curve: remove the top k = 1..MAX_K events (default 10)")
+    p.add_argument("--random-draws", type=_positive_int, default=20,
+                   help="faithfulness curve: random deletions averaged per k (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random deletions")
+    p.add_argument("--json", action="store_true",
+                   help="JSON: score, summary, events with one column per method, and the faithfulness "
+                        "curve (k, drop per method and random, random_drop_std)")
     p.set_defaults(func=cmd_explain)
     return parser
 

@@ -9,7 +9,7 @@ settings on its next call, and nothing is read at import time.
 |---|---|---|
 | ``INTENTLENS_DB`` | ``db_path`` | ``<project>/data/intentlens.duckdb`` |
 | ``INTENTLENS_MODELS`` | ``models_root`` | ``<project>/models/saved`` |
-| ``INTENTLENS_MODEL_DIRS`` | ``model_dirs`` (extra folders the app may load models from, ``os.pathsep``-separated) | none |
+| ``INTENTLENS_MODEL_DIRS`` | ``model_dirs`` (more folders models may load from, ``os.pathsep``-separated) | none |
 | ``INTENTLENS_DEMO`` | ``demo`` (``None`` when unset: the app then reads ``.streamlit/secrets.toml``) | unset |
 | ``INTENTLENS_MEMORY_LIMIT`` | ``memory_limit`` (DuckDB's limit, e.g. ``3GB``) | ``3GB`` |
 """
@@ -78,7 +78,7 @@ ENV_NAMES: tuple[str, ...] = (ENV_DB, ENV_MODELS, ENV_MODEL_DIRS, ENV_DEMO, ENV_
 
 @functools.lru_cache(maxsize=8)
 def _parsed(raw: tuple[str | None, ...]) -> Settings:
-    return Settings.from_env({k: v for k, v in zip(ENV_NAMES, raw) if v is not None})
+    return Settings.from_env({k: v for k, v in zip(ENV_NAMES, raw, strict=True) if v is not None})
 
 
 def get_settings() -> Settings:

@@ -17,8 +17,13 @@ put in ``card``: ``dataset``, ``dataset_sha256``, ``cutoffs``, ``metrics``, ``hi
 
 ``save_model`` writes into a temporary sibling directory and renames it into place, so a crash never
 leaves half a model. ``load_model`` refuses with ``ModelError`` (and says what to do) a directory that
-is not a model, a card that is not JSON, another format or schema version, an unknown kind, missing
-files, or weights whose shapes do not match the stored configuration.
+is not a model, a card that is not JSON (or larger than ``MAX_CARD_BYTES``), another format or schema
+version, an unknown kind, missing files, a configuration that breaks a rule of ``TransformerConfig``
+(every size is bounded), weights larger than their configuration needs, a weights file holding
+anything but tensors (read with ``weights_only=True``: a pickled payload never runs), weights whose
+names or shapes differ from the configuration (compared before the model is allocated), or a
+vocabulary of another size. ``MODEL_KINDS`` and ``KIND_LABELS`` name the model kinds for every
+caller (CLI, pipeline, pages).
 """
 from __future__ import annotations
 
@@ -29,27 +34,53 @@ import platform
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from core.errors import ModelError
 from core.data.schema import SCHEMA_VERSION
+from core.errors import ModelError
 
+if TYPE_CHECKING:   # types only: modeling sits above models; torch and scikit-learn load when needed
+    from core.modeling.labels import LabelSpec
+    from core.modeling.sequences import SequenceBatch, Vocab
+    from models.baselines import EnsembleModel, GBDTBaseline, LogisticBaseline
+    from models.transformer import IntentTransformer
+
+# The files of a model directory (see above).
 FORMAT = "intentlens-model/1"
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "weights.pt"
 VOCAB_FILE = "vocab.json"
-KINDS = ("transformer", "gbdt", "logreg", "ensemble")
-COMPONENTS = ("transformer", "gbdt", "logreg")
+LOGREG_FILE = "logreg.json"              # written by models.baselines.LogisticBaseline.save
+GBDT_MODEL_FILE = "gbdt.txt"             # written by models.baselines.GBDTBaseline.save
+GBDT_META_FILE = "gbdt.json"             # ... beside it
+VALIDATION_FILE = "validation.parquet"   # written beside the model by core.modeling.pipeline
+# Every file a model directory may hold: what a zip upload or a copy may bring along.
+MODEL_FILES = frozenset({CARD_FILE, WEIGHTS_FILE, VOCAB_FILE, LOGREG_FILE, GBDT_MODEL_FILE,
+                         GBDT_META_FILE, VALIDATION_FILE})
+MAX_CARD_BYTES = 16 * 2**20       # a card is some kB (history and search trials included)
+WEIGHTS_OVERHEAD_BYTES = 2**20    # torch.save's zip headers and pickled structure beyond the values
+
+# The model kinds, in the order the CLI and the Train page offer them, with their display names.
+MODEL_KINDS = ("transformer", "gbdt", "logreg", "ensemble")
+KIND_LABELS = {"transformer": "Transformer (event sequences)", "gbdt": "Gradient-boosted trees",
+               "logreg": "Logistic regression", "ensemble": "Ensemble of the three"}
+COMPONENTS = ("transformer", "gbdt", "logreg")   # the kinds an ensemble is made of
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (datetime, date, pd.Timestamp)):
+def json_default(value: Any) -> Any:
+    """``json.dumps(..., default=json_default)`` for the values cards and CLI reports hold:
+    timestamps and dates (ISO 8601), numpy scalars and arrays, paths, decimals, sets; missing
+    values (``pd.NA``, ``NaT``) become null. TypeError for anything else."""
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, (datetime, date, pd.Timestamp, pd.Timedelta)):
         return value.isoformat()
     if isinstance(value, np.ndarray):
         return value.tolist()
@@ -57,7 +88,11 @@ def _json_default(value: Any) -> Any:
         return value.item()
     if isinstance(value, Path):
         return str(value)
-    raise TypeError(f"card.json cannot hold a {type(value).__name__}: {value!r}")
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    raise TypeError(f"JSON cannot hold a {type(value).__name__}: {value!r}")
 
 
 def library_versions() -> dict[str, str]:
@@ -75,7 +110,7 @@ def _retrain_hint(card: dict[str, Any] | None) -> str:
     card = card or {}
     label = card.get("label") or {}
     parts = ["python -m core train", f"--dataset {card.get('dataset', 'NAME')}"]
-    if card.get("kind") in KINDS:
+    if card.get("kind") in MODEL_KINDS:
         parts.append(f"--model {card['kind']}")
     if label.get("horizon"):
         parts.append(f"--horizon {label['horizon']}")
@@ -84,15 +119,17 @@ def _retrain_hint(card: dict[str, Any] | None) -> str:
     return f"Retrain it with `{' '.join(parts)}`."
 
 
-def _components(kind: str, ensemble: Any) -> list[str]:
+def _components(kind: str, ensemble: EnsembleModel | None) -> list[str]:
     if kind == "ensemble":
         return sorted(ensemble.weights_) if ensemble is not None else []
     return [kind]
 
 
-def save_model(out_dir: str | Path, *, kind: str, card: dict[str, Any], transformer: Any = None,
-               logreg: Any = None, gbdt: Any = None, vocab: Any = None, weights: Any = None,
-               ensemble: Any = None, feature_names: list[str] | None = None) -> Path:
+def save_model(out_dir: str | Path, *, kind: str, card: dict[str, Any],
+               transformer: IntentTransformer | None = None, logreg: LogisticBaseline | None = None,
+               gbdt: GBDTBaseline | None = None, vocab: Vocab | None = None,
+               weights: EnsembleModel | dict[str, float] | None = None,
+               ensemble: EnsembleModel | None = None, feature_names: list[str] | None = None) -> Path:
     """Write a model directory atomically and return its path.
 
     kind: transformer | gbdt | logreg | ensemble. card: the caller's facts (dataset, label, cutoffs,
@@ -103,15 +140,15 @@ def save_model(out_dir: str | Path, *, kind: str, card: dict[str, Any], transfor
     """
     from models.baselines import EnsembleModel
 
-    if kind not in KINDS:
-        raise ModelError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}.")
+    if kind not in MODEL_KINDS:
+        raise ModelError(f"kind must be one of {', '.join(MODEL_KINDS)}; got {kind!r}.")
     if ensemble is None and weights is not None:
         ensemble = weights if isinstance(weights, EnsembleModel) else EnsembleModel.from_dict(
             {"weights": dict(weights)})
     if kind == "ensemble" and ensemble is None:
         raise ModelError("an ensemble needs its weights: pass ensemble= (a fitted EnsembleModel).")
     members = _components(kind, ensemble)
-    objects = {"transformer": transformer, "logreg": logreg, "gbdt": gbdt}
+    objects: dict[str, Any] = {"transformer": transformer, "logreg": logreg, "gbdt": gbdt}
     missing = [m for m in members if objects.get(m) is None]
     if missing or not members:
         raise ModelError(f"a {kind} model needs its fitted component(s): {', '.join(missing) or kind}.")
@@ -129,7 +166,7 @@ def save_model(out_dir: str | Path, *, kind: str, card: dict[str, Any], transfor
         raise ModelError(f"{out_dir} exists and is not an IntentLens model directory; "
                          f"refusing to replace it.", hint="Choose another output directory.")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    created = datetime.now(timezone.utc)
+    created = datetime.now(UTC)
     full = dict(card)
     full.update({
         "format": FORMAT, "schema_version": SCHEMA_VERSION, "kind": kind,
@@ -149,18 +186,18 @@ def save_model(out_dir: str | Path, *, kind: str, card: dict[str, Any], transfor
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
-        if "transformer" in members:
+        if transformer is not None and vocab is not None and "transformer" in members:
             import torch
 
             state = {k: v.detach().cpu() for k, v in transformer.state_dict().items()}
             torch.save(state, tmp / WEIGHTS_FILE)
             (tmp / VOCAB_FILE).write_text(json.dumps(vocab.to_dict()))
-        if "logreg" in members:
+        if logreg is not None and "logreg" in members:
             logreg.save(tmp)
-        if "gbdt" in members:
+        if gbdt is not None and "gbdt" in members:
             gbdt.save(tmp)
         full["files"] = sorted([p.name for p in tmp.iterdir()] + [CARD_FILE])
-        (tmp / CARD_FILE).write_text(json.dumps(full, indent=1, default=_json_default))
+        (tmp / CARD_FILE).write_text(json.dumps(full, indent=1, default=json_default))
         old = None
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
@@ -184,6 +221,9 @@ def load_card(model_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelError(f"{model_dir} has no {CARD_FILE}: it is not an IntentLens model.",
                          hint="Pass a directory written by `python -m core train`.")
+    if path.stat().st_size > MAX_CARD_BYTES:
+        raise ModelError(f"{path} holds {path.stat().st_size:,} bytes; a model card has at most "
+                         f"{MAX_CARD_BYTES:,}.", hint=_retrain_hint(None))
     try:
         card = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as err:
@@ -198,9 +238,9 @@ def load_card(model_dir: str | Path) -> dict[str, Any]:
         raise ModelError(f"this model was made for IntentLens data schema version "
                          f"{card.get('schema_version')!r}; this version reads {SCHEMA_VERSION}.",
                          hint=_retrain_hint(card))
-    if card.get("kind") not in KINDS:
+    if card.get("kind") not in MODEL_KINDS:
         raise ModelError(f"{path} names an unknown model kind {card.get('kind')!r} "
-                         f"(known: {', '.join(KINDS)}).", hint=_retrain_hint(card))
+                         f"(known: {', '.join(MODEL_KINDS)}).", hint=_retrain_hint(card))
     return card
 
 
@@ -211,13 +251,13 @@ class LoadedModel:
     path: Path
     card: dict[str, Any]
     kind: str
-    spec: Any                                   # core.modeling.labels.LabelSpec
-    vocab: Any = None                           # core.modeling.sequences.Vocab when a transformer is inside
+    spec: LabelSpec
+    vocab: Vocab | None = None                      # when a transformer is inside
     feature_names: list[str] = field(default_factory=list)   # [] when no baseline is inside
-    transformer: Any = None                     # models.transformer.IntentTransformer (eval mode)
-    logreg: Any = None                          # models.baselines.LogisticBaseline
-    gbdt: Any = None                            # models.baselines.GBDTBaseline (SHAP: .gbdt.booster_)
-    ensemble: Any = None                        # models.baselines.EnsembleModel
+    transformer: IntentTransformer | None = None    # in eval mode
+    logreg: LogisticBaseline | None = None
+    gbdt: GBDTBaseline | None = None                # SHAP reads .gbdt.booster_
+    ensemble: EnsembleModel | None = None
 
     @property
     def components(self) -> list[str]:
@@ -237,8 +277,8 @@ class LoadedModel:
     def needs_features(self) -> bool:
         return any(m in self._active() for m in ("gbdt", "logreg"))
 
-    def _check_sequences(self, seq: Any) -> None:
-        config = self.transformer.config
+    def _check_sequences(self, transformer: IntentTransformer, seq: SequenceBatch) -> None:
+        config = transformer.config
         limits = {"behavior": config.n_behaviors, "item": config.n_items,
                   "category": config.n_categories, "gap": config.n_gaps, "hour": config.n_hours,
                   "query": config.n_query_buckets}
@@ -249,16 +289,16 @@ class LoadedModel:
                                  f"(max {int(values.max())}, model has {limit}).",
                                  hint="Build sequences with the model's own vocab (LoadedModel.vocab).")
 
-    def predict(self, seq: Any = None, feats: pd.DataFrame | None = None, *,
+    def predict(self, seq: SequenceBatch | None = None, feats: pd.DataFrame | None = None, *,
                 batch_size: int = 1024) -> np.ndarray:
         """P(purchase within the horizon) per row, float64 (N,). ``seq``: a SequenceBatch built
         with ``self.vocab`` (transformer, ensemble); ``feats``: the aggregate features (baselines)."""
         probs: dict[str, np.ndarray] = {}
         for member in self._active():
             if member == "transformer":
-                if seq is None:
+                if seq is None or self.transformer is None:
                     raise ModelError(f"this {self.kind} model needs sequences (seq) to score.")
-                self._check_sequences(seq)
+                self._check_sequences(self.transformer, seq)
                 if self.transformer.config.scope == "category" and seq.target_category is None:
                     raise ModelError("this model scores (user, category) rows but the batch has "
                                      "no target_category.",
@@ -274,7 +314,7 @@ class LoadedModel:
             raise ModelError(f"the inputs differ in rows: {lengths}.")
         if self.ensemble is not None:
             weights = self.ensemble.weights_
-            return sum(weights[m] * probs[m] for m in probs)
+            return np.asarray(np.sum([weights[m] * probs[m] for m in probs], axis=0), dtype=float)
         return probs[self.kind]
 
 
@@ -306,9 +346,10 @@ def load_model(model_dir: str | Path) -> LoadedModel:
             loaded.vocab = Vocab.from_dict(json.loads((model_dir / VOCAB_FILE).read_text()))
         except FileNotFoundError as err:
             raise ModelError(f"{model_dir} is missing {VOCAB_FILE}.", hint=hint) from err
-        except (ValueError, TypeError, KeyError) as err:
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
             raise ModelError(f"{model_dir / VOCAB_FILE} is not a vocabulary ({err}).",
                              hint=hint) from err
+        _check_vocab(loaded.transformer, loaded.vocab, model_dir / VOCAB_FILE, hint)
     if "logreg" in members:
         loaded.logreg = LogisticBaseline.load(model_dir)
     if "gbdt" in members:
@@ -329,31 +370,78 @@ def load_model(model_dir: str | Path) -> LoadedModel:
     return loaded
 
 
-def _load_transformer(model_dir: Path, card: dict[str, Any], hint: str) -> Any:
-    from pickle import UnpicklingError   # only the error class torch.load raises on bad files
+def _check_vocab(transformer: IntentTransformer, vocab: Vocab, path: Path, hint: str) -> None:
+    """The vocabulary must give exactly the embedding rows the configuration has."""
+    config = transformer.config
+    try:
+        pairs = {"items": (vocab.n_items, config.n_items),
+                 "categories": (vocab.n_categories, config.n_categories),
+                 "query buckets": (int(vocab.query_buckets) + 1, config.n_query_buckets),
+                 "gap buckets": (int(vocab.gap_buckets) + 1, config.n_gaps)}
+    except (TypeError, ValueError) as err:
+        raise ModelError(f"{path} is not a vocabulary ({err}).", hint=hint) from err
+    wrong = [f"{name} {got} != {want}" for name, (got, want) in pairs.items() if got != want]
+    if wrong:
+        raise ModelError(f"{path} does not match the transformer configuration in {CARD_FILE} "
+                         f"(rows: {', '.join(wrong)}).", hint=hint)
+
+
+def _check_state(state: Any, expected: dict[str, tuple[int, ...]], path: Path, hint: str) -> None:
+    """``state`` must be a dict of floating tensors with exactly the expected names and shapes."""
+    import torch
+
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ModelError(f"{path} does not hold a state dict (names -> tensors).", hint=hint)
+    problems = [f"missing {name}" for name in expected if name not in state]
+    problems += [f"unexpected {name}" for name in state if name not in expected]
+    problems += [f"{name}: {tuple(state[name].shape)} in the file, {shape} in the card"
+                 for name, shape in expected.items() if name in state and tuple(state[name].shape) != shape]
+    problems += [f"{name} is {state[name].dtype}" for name in expected
+                 if name in state and not state[name].is_floating_point()]
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise ModelError(f"the weights in {path} do not match the configuration in {CARD_FILE} "
+                         f"({shown}).", hint=hint)
+
+
+def _load_transformer(model_dir: Path, card: dict[str, Any], hint: str) -> IntentTransformer:
+    """Bounded, code-free loading: the card's configuration is checked (every size has a maximum),
+    its tensor shapes are worked out on the meta device, the file's size is compared with them,
+    the file is read with ``weights_only=True`` (no pickled code runs) and its tensors are compared
+    name by name and shape by shape; only then is the model allocated."""
+    from pickle import UnpicklingError  # only the error class torch.load raises on bad files
 
     import torch
 
-    from models.transformer import IntentTransformer, TransformerConfig
+    from models.transformer import MAX_PARAMETERS, IntentTransformer, TransformerConfig, state_shapes
 
     try:
         config = TransformerConfig.from_dict(card["config"]["transformer"])
     except (KeyError, TypeError, ValueError) as err:
         raise ModelError(f"{model_dir / CARD_FILE} has no usable transformer configuration "
                          f"({err}).", hint=hint) from err
+    expected = state_shapes(config)
+    n_values = sum(math.prod(shape) for shape in expected.values())
+    if n_values > MAX_PARAMETERS:
+        raise ModelError(f"the transformer in {model_dir / CARD_FILE} would hold {n_values:,} weights; "
+                         f"this version loads at most {MAX_PARAMETERS:,}.", hint=hint)
     path = model_dir / WEIGHTS_FILE
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        size = path.stat().st_size
     except FileNotFoundError as err:
         raise ModelError(f"{model_dir} is missing {WEIGHTS_FILE}.", hint=hint) from err
-    except (RuntimeError, UnpicklingError, EOFError, ValueError) as err:
-        raise ModelError(f"{path} is not a weights file this version reads ({err}).",
-                         hint=hint) from err
-    model = IntentTransformer(config)
+    limit = 8 * n_values + WEIGHTS_OVERHEAD_BYTES     # float64 at most, plus the file's structure
+    if size > limit:
+        raise ModelError(f"{path} holds {size:,} bytes, more than the {limit:,} its configuration "
+                         f"in {CARD_FILE} can need.", hint=hint)
     try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as err:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, UnpicklingError, EOFError, ValueError, OSError) as err:
         first = str(err).strip().splitlines()
-        raise ModelError(f"the weights in {path} do not match the configuration in {CARD_FILE} "
-                         f"({' '.join(first[:3])[:300]}).", hint=hint) from err
+        raise ModelError(f"{path} is not a weights file this version reads "
+                         f"({' '.join(first[:2])[:300]}).", hint=hint) from err
+    _check_state(state, expected, path, hint)
+    model = IntentTransformer(config)
+    model.load_state_dict(state)
     return model.eval()

@@ -1,6 +1,8 @@
 """Baselines on aggregate features: logistic regression, gradient-boosted trees, and an ensemble.
 
-All follow scikit-learn's estimator contract: ``__init__`` only stores parameters, ``fit`` returns
+All follow scikit-learn's estimator contract (they are ``sklearn.base.BaseEstimator`` subclasses, so
+``get_params(deep=...)``, ``set_params`` and ``sklearn.base.clone`` work): ``__init__`` only stores
+parameters, ``fit`` checks them (ValueError naming the parameter, its rule and the value) and returns
 self, learned state ends in ``_``, ``predict_proba(X)`` checks that the model is fitted and that X has
 the training columns, and returns P(y = 1) as a 1-D array (not the (N, 2) of scikit-learn).
 
@@ -30,16 +32,17 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import brentq
 from scipy.special import expit
+from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
 from sklearn.preprocessing import StandardScaler
 
 from core.errors import ModelError
+from models.artifact import GBDT_META_FILE, GBDT_MODEL_FILE, LOGREG_FILE
 
-LOGREG_FILE = "logreg.json"
-GBDT_MODEL_FILE = "gbdt.txt"
-GBDT_META_FILE = "gbdt.json"
+__all__ = ["GBDT_META_FILE", "GBDT_MODEL_FILE", "LOGREG_FILE", "EnsembleModel", "GBDTBaseline",
+           "LogisticBaseline"]
 
 
 def _as_frame(X: Any, what: str) -> pd.DataFrame:
@@ -49,17 +52,32 @@ def _as_frame(X: Any, what: str) -> pd.DataFrame:
 
 
 def _labels(y: Any, n: int) -> np.ndarray:
-    y = np.asarray(y, dtype=float).reshape(-1)
-    if len(y) != n:
-        raise ValueError(f"y has {len(y)} labels for {n} rows.")
-    if not np.isin(y, (0.0, 1.0)).all():
+    labels: np.ndarray = np.asarray(y, dtype=float).reshape(-1)
+    if len(labels) != n:
+        raise ValueError(f"y has {len(labels)} labels for {n} rows.")
+    if not np.isin(labels, (0.0, 1.0)).all():
         raise ValueError("y must hold 0/1 labels only.")
-    if y.min() == y.max():
-        raise ValueError(f"y holds one class only ({int(y[0])}); a classifier needs both.")
-    return y
+    if labels.min() == labels.max():
+        raise ValueError(f"y holds one class only ({int(labels[0])}); a classifier needs both.")
+    return labels
 
 
-class _FeatureModel:
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: Any) -> bool:
+    return (isinstance(value, (int, float, np.integer, np.floating))
+            and not isinstance(value, (bool, np.bool_)) and math.isfinite(value))
+
+
+def _require(owner: BaseEstimator, name: str, ok: bool, rule: str) -> None:
+    """ValueError ``<Class>.<name> must be <rule>; got <value>.`` unless ``ok``."""
+    if not ok:
+        raise ValueError(f"{type(owner).__name__}.{name} must be {rule}; got {getattr(owner, name)!r}.")
+
+
+class _FeatureModel(BaseEstimator):
     """Shared checks: fitted-ness and the training columns."""
 
     feature_names_in_: list[str]
@@ -79,7 +97,7 @@ class _FeatureModel:
             raise ModelError(f"the features differ from training: {len(missing)} column(s) missing "
                              f"({shown}).", hint="Build features with the same version of "
                              "core.modeling.features that trained the model, or retrain it.")
-        return X[self.feature_names_in_].to_numpy(dtype=float)
+        return np.asarray(X[self.feature_names_in_].to_numpy(dtype=float))
 
 
 class LogisticBaseline(_FeatureModel):
@@ -99,11 +117,14 @@ class LogisticBaseline(_FeatureModel):
         self.class_weight = class_weight
         self.prior_correction = prior_correction
 
-    def get_params(self) -> dict[str, Any]:
-        return {"C": self.C, "max_iter": self.max_iter, "class_weight": self.class_weight,
-                "prior_correction": self.prior_correction}
+    def _check_params(self) -> None:
+        _require(self, "C", _is_real(self.C) and self.C > 0, "a float > 0")
+        _require(self, "max_iter", _is_int(self.max_iter) and self.max_iter >= 1, "an int >= 1")
+        _require(self, "class_weight", self.class_weight in ("balanced", None), "'balanced' or None")
+        _require(self, "prior_correction", isinstance(self.prior_correction, bool), "a bool")
 
     def fit(self, X: pd.DataFrame, y: Any) -> LogisticBaseline:
+        self._check_params()
         X = _as_frame(X, "LogisticBaseline.fit")
         y = _labels(y, len(X))
         names = [str(c) for c in X.columns]
@@ -128,11 +149,11 @@ class LogisticBaseline(_FeatureModel):
     def decision_function(self, X: pd.DataFrame) -> np.ndarray:
         values = self._matrix(X)
         values = np.where(np.isfinite(values), values, self.fill_)
-        return ((values - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
+        return np.asarray(((values - self.mean_) / self.scale_) @ self.coef_ + self.intercept_, dtype=float)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """P(y = 1) per row, shape (N,)."""
-        return expit(self.decision_function(X))
+        return np.asarray(expit(self.decision_function(X)), dtype=float)
 
     def coefficients(self) -> pd.DataFrame:
         """feature, coef (per standard deviation), sorted by |coef|."""
@@ -156,6 +177,7 @@ class LogisticBaseline(_FeatureModel):
         try:
             data = json.loads(path.read_text())
             model = cls(**data["params"])
+            model._check_params()
             names = [str(n) for n in data["feature_names"]]
             arrays = {k: np.asarray(data[k], dtype=float) for k in ("fill", "mean", "scale", "coef")}
             intercept = float(data["intercept"])
@@ -184,12 +206,12 @@ class GBDTBaseline(_FeatureModel):
     subsample: float in (0, 1], row share per round; colsample_bytree: float in (0, 1], column share.
     reg_lambda: float >= 0, L2 on leaf values.
     early_stopping_rounds: int >= 1, rounds without validation PR-AUC gain before stopping.
-    pos_weight: "auto" (n_neg / n_pos, capped at 100) or a float >= 1, weight of positives.
+    pos_weight: "auto" (n_neg / n_pos, capped at 100) or a float > 0, weight of positives.
     prior_correction: bool, shift the raw score so that the mean training prediction equals the
         training positive rate (undoes the re-weighting; calibrated probabilities).
     n_jobs: int >= 1 threads, or None = half the CPU cores (LightGBM's OpenMP threads slow down
         badly when they compete with other busy processes for every core).
-    random_state: int seed (training is deterministic for a seed).
+    random_state: int >= 0 seed (training is deterministic for a seed).
     """
 
     def __init__(self, n_estimators: int = 400, learning_rate: float = 0.05, num_leaves: int = 31,
@@ -211,25 +233,31 @@ class GBDTBaseline(_FeatureModel):
         self.n_jobs = n_jobs
         self.random_state = random_state
 
-    _PARAMS = ("n_estimators", "learning_rate", "num_leaves", "min_child_samples", "subsample",
-               "colsample_bytree", "reg_lambda", "early_stopping_rounds", "pos_weight",
-               "prior_correction", "n_jobs", "random_state")
-
-    def get_params(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self._PARAMS}
+    def _check_params(self) -> None:
+        for name, low in (("n_estimators", 1), ("num_leaves", 2), ("min_child_samples", 1),
+                          ("early_stopping_rounds", 1), ("random_state", 0)):
+            value = getattr(self, name)
+            _require(self, name, _is_int(value) and value >= low, f"an int >= {low}")
+        for name in ("learning_rate", "subsample", "colsample_bytree"):
+            value = getattr(self, name)
+            _require(self, name, _is_real(value) and 0 < value <= 1, "a float in (0, 1]")
+        _require(self, "reg_lambda", _is_real(self.reg_lambda) and self.reg_lambda >= 0, "a float >= 0")
+        _require(self, "pos_weight", self.pos_weight == "auto" or (_is_real(self.pos_weight)
+                                                                   and float(self.pos_weight) > 0),
+                 "'auto' or a float > 0")
+        _require(self, "prior_correction", isinstance(self.prior_correction, bool), "a bool")
+        _require(self, "n_jobs", self.n_jobs is None or (_is_int(self.n_jobs) and self.n_jobs >= 1),
+                 "None or an int >= 1")
 
     def fit(self, X: pd.DataFrame, y: Any, X_valid: pd.DataFrame | None = None,
             y_valid: Any = None) -> GBDTBaseline:
         import lightgbm as lgb
 
+        self._check_params()
         X = _as_frame(X, "GBDTBaseline.fit")
         y = _labels(y, len(X))
-        if self.pos_weight == "auto":
-            weight = min(100.0, float((1 - y).sum() / y.sum()))
-        else:
-            weight = float(self.pos_weight)
-            if weight <= 0:
-                raise ValueError(f"pos_weight must be 'auto' or > 0, got {self.pos_weight!r}.")
+        weight = (min(100.0, float((1 - y).sum() / y.sum())) if self.pos_weight == "auto"
+                  else float(self.pos_weight))
         names = [str(c) for c in X.columns]
         clf = lgb.LGBMClassifier(
             n_estimators=self.n_estimators, learning_rate=self.learning_rate,
@@ -268,11 +296,11 @@ class GBDTBaseline(_FeatureModel):
     def decision_function(self, X: pd.DataFrame) -> np.ndarray:
         values = self._matrix(X)
         raw = self.booster_.predict(values, raw_score=True, num_iteration=self.n_iter_)
-        return np.asarray(raw, dtype=float) + self.logit_offset_
+        return np.asarray(raw, dtype=float) + float(self.logit_offset_)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """P(y = 1) per row, shape (N,)."""
-        return expit(self.decision_function(X))
+        return np.asarray(expit(self.decision_function(X)), dtype=float)
 
     def feature_importances(self, importance_type: str = "gain") -> pd.DataFrame:
         """feature, importance (``gain`` or ``split``), highest first."""
@@ -304,6 +332,7 @@ class GBDTBaseline(_FeatureModel):
         try:
             meta = json.loads(meta_path.read_text())
             model = cls(**meta["params"])
+            model._check_params()
             names = [str(n) for n in meta["feature_names"]]
             n_iter, pos_weight = int(meta["n_iter"]), float(meta["pos_weight"])
             offset = float(meta["logit_offset"])
@@ -326,7 +355,7 @@ class GBDTBaseline(_FeatureModel):
         return model
 
 
-class EnsembleModel:
+class EnsembleModel(BaseEstimator):
     """A weighted average of member probabilities, p = sum_m w_m p_m with w on the simplex.
 
     The weights maximise validation PR-AUC over a grid of convex weights (``step`` apart). The grid
@@ -340,8 +369,10 @@ class EnsembleModel:
     def __init__(self, step: float = 0.05):
         self.step = step
 
-    def get_params(self) -> dict[str, Any]:
-        return {"step": self.step}
+    def _check_params(self) -> None:
+        ok = _is_real(self.step) and 0 < self.step <= 1
+        _require(self, "step", ok and math.isclose(round(1.0 / self.step) * self.step, 1.0),
+                 "a float in (0, 1] that divides 1 evenly")
 
     @staticmethod
     def _stack(probs: dict[str, Any], names: list[str]) -> np.ndarray:
@@ -351,18 +382,17 @@ class EnsembleModel:
         columns = [np.asarray(probs[n], dtype=float).reshape(-1) for n in names]
         if len({len(c) for c in columns}) != 1:
             raise ValueError("member probabilities differ in length: "
-                             + ", ".join(f"{n}={len(c)}" for n, c in zip(names, columns)))
+                             + ", ".join(f"{n}={len(c)}" for n, c in zip(names, columns, strict=True)))
         return np.column_stack(columns)                                   # (N, M)
 
     def fit(self, probs: dict[str, Any], y: Any) -> EnsembleModel:
+        self._check_params()
         names = sorted(probs)
         if not names:
             raise ValueError("an ensemble needs at least one member.")
         P = self._stack(probs, names)
         y = _labels(y, len(P))
         steps = round(1.0 / self.step)
-        if steps < 1 or not math.isclose(steps * self.step, 1.0):
-            raise ValueError(f"step must divide 1 evenly, got {self.step}.")
         best_score, best_w = -1.0, None
         # every composition of `steps` into len(names) parts = a point on the simplex grid
         for cut in itertools.combinations(range(steps + len(names) - 1), len(names) - 1):
@@ -371,8 +401,9 @@ class EnsembleModel:
             score = average_precision_score(y, P @ w)
             if score > best_score + 1e-12:
                 best_score, best_w = score, w
+        assert best_w is not None            # the grid is never empty
         self.members_ = names
-        self.weights_ = {n: float(v) for n, v in zip(names, best_w)}
+        self.weights_ = {n: float(v) for n, v in zip(names, best_w, strict=True)}
         self.valid_pr_auc_ = float(best_score)
         self.member_pr_auc_ = {n: float(average_precision_score(y, P[:, i]))
                                for i, n in enumerate(names)}
@@ -382,7 +413,7 @@ class EnsembleModel:
         if not hasattr(self, "weights_"):
             raise NotFittedError("this EnsembleModel is not fitted yet: call fit(probs, y) first.")
         P = self._stack(probs, self.members_)
-        return P @ np.array([self.weights_[n] for n in self.members_])
+        return np.asarray(P @ np.array([self.weights_[n] for n in self.members_]), dtype=float)
 
     def to_dict(self) -> dict[str, Any]:
         return {"params": self.get_params(), "weights": self.weights_,
@@ -391,6 +422,7 @@ class EnsembleModel:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EnsembleModel:
         model = cls(**data.get("params", {}))
+        model._check_params()
         model.weights_ = {str(k): float(v) for k, v in data["weights"].items()}
         model.members_ = sorted(model.weights_)
         model.valid_pr_auc_ = float(data.get("valid_pr_auc", float("nan")))

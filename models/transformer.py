@@ -30,7 +30,7 @@ zero vector (``padding_idx=0``), a natural integrated-gradients baseline.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -43,47 +43,83 @@ SCOPES = ("any", "category")
 INPUTS = ("behavior", "item", "category", "gap", "hour", "query", "mask")
 
 
+# Upper bounds on every size. They keep a configuration read from a user's card.json from
+# allocating gigabytes; each is far above what this project trains (see core.modeling.pipeline's
+# presets: d_model <= 96, a vocabulary of some 20k items, max_len 100).
+MAX_VOCAB = 2_000_000       # rows of one embedding table (items, categories, query buckets)
+MAX_SMALL_VOCAB = 4096      # rows of the behaviour, gap and hour tables
+MAX_LEN = 4096              # position embeddings
+MAX_D_MODEL = 1024
+MAX_HEADS = 64
+MAX_LAYERS = 4
+MAX_D_FF = 8192
+MAX_PARAMETERS = 100_000_000   # the whole model (400 MB of float32 weights)
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> int:
+    """``value`` as an int in [low, high]; ValueError naming the field, the rule and the value."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+        raise ValueError(f"TransformerConfig.{name} must be an int in [{low}, {high}]; got {value!r}.")
+    return int(value)
+
+
 @dataclass
 class TransformerConfig:
-    """Sizes of the model. Every ``n_*`` counts embedding rows INCLUDING the padding id 0."""
+    """Sizes of the model. Every ``n_*`` counts embedding rows INCLUDING the padding id 0.
 
-    n_behaviors: int        # int >= 2: behaviour ids 1..n-1 (core.data.schema.BEHAVIOR_CODE), 0 pad
-    n_items: int            # int >= 2: item vocabulary rows (Vocab.n_items)
-    n_categories: int       # int >= 2: category vocabulary rows (Vocab.n_categories)
-    n_gaps: int             # int >= 2: time-gap buckets + 1 (Vocab.gap_buckets + 1)
-    n_hours: int            # int >= 2: hours of day + 1, normally 25 (ids 1..24)
-    n_query_buckets: int    # int >= 2: hashed query-token rows (Vocab.query_buckets + 1)
-    max_len: int            # int >= 1: position embeddings; events further back share the last one
-    d_model: int = 64       # int >= 8, divisible by n_heads: width of every token vector
-    n_heads: int = 4        # int >= 1: attention heads per block
-    n_layers: int = 2       # int in [1, 4] (1-2 recommended): encoder blocks
-    d_ff: int = 128         # int >= d_model/2: hidden width of each block's MLP
+    ``__post_init__`` checks every field (ValueError naming the field, its rule and the value), so
+    a configuration read from a file is bounded before anything is allocated.
+    """
+
+    n_behaviors: int        # int in [2, MAX_SMALL_VOCAB]: behaviour ids 1..n-1 (core.modeling.sequences), 0 pad
+    n_items: int            # int in [2, MAX_VOCAB]: item vocabulary rows (Vocab.n_items)
+    n_categories: int       # int in [2, MAX_VOCAB]: category vocabulary rows (Vocab.n_categories)
+    n_gaps: int             # int in [2, MAX_SMALL_VOCAB]: time-gap buckets + 1 (Vocab.gap_buckets + 1)
+    n_hours: int            # int in [2, MAX_SMALL_VOCAB]: hours of day + 1, normally 25 (ids 1..24)
+    n_query_buckets: int    # int in [2, MAX_VOCAB]: hashed query-token rows (Vocab.query_buckets + 1)
+    max_len: int            # int in [1, MAX_LEN]: position embeddings; events further back share the last
+    d_model: int = 64       # int in [8, MAX_D_MODEL], divisible by n_heads: width of every token vector
+    n_heads: int = 4        # int in [1, MAX_HEADS]: attention heads per block
+    n_layers: int = 2       # int in [1, MAX_LAYERS] (1-2 recommended): encoder blocks
+    d_ff: int = 128         # int in [d_model / 2, MAX_D_FF]: hidden width of each block's MLP
     dropout: float = 0.1    # float in [0, 0.5): dropout on embeddings, attention, MLPs and the head
     scope: str = "any"      # "any" | "category": "category" adds a target-category token
 
     def __post_init__(self) -> None:
-        for name in ("n_behaviors", "n_items", "n_categories", "n_gaps", "n_hours", "n_query_buckets"):
-            if int(getattr(self, name)) < 2:
-                raise ValueError(f"TransformerConfig.{name} must be >= 2 (pad + one id), "
-                                 f"got {getattr(self, name)}.")
-        if int(self.max_len) < 1:
-            raise ValueError(f"TransformerConfig.max_len must be >= 1, got {self.max_len}.")
-        if self.d_model < 8 or self.d_model % self.n_heads:
-            raise ValueError(f"TransformerConfig.d_model must be >= 8 and divisible by n_heads "
-                             f"({self.n_heads}), got {self.d_model}.")
-        if not 1 <= self.n_layers <= 4:
-            raise ValueError(f"TransformerConfig.n_layers must be in [1, 4], got {self.n_layers}.")
-        if not 0.0 <= self.dropout < 0.5:
-            raise ValueError(f"TransformerConfig.dropout must be in [0, 0.5), got {self.dropout}.")
+        for name in ("n_items", "n_categories", "n_query_buckets"):
+            setattr(self, name, _check_int(name, getattr(self, name), 2, MAX_VOCAB))
+        for name in ("n_behaviors", "n_gaps", "n_hours"):
+            setattr(self, name, _check_int(name, getattr(self, name), 2, MAX_SMALL_VOCAB))
+        self.max_len = _check_int("max_len", self.max_len, 1, MAX_LEN)
+        self.n_heads = _check_int("n_heads", self.n_heads, 1, MAX_HEADS)
+        self.d_model = _check_int("d_model", self.d_model, 8, MAX_D_MODEL)
+        if self.d_model % self.n_heads:
+            raise ValueError(f"TransformerConfig.d_model must be divisible by n_heads ({self.n_heads}); "
+                             f"got {self.d_model}.")
+        self.n_layers = _check_int("n_layers", self.n_layers, 1, MAX_LAYERS)
+        self.d_ff = _check_int("d_ff", self.d_ff, (self.d_model + 1) // 2, MAX_D_FF)
+        dropout: object = self.dropout
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating)) \
+                or not 0.0 <= dropout < 0.5:
+            raise ValueError(f"TransformerConfig.dropout must be a float in [0, 0.5); got {dropout!r}.")
+        self.dropout = float(dropout)
         if self.scope not in SCOPES:
-            raise ValueError(f"TransformerConfig.scope must be one of {SCOPES}, got {self.scope!r}.")
+            raise ValueError(f"TransformerConfig.scope must be one of {SCOPES}; got {self.scope!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TransformerConfig:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        """The configuration ``to_dict`` wrote (unknown keys are ignored); TypeError when ``data`` is
+        not a dict, ValueError when a required field is missing or any field breaks its rule."""
+        if not isinstance(data, dict):
+            raise TypeError(f"TransformerConfig needs a dict of fields; got {type(data).__name__}.")
+        required = [f.name for f in fields(cls) if f.default is MISSING]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise ValueError(f"TransformerConfig needs {', '.join(missing)} (missing).")
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
     @classmethod
     def from_vocab(cls, vocab: Any, max_len: int, *, scope: str = "any", n_behaviors: int = 7,
@@ -243,7 +279,7 @@ class IntentTransformer(nn.Module):
             tgt = F.embedding(target_category, self.category_emb.weight, padding_idx=0)  # (B, C)
             tgt = tgt + self.special_emb.weight[1]                         # (B, C)
             special.append(tgt.unsqueeze(1))                               # (B, 1, C)
-        x = torch.cat(special + [x], dim=1)                                # (B, S+L, C)
+        x = torch.cat([*special, x], dim=1)                                # (B, S+L, C)
         key_mask = torch.cat([torch.ones(B, self.n_special, dtype=torch.bool, device=mask.device),
                               mask.bool()], dim=1)                         # (B, S+L)
         return self.drop(x), key_mask
@@ -263,14 +299,15 @@ class IntentTransformer(nn.Module):
 
     def forward(self, behavior: torch.Tensor, item: torch.Tensor, category: torch.Tensor,
                 gap: torch.Tensor, hour: torch.Tensor, query: torch.Tensor, mask: torch.Tensor,
-                target_category: torch.Tensor | None = None, return_attention: bool = False):
+                target_category: torch.Tensor | None = None,
+                return_attention: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Logits (B,); with ``return_attention`` also a list of (B, heads, S+L, S+L) per layer."""
         x, key_mask = self.embed(behavior, item, category, gap, hour, query, mask, target_category)
         events = x[:, self.n_special:]                                     # (B, L, C)
         real = mask.unsqueeze(-1).to(events.dtype)                         # (B, L, 1)
         counts = (self.pool(events) * real).sum(dim=1) / POOL_SCALE        # (B, C)
         cls, attentions = self.encode(x, key_mask, return_attention)
-        logits = self.head(torch.cat([cls, counts], dim=-1)).squeeze(-1) + self.logit_offset  # (B,)
+        logits: torch.Tensor = self.head(torch.cat([cls, counts], dim=-1)).squeeze(-1) + self.logit_offset  # (B,)
         if return_attention:
             return logits, attentions
         return logits
@@ -293,6 +330,14 @@ class IntentTransformer(nn.Module):
                 inputs = model_inputs(tensors, slice(start, start + batch_size), device)
                 parts.append(self(**inputs).float().cpu())
         return torch.sigmoid(torch.cat(parts).double()).numpy()
+
+
+def state_shapes(config: TransformerConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in ``IntentTransformer(config).state_dict()``, found on
+    PyTorch's meta device: nothing is allocated, however large the configuration."""
+    with torch.device("meta"):
+        model = IntentTransformer(config)
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
 
 
 def model_inputs(tensors: dict[str, torch.Tensor], index: torch.Tensor | slice,

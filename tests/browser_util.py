@@ -163,7 +163,7 @@ class RunWatcher:
         msg = ForwardMsg()
         try:
             msg.ParseFromString(bytes(payload))
-        except Exception:  # noqa: BLE001 - not a ForwardMsg (a frame of some other protocol)
+        except Exception:   # not a ForwardMsg (a frame of some other protocol)
             return
         kind = msg.WhichOneof("type")
         if kind == "new_session":
@@ -227,6 +227,52 @@ def exceptions(page) -> list[str]:
     return [e.inner_text() for e in page.locator('[data-testid="stException"]').all()]
 
 
+# Installed before a page loads (``page.add_init_script``): records every distinct list of sidebar
+# navigation labels the page ever shows, in window.__navSeen, however briefly it was there.
+NAV_RECORDER = """
+window.__navSeen = [];
+const recordNav = () => {
+  const nav = document.querySelector('[data-testid="stSidebarNav"]');
+  const labels = nav ? Array.from(nav.querySelectorAll('a'))
+      .map(a => a.innerText.trim().split('\\n').pop().trim()) : [];
+  const last = window.__navSeen[window.__navSeen.length - 1];
+  if (labels.length && JSON.stringify(labels) !== JSON.stringify(last)) window.__navSeen.push(labels);
+};
+new MutationObserver(recordNav).observe(document, {subtree: true, childList: true, characterData: true});
+"""
+
+
+def record_navigation(page) -> list[list[str]]:
+    """Watch ``page``'s websocket for navigation messages (call before it loads the app); the list
+    returned fills with each message's page names as the server sends them."""
+    sent: list[list[str]] = []
+
+    def frame(payload) -> None:
+        if not isinstance(payload, (bytes, bytearray)):
+            return
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        msg = ForwardMsg()
+        try:
+            msg.ParseFromString(bytes(payload))
+        except Exception:   # not a ForwardMsg (a frame of some other protocol)
+            return
+        if msg.WhichOneof("type") == "navigation":
+            sent.append([p.page_name for p in msg.navigation.app_pages])
+
+    page.add_init_script(NAV_RECORDER)
+    page.on("websocket", lambda ws: ws.on("framereceived", frame))
+    return sent
+
+
+def truncated_metrics(page) -> list[str]:
+    """Labels of the metrics whose value does not fit its box (drawn cut, with an ellipsis)."""
+    return page.evaluate("""() => Array.from(document.querySelectorAll('[data-testid="stMetric"]'))
+        .filter(m => Array.from(m.querySelectorAll('[data-testid="stMetricValue"], [data-testid="stMetricValue"] *'))
+                          .some(e => e.scrollWidth > e.clientWidth + 1))
+        .map(m => m.querySelector('[data-testid="stMetricLabel"]').innerText.trim())""")
+
+
 def nav_links(page) -> list[str]:
     """The labels of the sidebar navigation, in order."""
     links = page.locator('[data-testid="stSidebarNav"] a')
@@ -257,15 +303,20 @@ def plotly_count(page) -> int:
     return page.locator(".js-plotly-plot").count()
 
 
-def take_screenshot(out: Path, *, title: str = "Data", charts: int = 5) -> Path:
-    """Start the app on a fresh database, open a page and save a screenshot (the README's image):
-    ``python -c "from tests.browser_util import take_screenshot as t; t(__import__('pathlib').Path('docs/screenshot.png'))"``."""
+def take_screenshot(out: Path, *, title: str = "Data", charts: int = 5, db: Path | None = None,
+                    env: dict[str, str] | None = None) -> Path:
+    """Start the app (on a fresh database unless ``db`` is given), open a page and save a
+    screenshot once ``charts`` plotly charts are drawn (the README's image)::
+
+        python -c "from pathlib import Path; from tests.browser_util import take_screenshot as t; \\
+                   t(Path('docs/screenshot.png'))"
+    """
     import tempfile
 
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory(prefix="intentlens-shot-") as tmp:
-        server = start_server(Path(tmp) / "app.duckdb", Path(tmp) / "streamlit.log")
+        server = start_server(db or Path(tmp) / "app.duckdb", Path(tmp) / "streamlit.log", env=env)
         try:
             with sync_playwright() as pw:
                 instance = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)

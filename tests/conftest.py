@@ -1,8 +1,9 @@
-"""Shared fixtures: a throw-away store per test, paths to the shipped samples."""
+"""Shared fixtures: a throw-away store per test, paths to the shipped samples, and a private
+default database per test process."""
 from __future__ import annotations
 
-import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,21 @@ SAMPLES = ROOT / "sample_data"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# Tests must never touch the user's real database.
-os.environ.setdefault("INTENTLENS_DB", str(ROOT / "data" / "test-default.duckdb"))
+from core.settings import ENV_DB, ENV_NAMES  # noqa: E402  (needs ROOT on sys.path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Tests never touch the user's database, nor one in the repository: ``INTENTLENS_DB`` points
+    into this process's own temp folder (each ``pytest -n`` worker has its own), and the other
+    ``INTENTLENS_*`` variables of the caller's shell are cleared, so every test starts from the
+    defaults. Tests that need another value set it with ``monkeypatch``."""
+    db = tmp_path_factory.mktemp("default-db") / "intentlens.duckdb"
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ENV_NAMES:
+            patch.delenv(name, raising=False)
+        patch.setenv(ENV_DB, str(db))
+        yield db
 
 
 @pytest.fixture

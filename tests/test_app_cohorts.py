@@ -3,59 +3,25 @@ cut modes, filters, paging, the link to Explain, export with an audit stamp, dem
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.data import overview
 from core.settings import get_settings
-from tests.app_util import open_app_page, open_app_tab
+from tests.app_util import open_app_page, open_app_tab, tiny_app_env
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 120
-_BUILT: dict[str, tuple[Path, Path]] = {}
-
-
-def tiny_app_data(tmp_path_factory) -> tuple[Path, Path]:
-    """(database, models root) once per test process: 200 synthetic users over 5 days, a
-    one-epoch 'fast' Transformer saved under <root>/saved/tiny and its scoring run."""
-    if "data" not in _BUILT:
-        from core.insight.cohorts import score_dataset
-        from core.data.ingest import ingest_file
-        from core.modeling.labels import LabelSpec
-        from core.modeling.pipeline import train_model
-        from core.data.store import Store
-        from core.modeling.synth import SynthConfig, generate
-
-        root = tmp_path_factory.mktemp("tiny_app")
-        generate(SynthConfig(users=200, days=5, seed=3, n_categories=12, n_items=300), root / "synth.csv")
-        saved = root / "saved"
-        with Store(root / "db.duckdb") as store:
-            ingest_file(store, root / "synth.csv", dataset="synth")
-            spec = LabelSpec(horizon="1d", max_len=30, max_train_cutoffs=2)
-            result = train_model(store, "synth", kind="transformer", spec=spec, epochs=1, preset="fast",
-                                 out=saved / "tiny")
-            score_dataset(store, result.model_dir, "synth")
-        _BUILT["data"] = (root / "db.duckdb", saved)
-    return _BUILT["data"]
 
 
 @pytest.fixture
 def app_env(tmp_path_factory, tmp_path, monkeypatch) -> Path:
-    """A private copy of the tiny database (tests may write) and the tiny model as models/saved."""
-    db, saved = tiny_app_data(tmp_path_factory)
-    mine = tmp_path / "app.duckdb"
-    shutil.copy(db, mine)
-    monkeypatch.setenv("INTENTLENS_DB", str(mine))
-    monkeypatch.delenv("INTENTLENS_DEMO", raising=False)
-    monkeypatch.setenv("INTENTLENS_MODELS", str(saved))
-    return mine
+    return tiny_app_env(tmp_path_factory, tmp_path, monkeypatch)
 
 
 def cohorts_page(**query) -> AppTest:
-    return open_app_page("pages/cohorts.py", TIMEOUT, **query)
+    return open_app_page("pages/views/cohorts.py", TIMEOUT, **query)
 
 
 def open_tab(at: AppTest, label: str) -> AppTest:
@@ -205,9 +171,9 @@ def test_rescore_runs_in_the_background(app_env):
     at.button(key="cohort_rescore").click().run()
     assert not at.exception, at.exception
     job_id = at.session_state["cohort_score_job"]
-    from pages import common
+    from pages.shared import cached
 
-    state = common.get_jobs().wait(job_id, timeout=TIMEOUT)
+    state = cached.get_jobs().wait(job_id, timeout=TIMEOUT)
     assert state.status == "done", state.error
     at.run()
     at.run()

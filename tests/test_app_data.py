@@ -30,7 +30,7 @@ def db(tmp_path, monkeypatch) -> Path:
 
 
 def data_page(**query) -> AppTest:
-    return open_app_page("pages/data.py", TIMEOUT, **query)
+    return open_app_page("pages/views/data.py", TIMEOUT, **query)
 
 
 def fingerprint(path: Path) -> str:
@@ -198,6 +198,81 @@ def test_generic_upload_with_column_and_behaviour_maps(db):
         got = store.fetchall("SELECT user_id, behavior::VARCHAR FROM events WHERE dataset = 'shop' "
                              "ORDER BY ts")
     assert got == [("a", "view"), ("a", "cart"), ("b", "view")]
+
+
+TMALL_LIKE = (b"user_id,brand_id,type,visit_datetime\n"
+              b"u1,b7,0,6-4\n"
+              b"u1,b7,0,6-4\n"          # a second click on one brand the same day: a real repeat
+              b"u1,b7,3,6-4\n"
+              b"u2,b8,0,6-5\n"
+              b"u2,b8,1,6-5\n")
+
+
+def set_maps(at: AppTest, columns: dict[str, str], behaviors: dict[str, str]) -> None:
+    fields = at.data_editor(key="column_map").value["field"].tolist()
+    at.session_state["column_map"] = {
+        "edited_rows": {fields.index(f): {"column": c} for f, c in columns.items()},
+        "added_rows": [], "deleted_rows": []}
+    at.session_state["behavior_map"] = {
+        "edited_rows": {}, "deleted_rows": [],
+        "added_rows": [{"field": k, "column": v} for k, v in behaviors.items()]}
+    at.run()
+
+
+def preview(at: AppTest):
+    return next(d.value for d in at.dataframe if "ts_raw" in d.value.columns)
+
+
+def test_upload_options_and_preview_before_ingest(db):
+    """Month-day dates with the year from the documentation, in the source's time zone, shown
+    parsed before anything is stored; day-resolution repeats kept by the automatic policy."""
+    before = fingerprint(db)
+    at = data_page()
+    at.file_uploader(key="upload_file").set_value(("tmall.csv", TMALL_LIKE, "text/csv")).run()
+    at.selectbox(key="upload_layout").set_value("generic").run()
+    set_maps(at, {"user_id": "user_id", "item_id": "brand_id", "behavior": "type", "ts": "visit_datetime"},
+             {"0": "view", "1": "buy", "2": "fav", "3": "cart"})
+    # read as the reader guesses, every date is unparsable: the preview says so before any ingest
+    rows = preview(at)
+    assert len(rows) == 5 and (rows["reason"] == "unparsable timestamp").all()
+    assert any("5 of these 5 rows would be quarantined" in w.value for w in at.warning)
+    # a format without a year needs the year: the project's message, still nothing stored
+    at.text_input(key="upload_ts_format").set_value("%m-%d").run()
+    assert any("has no year" in e.value for e in at.error), [e.value for e in at.error]
+    at.number_input(key="upload_year").set_value(2015).run()
+    at.text_input(key="upload_tz").set_value("Asia/Shanghai").run()
+    rows = preview(at)
+    assert rows["reason"].isna().all()
+    assert rows["ts_raw"].tolist() == ["6-4", "6-4", "6-4", "6-5", "6-5"]
+    # midnight in Shanghai is 16:00 UTC the day before
+    assert [str(t) for t in rows["ts"]][:1] == ["2015-06-03 16:00:00"]
+    assert rows["behavior"].tolist() == ["view", "view", "cart", "view", "buy"]
+    assert fingerprint(db) == before                      # previews store nothing
+    assert at.segmented_control(key="upload_duplicates").value == "auto"
+    at.button(key="ingest_upload").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("Ingested **tmall**" in s.value and "duplicates: keep" in s.value for s in at.success)
+    with Store(db) as store:
+        info = store.dataset("tmall")
+        assert info["rows_stored"] == 5 and info["source_tz"] == "Asia/Shanghai"
+        assert store.fetchone("SELECT min(ts)::VARCHAR FROM events WHERE dataset = 'tmall'")[0] == \
+            "2015-06-03 16:00:00"
+
+
+def test_duplicate_policy_drop_is_applied(db):
+    at = data_page()
+    at.file_uploader(key="upload_file").set_value(("tmall.csv", TMALL_LIKE, "text/csv")).run()
+    at.selectbox(key="upload_layout").set_value("generic").run()
+    set_maps(at, {"user_id": "user_id", "item_id": "brand_id", "behavior": "type", "ts": "visit_datetime"},
+             {"0": "view", "1": "buy", "2": "fav", "3": "cart"})
+    at.text_input(key="upload_ts_format").set_value("%m-%d").run()
+    at.number_input(key="upload_year").set_value(2015).run()
+    at.segmented_control(key="upload_duplicates").set_value("drop").run()
+    at.button(key="ingest_upload").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("1 duplicates dropped" in s.value and "duplicates: drop" in s.value for s in at.success)
+    with Store(db) as store:
+        assert store.dataset("tmall")["rows_stored"] == 4
 
 
 def test_delete_needs_the_typed_name(db):

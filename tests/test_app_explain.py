@@ -1,6 +1,6 @@
 """AppTest of the Explain page with a tiny Transformer: score, summary and timeline for a user,
-the method switch, ?user= preselection, suggestions, a random user, the what-if editor, an unknown
-user, global drivers for a cohort built on the Cohorts page."""
+the top-scored user shown at once, ?user= preselection, suggestions, a random user, the method
+switch, the what-if editor, an unknown user, global drivers for a cohort built on the Cohorts page."""
 from __future__ import annotations
 
 import base64
@@ -9,14 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from streamlit.testing.v1 import AppTest
 
-from tests.app_util import open_app_page
-from tests.test_app_cohorts import app_env, tiny_app_data  # noqa: F401  (fixtures)
+from core.data.store import Store
+from tests.app_util import open_app_page, tiny_app_env
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 120
+
+
+@pytest.fixture
+def app_env(tmp_path_factory, tmp_path, monkeypatch) -> Path:
+    return tiny_app_env(tmp_path_factory, tmp_path, monkeypatch)
 
 
 def top_user(db: Path, rank: int = 0) -> str:
@@ -27,7 +31,7 @@ def top_user(db: Path, rank: int = 0) -> str:
 
 
 def explain_page(**query) -> AppTest:
-    return open_app_page("pages/explain.py", TIMEOUT, **query)
+    return open_app_page("pages/views/explain.py", TIMEOUT, **query)
 
 
 def specs(at: AppTest) -> dict[str, dict]:
@@ -92,9 +96,44 @@ def test_unknown_user_shows_the_project_message(app_env):
     assert "Global drivers" in [s.value for s in at.subheader]    # the rest of the page still renders
 
 
+def test_the_page_opens_on_the_top_scored_user(app_env):
+    """A demo opens on someone: the top of the scoring run, explained at once."""
+    at = explain_page()
+    top = top_user(app_env)
+    assert at.text_input(key="explain_user").value == top
+    figures = {m.label: m.value for m in at.metric}
+    assert figures["Position"].startswith("#1 of ")
+    assert any("top-scored user" in c.value for c in at.caption)
+    assert any(t.startswith("Timeline coloured by") for t in specs(at))
+    assert at.query_params["user"] in (top, [top])
+    assert not any("Type a user id" in i.value for i in at.info)
+    # a link names another user: it wins over the top one
+    second = top_user(app_env, rank=1)
+    at = explain_page(user=second)
+    assert at.text_input(key="explain_user").value == second
+    with Store(app_env) as store:
+        stored = store.fetchone("SELECT probability FROM scores WHERE user_id = ?", [second])[0]
+    assert float({m.label: m.value for m in at.metric}["Score"]) == pytest.approx(stored, abs=1e-3)
+    assert not any("top-scored user" in c.value for c in at.caption)
+
+
+def test_the_chosen_user_survives_a_visit_to_another_page(app_env):
+    at = explain_page()
+    second = top_user(app_env, rank=1)
+    at.text_input(key="explain_user").set_value(second).run()
+    at.switch_page("pages/views/data.py").run()
+    at.query_params.pop("user", None)              # the other page's link has no ?user=
+    at.switch_page("pages/views/explain.py").run()
+    assert not at.exception, at.exception
+    assert at.text_input(key="explain_user").value == second
+    # clearing the box is respected too: no user, and the prompt says how to pick one
+    at.text_input(key="explain_user").set_value("").run()
+    assert any("Type a user id" in i.value for i in at.info)
+    assert not any(m.label == "Score" for m in at.metric)
+
+
 def test_typing_a_prefix_offers_suggestions_and_random_user(app_env):
     at = explain_page()
-    assert any("Type a user id" in i.value for i in at.info)
     user = top_user(app_env)
     at.text_input(key="explain_user").set_value(user[:-1]).run()
     suggestions = at.selectbox(key="explain_suggestion")
@@ -133,9 +172,9 @@ def test_global_drivers_for_everyone_and_for_a_cohort(app_env):
     assert [t["name"] for t in behavior["data"]] == ["everyone"]
     assert any("no gradient-boosted member" in c.value for c in at.caption)
     # a cohort built on the Cohorts page is compared with everyone
-    at.switch_page("pages/cohorts.py").run()
+    at.switch_page("pages/views/cohorts.py").run()
     at.number_input(key="cohort_top").set_value(30.0).run()
-    at.switch_page("pages/explain.py").run()
+    at.switch_page("pages/views/explain.py").run()
     assert not at.exception, at.exception
     assert any("top 30 %" in c.value for c in at.caption)
     behavior = specs(at)["By behaviour"]
@@ -143,11 +182,10 @@ def test_global_drivers_for_everyone_and_for_a_cohort(app_env):
 
 
 def test_gbdt_model_gets_tree_shap_and_no_timeline(app_env, tmp_path, monkeypatch):
-    from core.data import overview
+    from core.data.store import Store
     from core.insight.cohorts import score_dataset
     from core.modeling.labels import LabelSpec
     from core.modeling.pipeline import train_model
-    from core.data.store import Store
 
     saved = tmp_path / "saved"
     with Store(app_env) as store:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.data import overview
-from core.runtime import samples
 from core.data.ingest import ingest_file
 from core.data.store import Store
-from pages import common
+from core.runtime import samples
+from models.artifact import FORMAT, SCHEMA_VERSION
+from pages.shared import display, registry
 from tests import app_util
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,22 @@ def models_dir(tmp_path, monkeypatch) -> Path:
 
 def write_card(root: Path, name: str, **card) -> None:
     (root / name).mkdir()
-    (root / name / "card.json").write_text(json.dumps(card))
+    full = {"format": FORMAT, "schema_version": SCHEMA_VERSION, **card}
+    (root / name / "card.json").write_text(json.dumps(full))
+
+
+def metric_row(at: AppTest, label: str):
+    """The block holding the metric ``label``: (its proto, the labels of the metrics in it)."""
+    def walk(node):
+        for child in getattr(node, "children", {}).values():
+            labels = [c.label for c in getattr(child, "children", {}).values() if c.type == "metric"]
+            if label in labels:
+                return child.proto, labels
+            found = walk(child)
+            if found:
+                return found
+        return None
+    return walk(at.main)
 
 
 def run_app(**query) -> AppTest:
@@ -91,6 +106,7 @@ def test_home_shows_the_current_model_card(db, models_dir):
     at = run_app()
     figures = {m.label: m.value for m in at.metric}
     assert figures["Model kind"] == "gbdt"
+    assert any("Gradient-boosted trees" in c.value for c in at.caption)   # the kind in words
     assert figures["Validation PR-AUC"] == "0.312"
     assert figures["Horizon"] == "1d"
     model = at.sidebar.selectbox(key="model_picker")
@@ -106,33 +122,42 @@ def test_model_of_another_dataset_is_flagged(db, models_dir):
     (models_dir / "broken" / "card.json").write_text("{not json")
     at = run_app()
     assert any("trained on **elsewhere**" in w.value for w in at.warning)
+    # "transformer" in full: the figures sit in a wrapping row of content-wide metrics, not in
+    # fixed thirds of the column (which cut it to "transf…" in a browser)
+    assert {m.label: m.value for m in at.metric}["Model kind"] == "transformer"
+    block, labels = metric_row(at, "Model kind")
+    assert labels == ["Model kind", "Validation PR-AUC", "Horizon"]
+    assert block.flex_container.wrap and block.flex_container.direction == block.flex_container.HORIZONTAL
     assert len(at.sidebar.selectbox(key="model_picker").options) == 1   # the unreadable card is left out
 
 
 def test_every_registered_page_renders(db, models_dir):
     at = run_app()
-    for spec in common.available_pages():
+    for spec in registry.available_pages():
         at.switch_page(spec.path).run()
         assert not at.exception, (spec.path, at.exception)
         assert at.sidebar.selectbox(key="dataset_picker").value == "head"   # app shell ran too
 
 
 def test_page_registry_is_consistent():
-    stems = {p.stem for p in (ROOT / "pages").glob("*.py")} - {"common", "__init__"}
-    registered = {Path(spec.path).stem for spec in common.PAGES}
-    assert stems <= registered, f"pages/ files missing from common.PAGES: {stems - registered}"
-    assert [spec.title for spec in common.PAGES][:2] == ["Home", "Data"]
-    for spec in common.PAGES:
-        # A url_path equal to the file stem would let Streamlit's legacy pages/ router run the
-        # page without app.py (no page config, no sidebar).
-        assert spec.url_path != Path(spec.path).stem
-    assert len({spec.url_path for spec in common.PAGES}) == len(common.PAGES)
+    # Every page script is registered; nothing but packages sits directly in pages/ (Streamlit's
+    # legacy router would list it in the sidebar and serve it at /<stem> without app.py).
+    assert sorted(p.name for p in (ROOT / "pages").glob("*.py")) == ["__init__.py"]
+    stems = {p.stem for p in (ROOT / "pages" / "views").glob("*.py")} - {"__init__"}
+    registered = {Path(spec.path).stem for spec in registry.PAGES}
+    assert stems == registered, f"pages/views files not in PAGES: {stems - registered}"
+    assert [spec.title for spec in registry.PAGES][:2] == ["Home", "Data"]
+    assert len({spec.url_path for spec in registry.PAGES}) == len(registry.PAGES)
+    assert registry.page_path("explain") == "pages/views/explain.py"
+    with pytest.raises(KeyError, match="common"):
+        registry.page_path("common")
 
 
 def test_formatters():
-    assert common.fmt_int(1234567) == "1,234,567"
-    assert common.fmt_int(None) == "–"
-    assert common.fmt_pct(0.1234) == "12.3%"
-    assert common.fmt_pct(0.5, digits=0) == "50%"
-    assert common.fmt_span("2017-11-25 00:00", "2017-12-03 12:00") == "2017-11-25 → 2017-12-03 (8.5 days)"
-    assert common.fmt_span("2017-11-26 01:00", "2017-11-26 03:10").endswith("(2.2 hours)")
+    assert display.fmt_int(1234567) == "1,234,567"
+    assert display.fmt_int(None) == "–"
+    assert display.fmt_pct(0.1234) == "12.3%"
+    assert display.fmt_pct(0.5, digits=0) == "50%"
+    assert display.fmt_span("2017-11-25 00:00", "2017-12-03 12:00") == "2017-11-25 → 2017-12-03 (8.5 days)"
+    assert display.fmt_span("2017-11-26 01:00", "2017-11-26 03:10").endswith("(2.2 hours)")
+    assert [display.fmt_seconds(s) for s in (None, 42, 125, 3900)] == ["–", "42 s", "2 min 05 s", "1 h 05 min"]

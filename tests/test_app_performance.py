@@ -17,12 +17,11 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.modeling import metrics
-from core.data import overview
 from core.data.ingest import ingest_file
+from core.data.store import Store
+from core.modeling import metrics
 from core.modeling.labels import LabelSpec
 from core.modeling.pipeline import load_validation, train_model
-from core.data.store import Store
 from tests.app_util import open_app_page
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +53,7 @@ def models(trained, tmp_path, monkeypatch) -> Path:
 
 
 def performance_page(**query) -> AppTest:
-    return open_app_page("pages/performance.py", TIMEOUT, **query)
+    return open_app_page("pages/views/performance.py", TIMEOUT, **query)
 
 
 def pick_model(at: AppTest, path: Path) -> AppTest:

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import io
 import shutil
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.data import overview
 from core.data.ingest import ingest_file
+from core.data.store import Store
 from core.modeling.labels import LabelSpec, check_eligibility
 from core.modeling.pipeline import PRESETS, train_model
-from core.data.store import Store
-from pages import common
+from pages.shared import cached
 from tests.app_util import open_app_page
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,13 +51,8 @@ def env(trained, tmp_path, monkeypatch) -> tuple[Path, Path]:
     return db, models
 
 
-def preset_text(name: str) -> str:
-    p = PRESETS[name]
-    return f"{p['epochs']} epochs at most · Transformer width {p['d_model']}, {p['n_heads']} heads"
-
-
 def train_page() -> AppTest:
-    return open_app_page("pages/train.py", TIMEOUT)
+    return open_app_page("pages/views/train.py", TIMEOUT)
 
 
 def listing(root: Path) -> list[str]:
@@ -86,7 +81,7 @@ def model_zip(model_dir: Path, folder: str | None = "shared-gbdt") -> bytes:
 
 
 def test_eligibility_card_and_leaderboard(env):
-    db, models = env
+    db, _ = env
     at = train_page()
     shown = metrics(at)
     with Store(db) as store:
@@ -100,11 +95,11 @@ def test_eligibility_card_and_leaderboard(env):
     assert board["model"].str.startswith("demo-gbdt-1d").all() and len(board) == 1
     assert board["PR-AUC 95% CI"].iloc[0].startswith("[")
     assert 0.5 < board["ROC-AUC"].iloc[0] <= 1.0
-    assert "Validation PR-AUC with 95 % intervals" in [c.proto.spec for c in at.get("plotly_chart")][0]
-    assert any(preset_text("fast") in c.value for c in at.caption)
+    assert "Validation PR-AUC with 95 % intervals" in next(c.proto.spec for c in at.get("plotly_chart"))
+    assert any(c.value == PRESETS["fast"].describe() for c in at.caption)
     at.radio(key="train_preset").set_value("balanced").run()
-    assert any(f"{PRESETS['balanced']['epochs']} epochs at most" in c.value for c in at.caption)
-    assert metrics(at)["Training windows"] == str(PRESETS["balanced"]["max_train_cutoffs"])
+    assert any(f"{PRESETS['balanced'].epochs} epochs at most" in c.value for c in at.caption)
+    assert metrics(at)["Training windows"] == str(PRESETS["balanced"].max_train_cutoffs)
     # Every control says what it does.
     for widget in [*at.selectbox, *at.multiselect, *at.radio, *at.number_input, *at.text_input]:
         assert widget.help, widget.label
@@ -130,7 +125,7 @@ def test_a_training_job_finishes_and_its_model_becomes_selectable(env):
     at.button(key="train_start").click().run()
     assert not at.exception, at.exception
     (job_id,) = at.session_state["train_jobs"]
-    state = common.get_jobs().wait(job_id, timeout=120)
+    state = cached.get_jobs().wait(job_id, timeout=120)
     assert state.status == "done", (state.status, state.error, state.log)
     at.run()
     assert not at.exception, at.exception
@@ -151,7 +146,7 @@ def test_cancel_stops_a_running_job(env):
     assert not at.exception, at.exception
     (job_id,) = at.session_state["train_jobs"]
     at.button(key=f"cancel_{job_id}").click().run()                # the page's own handler
-    state = common.get_jobs().wait(job_id, timeout=120)
+    state = cached.get_jobs().wait(job_id, timeout=120)
     assert state.status == "cancelled", (state.status, state.error)
     at.run()
     assert not at.exception, at.exception
@@ -165,7 +160,7 @@ def test_cancel_stops_a_running_job(env):
     ("escape.zip", make_zip({"../card.json": b"{}"}), "points outside the model folder"),
     ("absolute.zip", make_zip({"/tmp/card.json": b"{}"}), "points outside the model folder"),
     ("extra.zip", make_zip({"card.json": b"{}", "run.sh": b"rm -rf /"}), "unexpected file"),
-    ("plain.zip", b"this is not an archive", "not a .zip archive"),
+    ("plain.zip", b"this is not an archive", "not a readable .zip archive"),
     ("wrong-format.zip", make_zip({"card.json": b'{"format": "other/9", "kind": "gbdt"}'}),
      "model format"),
 ])
@@ -198,15 +193,25 @@ def test_a_model_zip_is_added_once(env):
     assert "Name taken" in errors(at) and listing(models) == before
 
 
-def test_add_from_a_directory_and_delete(env, tmp_path):
+def test_add_from_a_directory_and_delete(env, tmp_path, monkeypatch):
     _, models = env
+    allowed = tmp_path / "shared-models"
+    monkeypatch.setenv("INTENTLENS_MODEL_DIRS", str(allowed))
     outside = tmp_path / "elsewhere" / "other-gbdt"
     shutil.copytree(models / "demo-gbdt-1d", outside)
+    before = listing(models)
     at = train_page()
-    at.text_input(key="model_dir_path").set_value(str(tmp_path)).run()
+    # a folder outside the models root and the allowed folders is refused without saying whether it exists
+    for probe in (str(outside), str(tmp_path / "nothing-here"), str(allowed / ".." / "elsewhere" / "other-gbdt")):
+        at.text_input(key="model_dir_path").set_value(probe).run()
+        at.button(key="add_model_dir").click().run()
+        assert "Folder not allowed" in errors(at), (probe, errors(at))
+    assert listing(models) == before
+    shutil.copytree(outside, allowed / "other-gbdt")
+    at.text_input(key="model_dir_path").set_value(str(allowed)).run()
     at.button(key="add_model_dir").click().run()
-    assert "it is not an IntentLens model" in errors(at)
-    at.text_input(key="model_dir_path").set_value(str(outside)).run()
+    assert "not an IntentLens model" in errors(at)
+    at.text_input(key="model_dir_path").set_value(str(allowed / "other-gbdt")).run()
     at.button(key="add_model_dir").click().run()
     assert not at.error, errors(at)
     assert (models / "other-gbdt" / "card.json").is_file()
@@ -218,7 +223,6 @@ def test_add_from_a_directory_and_delete(env, tmp_path):
 
 
 def test_demo_mode_has_no_train_upload_or_delete_controls(env, monkeypatch):
-    _, models = env
     monkeypatch.setenv("INTENTLENS_DEMO", "1")
     at = train_page()
     assert not at.exception
@@ -229,3 +233,34 @@ def test_demo_mode_has_no_train_upload_or_delete_controls(env, monkeypatch):
     assert any("Demo mode" in i.value for i in at.info)
     board = next(d.value for d in at.dataframe if "PR-AUC" in d.value.columns)   # still visible
     assert len(board) == 1
+
+
+@pytest.mark.slow
+def test_a_cancelled_training_resumes_from_its_checkpoint(env):
+    """Cancel after the first epoch, train again: the job picks up the checkpoint and says so."""
+    _, models = env
+    at = train_page()
+    at.multiselect(key="train_kinds").set_value(["transformer"]).run()
+    at.number_input(key="train_epochs").set_value(2).run()
+    at.button(key="train_start").click().run()
+    (first,) = at.session_state["train_jobs"]
+    registry = cached.get_jobs()
+    deadline = time.monotonic() + 300
+    while not registry.snapshot(first).epochs and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert registry.snapshot(first).epochs, registry.snapshot(first).log
+    at.button(key=f"cancel_{first}").click().run()
+    assert registry.wait(first, timeout=300).status == "cancelled"
+    at.run()
+    assert any("start the same training again to resume" in w.value for w in at.warning)
+    assert not (models / "demo-transformer-1d").exists()
+    at.button(key="train_start").click().run()
+    second = at.session_state["train_jobs"][-1]
+    state = registry.wait(second, timeout=300)
+    assert state.status == "done", (state.status, state.error, state.log)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("resumed from the checkpoint at epoch 1 of 2" in i.value for i in at.info), [i.value for i in at.info]
+    assert [e["epoch"] for e in state.epochs] == [1, 2]          # epoch 1 replayed from the checkpoint
+    assert (models / "demo-transformer-1d" / "card.json").is_file()
+    assert not (models / "demo-transformer-1d.checkpoint").exists()

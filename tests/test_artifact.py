@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from core.data.schema import SCHEMA_VERSION
 from core.errors import ModelError
 from core.modeling.labels import LabelSpec
-from core.data.schema import SCHEMA_VERSION
-from core.modeling.training import predict_transformer
 from core.modeling.sequences import Vocab
-from models.artifact import CARD_FILE, FORMAT, WEIGHTS_FILE, load_card, load_model, save_model
+from core.modeling.training import predict_transformer
+from models.artifact import CARD_FILE, FORMAT, MAX_CARD_BYTES, WEIGHTS_FILE, load_card, load_model, save_model
 from models.baselines import EnsembleModel, GBDTBaseline, LogisticBaseline
 from models.transformer import IntentTransformer, TransformerConfig
 from tests.test_baselines import planted_features
@@ -117,7 +117,7 @@ def test_ensemble_round_trip_and_zero_weight_member(parts, tmp_path):
 def test_refuses_non_models(tmp_path):
     with pytest.raises(ModelError, match="not a directory"):
         load_model(tmp_path / "nope")
-    with pytest.raises(ModelError, match="no card.json"):
+    with pytest.raises(ModelError, match=r"no card.json"):
         load_model(tmp_path)
     (tmp_path / CARD_FILE).write_text("{broken")
     with pytest.raises(ModelError, match="not valid JSON"):
@@ -148,7 +148,7 @@ def test_refuses_other_versions_and_kinds(parts, tmp_path):
 def test_refuses_missing_files_and_mismatched_weights(parts, tmp_path):
     path = _save(parts, tmp_path)
     (path / WEIGHTS_FILE).unlink()
-    with pytest.raises(ModelError, match="missing weights.pt"):
+    with pytest.raises(ModelError, match=r"missing weights.pt"):
         load_model(path)
     path = _save(parts, tmp_path, name="m2")
     card = json.loads((path / CARD_FILE).read_text())
@@ -161,7 +161,7 @@ def test_refuses_missing_files_and_mismatched_weights(parts, tmp_path):
         load_model(path)
     path = _save(parts, tmp_path, kind="gbdt", name="g")
     (path / "gbdt.txt").unlink()
-    with pytest.raises(ModelError, match="missing gbdt.txt"):
+    with pytest.raises(ModelError, match=r"missing gbdt.txt"):
         load_model(path)
 
 
@@ -193,3 +193,133 @@ def test_save_replaces_a_model_but_not_other_directories(parts, tmp_path):
         save_model(tmp_path / "x", kind="transformer", card=_card(), transformer=parts["transformer"])
     with pytest.raises(ModelError, match="kind must be one of"):
         save_model(tmp_path / "x", kind="forest", card=_card())
+
+
+class _Payload:
+    """Unpickling this runs code: it writes ``marker`` (what a hostile weights.pt would do)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('ran')",))
+
+
+def test_pickle_payload_in_the_weights_is_refused_and_never_runs(parts, tmp_path):
+    path = _save(parts, tmp_path)
+    marker = tmp_path / "payload-ran"
+    state = dict(parts["transformer"].state_dict())
+    state["item_emb.weight"] = _Payload(marker)
+    torch.save(state, path / WEIGHTS_FILE)
+    with pytest.raises(ModelError, match="is not a weights file this version reads") as info:
+        load_model(path)
+    assert not marker.exists()
+    assert "weights_only" in str(info.value.__cause__) or "Unsupported global" in str(info.value.__cause__)
+    # the payload is live: an unsafe load (what load_model never does) runs it
+    torch.load(path / WEIGHTS_FILE, weights_only=False)
+    assert marker.read_text() == "ran"
+
+
+@pytest.mark.parametrize(("n_heads", "message"), [
+    (0, "n_heads must be an int in [1, 64]; got 0"), (-2, "n_heads must be an int in [1, 64]; got -2")])
+def test_card_with_zero_or_negative_heads_is_refused(parts, tmp_path, n_heads, message):
+    path = _save(parts, tmp_path)
+    card = json.loads((path / CARD_FILE).read_text())
+    card["config"]["transformer"]["n_heads"] = n_heads
+    (path / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="no usable transformer configuration") as info:
+        load_model(path)
+    assert message in str(info.value)
+
+
+@pytest.fixture
+def allocations(monkeypatch):
+    """Configurations for which a real (not meta-device) IntentTransformer was built."""
+    import models.transformer as T
+
+    built = []
+
+    class Spy(T.IntentTransformer):
+        def __init__(self, config):
+            if torch.empty(0).device.type != "meta":
+                built.append(config)
+            super().__init__(config)
+
+    monkeypatch.setattr(T, "IntentTransformer", Spy)
+    return built
+
+
+def test_card_sizes_are_bounded_and_checked_against_the_weights_before_allocating(parts, tmp_path,
+                                                                                 allocations):
+    path = _save(parts, tmp_path)
+    load_model(path)
+    assert len(allocations) == 1                      # the spy sees a real load
+    allocations.clear()
+    good = json.loads((path / CARD_FILE).read_text())
+
+    def with_config(**changes):
+        card = json.loads(json.dumps(good))
+        card["config"]["transformer"].update(changes)
+        (path / CARD_FILE).write_text(json.dumps(card))
+
+    with_config(n_items=10**12)                       # beyond any table this version builds
+    with pytest.raises(ModelError, match=r"n_items must be an int in \[2, 2000000\]; got 1000000000000"):
+        load_model(path)
+    with_config(n_items=1_900_000, n_categories=1_900_000, d_model=512, d_ff=512)   # 2e9 weights
+    with pytest.raises(ModelError, match=r"would hold [\d,]+ weights; this version loads at most 100,000,000"):
+        load_model(path)
+    with_config(n_items=1_000_000)                    # 16M weights: allowed, but not what the file holds
+    with pytest.raises(ModelError, match=r"do not match the configuration in card.json \(item_emb.weight: "
+                                         r"\(50, 16\) in the file, \(1000000, 16\) in the card"):
+        load_model(path)
+    assert allocations == []                          # refused before any model was built
+
+    with_config()
+    state = dict(parts["transformer"].state_dict())
+    state["extra"] = torch.zeros(1_000_000)           # 4 MB the configuration has no room for
+    torch.save(state, path / WEIGHTS_FILE)
+    with pytest.raises(ModelError, match=r"more than the [\d,]+ its configuration in card.json can need"):
+        load_model(path)
+    state["extra"] = torch.zeros(3)
+    torch.save(state, path / WEIGHTS_FILE)
+    with pytest.raises(ModelError, match="unexpected extra"):
+        load_model(path)
+    state.pop("extra")
+    state["item_emb.weight"] = state["item_emb.weight"].long()
+    torch.save(state, path / WEIGHTS_FILE)
+    with pytest.raises(ModelError, match=r"item_emb.weight is torch.int64"):
+        load_model(path)
+    assert allocations == []
+
+
+def test_vocab_and_card_size_must_fit(parts, tmp_path):
+    path = _save(parts, tmp_path)
+    vocab = json.loads((path / "vocab.json").read_text())
+    vocab["item_buckets"] = 41                        # one row more than the weights have
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    with pytest.raises(ModelError, match=r"does not match the transformer configuration .*items 51 != 50"):
+        load_model(path)
+    (path / CARD_FILE).write_text(" " * (MAX_CARD_BYTES + 1))
+    with pytest.raises(ModelError, match="a model card has at most"):
+        load_card(path)
+
+
+def test_json_default_and_kinds_have_one_home():
+    from datetime import datetime
+    from decimal import Decimal
+    from pathlib import Path
+
+    import pandas as pd
+
+    from core.modeling import pipeline
+    from models.artifact import KIND_LABELS, MODEL_KINDS, json_default
+
+    values = {"ts": pd.Timestamp("2017-11-25 08:00"), "dt": datetime(2017, 11, 25), "i": np.int64(3),
+              "f": np.float32(0.5), "a": np.arange(3), "p": Path("/x/y"), "d": Decimal("1.5"),
+              "na": pd.NA, "nat": pd.NaT, "s": {"b", "a"}}
+    assert json.loads(json.dumps(values, default=json_default)) == {
+        "ts": "2017-11-25T08:00:00", "dt": "2017-11-25T00:00:00", "i": 3, "f": 0.5, "a": [0, 1, 2],
+        "p": "/x/y", "d": 1.5, "na": None, "nat": None, "s": ["a", "b"]}
+    with pytest.raises(TypeError, match="JSON cannot hold a object"):
+        json.dumps({"x": object()}, default=json_default)
+    assert pipeline.MODEL_KINDS is MODEL_KINDS and set(KIND_LABELS) == set(MODEL_KINDS)

@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from core.errors import ModelError
-from models.baselines import (GBDT_META_FILE, GBDT_MODEL_FILE, LOGREG_FILE, EnsembleModel,
-                              GBDTBaseline, LogisticBaseline)
+from models.baselines import GBDT_META_FILE, GBDT_MODEL_FILE, LOGREG_FILE, EnsembleModel, GBDTBaseline, LogisticBaseline
 
 
 def planted_features(n: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -95,7 +95,7 @@ def test_load_refuses_broken_files(data, tmp_path):
 
 
 def test_fit_refuses_one_class(data):
-    (X, y, _), _ = data
+    (X, _, _), _ = data
     with pytest.raises(ValueError, match="one class"):
         LogisticBaseline().fit(X, np.zeros(len(X)))
 
@@ -116,3 +116,83 @@ def test_ensemble_is_no_worse_than_its_best_member(data):
     np.testing.assert_array_equal(again.predict_proba(members), p)
     with pytest.raises(ModelError, match="gbdt"):
         ens.predict_proba({"logreg": members["logreg"], "transformer": members["transformer"]})
+
+
+def test_estimator_contract_params_clone_and_learned_state(data):
+    (X, y, _), _ = data
+    model = GBDTBaseline(n_estimators=25, learning_rate=0.1, pos_weight=3.0, n_jobs=1)
+    params = model.get_params(deep=True)
+    assert params == model.get_params(deep=False)
+    assert params["n_estimators"] == 25 and params["pos_weight"] == 3.0 and params["n_jobs"] == 1
+    assert set(params) == {"n_estimators", "learning_rate", "num_leaves", "min_child_samples", "subsample",
+                           "colsample_bytree", "reg_lambda", "early_stopping_rounds", "pos_weight",
+                           "prior_correction", "n_jobs", "random_state"}
+    assert model.set_params(num_leaves=7, random_state=3) is model
+    assert (model.num_leaves, model.random_state) == (7, 3)
+    with pytest.raises(ValueError, match="num_trees"):
+        model.set_params(num_trees=3)
+    model.fit(X, y)
+    learned = set(vars(model)) - set(params)
+    assert learned == {"feature_names_in_", "booster_", "n_iter_", "pos_weight_", "logit_offset_"}
+    assert model.pos_weight_ == 3.0
+    twin = clone(model)                               # same parameters, nothing learned
+    assert twin.get_params() == model.get_params() and twin is not model
+    assert not hasattr(twin, "booster_")
+    with pytest.raises(NotFittedError, match="not fitted"):
+        twin.predict_proba(X)
+    np.testing.assert_array_equal(twin.fit(X, y).predict_proba(X), model.predict_proba(X))
+
+    logreg = clone(LogisticBaseline(C=0.5, class_weight=None)).fit(X, y)
+    assert logreg.get_params() == {"C": 0.5, "max_iter": 1000, "class_weight": None, "prior_correction": True}
+    assert set(vars(logreg)) - set(logreg.get_params()) == {"feature_names_in_", "fill_", "mean_", "scale_",
+                                                           "coef_", "intercept_"}
+    ens = clone(EnsembleModel(step=0.25))
+    assert ens.get_params(deep=True) == {"step": 0.25}
+    with pytest.raises(NotFittedError, match="not fitted"):
+        ens.predict_proba({"logreg": np.zeros(3)})
+
+
+@pytest.mark.parametrize(("cls", "param", "value", "message"), [
+    (LogisticBaseline, "C", 0, "LogisticBaseline.C must be a float > 0; got 0."),
+    (LogisticBaseline, "C", float("nan"), "LogisticBaseline.C must be a float > 0; got nan."),
+    (LogisticBaseline, "max_iter", 0.5, "LogisticBaseline.max_iter must be an int >= 1; got 0.5."),
+    (LogisticBaseline, "class_weight", "auto", "LogisticBaseline.class_weight must be 'balanced' or None; "
+                                               "got 'auto'."),
+    (LogisticBaseline, "prior_correction", "yes", "LogisticBaseline.prior_correction must be a bool; got 'yes'."),
+    (GBDTBaseline, "n_estimators", 0, "GBDTBaseline.n_estimators must be an int >= 1; got 0."),
+    (GBDTBaseline, "learning_rate", 1.5, "GBDTBaseline.learning_rate must be a float in (0, 1]; got 1.5."),
+    (GBDTBaseline, "num_leaves", 1, "GBDTBaseline.num_leaves must be an int >= 2; got 1."),
+    (GBDTBaseline, "min_child_samples", True, "GBDTBaseline.min_child_samples must be an int >= 1; got True."),
+    (GBDTBaseline, "subsample", 0, "GBDTBaseline.subsample must be a float in (0, 1]; got 0."),
+    (GBDTBaseline, "colsample_bytree", -1.0, "GBDTBaseline.colsample_bytree must be a float in (0, 1]; "
+                                             "got -1.0."),
+    (GBDTBaseline, "reg_lambda", -0.1, "GBDTBaseline.reg_lambda must be a float >= 0; got -0.1."),
+    (GBDTBaseline, "early_stopping_rounds", 0, "GBDTBaseline.early_stopping_rounds must be an int >= 1; got 0."),
+    (GBDTBaseline, "pos_weight", 0.0, "GBDTBaseline.pos_weight must be 'auto' or a float > 0; got 0.0."),
+    (GBDTBaseline, "pos_weight", "balanced", "GBDTBaseline.pos_weight must be 'auto' or a float > 0; "
+                                             "got 'balanced'."),
+    (GBDTBaseline, "prior_correction", 1, "GBDTBaseline.prior_correction must be a bool; got 1."),
+    (GBDTBaseline, "n_jobs", 0, "GBDTBaseline.n_jobs must be None or an int >= 1; got 0."),
+    (GBDTBaseline, "random_state", -1, "GBDTBaseline.random_state must be an int >= 0; got -1."),
+    (EnsembleModel, "step", 0.3, "EnsembleModel.step must be a float in (0, 1] that divides 1 evenly; got 0.3."),
+    (EnsembleModel, "step", 0, "EnsembleModel.step must be a float in (0, 1] that divides 1 evenly; got 0."),
+])
+def test_fit_checks_every_parameter_with_rule_and_value(data, cls, param, value, message):
+    (X, y, _), _ = data
+    model = cls(**{param: value})                    # __init__ only stores: no error yet
+    assert model.get_params()[param] is value
+    args = ({"logreg": np.linspace(0, 1, len(y))}, y) if cls is EnsembleModel else (X, y)
+    with pytest.raises(ValueError) as info:
+        model.fit(*args)
+    assert str(info.value) == message
+    assert not any(name.endswith("_") and not name.startswith("_") for name in vars(model))   # not fitted
+
+
+def test_load_refuses_stored_parameters_that_break_a_rule(data, tmp_path):
+    (X, y, _), _ = data
+    LogisticBaseline().fit(X, y).save(tmp_path)
+    stored = json.loads((tmp_path / LOGREG_FILE).read_text())
+    stored["params"]["C"] = -1
+    (tmp_path / LOGREG_FILE).write_text(json.dumps(stored))
+    with pytest.raises(ModelError, match=r"LogisticBaseline\.C must be a float > 0; got -1"):
+        LogisticBaseline.load(tmp_path)

@@ -1,17 +1,76 @@
 """The running app in a real browser: `streamlit run app.py` on a loopback port, Debian's Chromium
 through Playwright. The database starts empty, so this also checks the first start loads the
-shipped data without any user action."""
+shipped data without any user action; a fresh server's first paint lists only the pages' titles."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
-from tests.browser_util import (app_server, browser, browser_db, exceptions, nav_links,  # noqa: F401
-                                needs_chromium, open_page, open_tab, page, plotly_count,
-                                wait_for_app)
+from pages.shared import registry
+from tests.browser_util import (
+    ROOT,
+    app_server,
+    browser,
+    browser_db,
+    exceptions,
+    nav_links,
+    needs_chromium,
+    new_tab,
+    open_page,
+    open_tab,
+    page,
+    plotly_count,
+    record_navigation,
+    start_server,
+    stop_server,
+    truncated_metrics,
+    wait_for_app,
+)
 
 pytestmark = [pytest.mark.browser, needs_chromium]
+FIXTURES = (app_server, browser, browser_db, page)     # pytest finds these by name in this module
 
 OVERVIEW_CHARTS = 5   # events per day, hour of day, funnel, events per user, top categories
+TITLES = [spec.title for spec in registry.available_pages()]
+# What Streamlit's legacy pages/ router would list: the entry script and every file's stem.
+RAW_NAMES = {"app", "common", "__init__", *(Path(spec.path).stem for spec in registry.PAGES)}
+
+
+@pytest.fixture(scope="module")
+def small_db(tmp_path_factory) -> Path:
+    """A database with one small dataset (no first-start ingest to wait for)."""
+    from core.data.ingest import ingest_file
+    from core.data.store import Store
+
+    db = tmp_path_factory.mktemp("browser-fresh") / "app.duckdb"
+    with Store(db) as store:
+        ingest_file(store, ROOT / "sample_data" / "taobao" / "UserBehavior_head.csv", dataset="head")
+    return db
+
+
+@pytest.mark.parametrize("address", ["", "/data"])
+def test_a_fresh_server_lists_only_the_page_titles(browser, small_db, tmp_path, address):
+    """The first load of a new server process (the one Streamlit routes through its legacy pages/
+    router) never shows a file name in the sidebar, not even for a moment; an address that names a
+    page file (/data) is not served without app.py either."""
+    server = start_server(small_db, tmp_path / "streamlit.log")
+    try:
+        with new_tab(browser) as tab:
+            sent = record_navigation(tab)
+            tab.goto(server.url + address)
+            wait_for_app(tab)                          # app.py's sidebar, not a page on its own
+            seen = tab.evaluate("window.__navSeen")
+            assert seen == [TITLES], (seen, sent)
+            assert nav_links(tab) == TITLES
+            # every navigation the server sent offers the real pages only (the legacy router's
+            # list holds app.py alone, which the sidebar does not draw)
+            assert [names for names in sent if len(names) > 1] == [TITLES] * len(
+                [names for names in sent if len(names) > 1]), sent
+            assert not RAW_NAMES & {name for names in sent if len(names) > 1 for name in names}, sent
+            assert exceptions(tab) == [], server.log_tail()
+    finally:
+        stop_server(server)
 
 
 def test_every_page_renders_and_data_page_draws_its_charts(page, app_server):
@@ -54,12 +113,11 @@ def test_every_page_renders_and_data_page_draws_its_charts(page, app_server):
 # at the temp folder (tests never write models/saved).
 @pytest.fixture(scope="module")
 def scored_server(tmp_path_factory):
-    from core.insight.cohorts import score_dataset
     from core.data.ingest import ingest_file
+    from core.data.store import Store
+    from core.insight.cohorts import score_dataset
     from core.modeling.labels import LabelSpec
     from core.modeling.pipeline import train_model
-    from core.data.store import Store
-    from tests.browser_util import ROOT, start_server, stop_server
 
     folder = tmp_path_factory.mktemp("browser-cohorts")
     db, saved = folder / "app.duckdb", folder / "saved"
@@ -84,8 +142,6 @@ def test_cohorts_export_and_explain_in_chromium(browser, scored_server, tmp_path
     """Cohorts: charts render and a cohort exports through the download button with its audit
     stamp; a user of the table opens on the Explain page, whose charts render too."""
     import re
-
-    from tests.browser_util import new_tab
 
     with new_tab(browser) as page:
         page.goto(scored_server.url)
@@ -118,14 +174,34 @@ def test_cohorts_export_and_explain_in_chromium(browser, scored_server, tmp_path
         assert exceptions(page) == [], f"{exceptions(page)}\n{scored_server.log_tail()}"
 
 
+def test_home_figures_are_whole_and_explain_opens_on_a_user(browser, scored_server):
+    """A stakeholder's first clicks: Home shows every figure in full at any width ("transformer",
+    not "transf…"), and Explain opens on the top-scored user with its charts, no typing needed."""
+    with new_tab(browser) as tab:
+        tab.goto(scored_server.url)
+        wait_for_app(tab)
+        tab.locator('[data-testid="stMetricValue"]', has_text="transformer").wait_for()
+        for width in (1400, 1000, 760):
+            tab.set_viewport_size({"width": width, "height": 1000})
+            tab.wait_for_timeout(300)
+            assert truncated_metrics(tab) == [], width
+        tab.set_viewport_size({"width": 1400, "height": 1000})
+        open_page(tab, "Explain")
+        tab.get_by_text("Timeline coloured by").first.wait_for()
+        _wait_for_charts(tab, 4)   # timeline, top events, faithfulness, attention
+        user = tab.get_by_role("textbox", name="User id").input_value()
+        assert user and f"user={user}" in tab.url
+        assert tab.get_by_text("The top-scored user of this model's scoring run").count() == 1
+        assert exceptions(tab) == [], f"{exceptions(tab)}\n{scored_server.log_tail()}"
+
+
 # -- Train and Performance pages, on a database and a models folder of their own ------------------
 @pytest.fixture(scope="module")
 def model_server(tmp_path_factory):
     from core.data.ingest import ingest_file
+    from core.data.store import Store
     from core.modeling.labels import LabelSpec
     from core.modeling.pipeline import train_model
-    from core.data.store import Store
-    from tests.browser_util import ROOT, start_server, stop_server
 
     folder = tmp_path_factory.mktemp("browser-models")
     db, saved = folder / "app.duckdb", folder / "saved"
@@ -142,8 +218,6 @@ def model_server(tmp_path_factory):
 
 @pytest.fixture
 def model_page(browser, model_server):
-    from tests.browser_util import new_tab
-
     with new_tab(browser) as tab:
         yield tab
 

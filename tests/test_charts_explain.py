@@ -107,9 +107,11 @@ def test_cohort_histogram_cut_and_bands():
                           "users": [50, 30, 10, 5, 2, 1, 1, 0, 0, 1]})
     fig = charts.cohort_score_histogram(frame, cut=0.45, band_edges=(0.2, 0.5))
     assert list(fig.data[0].y) == list(frame["users"])
-    texts = [a.text for a in fig.layout.annotations]
-    assert "cut 0.450" in texts and {"low", "medium", "high"} <= set(texts)
-    assert len(fig.layout.shapes) == 4                                # three bands + the cut
+    assert list(fig.data[0].x) == pytest.approx(np.arange(10) / 10 + 0.05)    # bin centres
+    assert sorted(a.text for a in fig.layout.annotations) == ["cut 0.450", "high", "low", "medium"]
+    # three shaded bands over [0, 0.2], [0.2, 0.5], [0.5, 1] and the cut as a vertical line
+    spans = sorted((s.x0, s.x1) for s in fig.layout.shapes)
+    assert spans == [(0.0, 0.2), (0.2, 0.5), (0.45, 0.45), (0.5, 1.0)]
     assert charts.is_empty_figure(charts.cohort_score_histogram(frame.assign(users=0)))
 
 
@@ -145,7 +147,12 @@ def test_shap_plots_use_the_template():
     features = pd.DataFrame(rng.uniform(size=(30, 3)), columns=values.columns)
     bar = charts.shap_bar(values)
     assert bar.layout.template.layout.font.family.startswith("Source")
-    assert bar.data[0].marker.color == charts.ACCENT and len(bar.data[0].x) == 3
+    assert bar.data[0].marker.color == charts.ACCENT
+    # one bar per feature, its length the mean |SHAP value|
+    drawn = dict(zip(bar.data[0].y, bar.data[0].x, strict=True))
+    assert drawn == pytest.approx(values.abs().mean().to_dict())
     swarm = charts.shap_beeswarm(values, features)
-    assert len(swarm.data[0].x) == 90
+    # one dot per user and feature, at the user's SHAP value
+    dots = np.asarray(swarm.data[0].x, dtype=float)
+    assert len(dots) == 90 and sorted(dots) == pytest.approx(sorted(values.to_numpy().ravel()))
     assert charts.is_empty_figure(charts.shap_bar(values.iloc[0:0]))

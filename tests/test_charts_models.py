@@ -94,12 +94,18 @@ def test_lift_and_gains(scored):
     table = tagged(metrics.lift_table(y, p, bins=10), "a")
     lift = charts.lift_chart(table, cutoff_fraction=0.2)
     line = next(t for t in lift.data if t.name == "a")
-    assert len(line.x) == 10 and line.y[0] > 1.0
+    assert list(line.x) == pytest.approx(np.arange(1, 11) / 10)
+    # the first point: the buyer share among the 10 % highest scores over the base rate
+    top = np.argsort(-p, kind="stable")[:200]
+    assert line.y[0] == pytest.approx(y[top].mean() / y.mean())
+    assert list(line.y) == pytest.approx(table.sort_values("top_fraction")["lift"].tolist())
+    assert line.y[-1] == pytest.approx(1.0)                        # everyone: the base rate
     assert lift.layout.shapes[-1].x0 == pytest.approx(0.2)        # the cutoff line
     assert axis_title(lift, "yaxis").startswith("lift")
     gains = charts.gains_chart(table, cutoff_fraction=0.2)
     line = next(t for t in gains.data if t.name == "a")
     assert line.x[0] == 0.0 and line.y[0] == 0.0 and line.y[-1] == pytest.approx(1.0)
+    assert line.y[1] == pytest.approx(y[top].sum() / y.sum())      # buyers found in the top 10 %
     assert any(t.name == "random" for t in gains.data)
 
 
@@ -118,8 +124,12 @@ def test_score_histogram_bins_by_label_and_draws_the_cutoff(scored):
     frame = pd.DataFrame({"score": p, "label": y})
     fig = charts.score_histogram(frame, threshold=0.35, bins=20)
     neg, pos = fig.data
-    assert len(neg.x) == 20
-    assert sum(neg.y) == pytest.approx(1.0) and sum(pos.y) == pytest.approx(1.0)
+    assert list(neg.x) == pytest.approx(np.arange(20) / 20 + 0.025)             # bin centres
+    # bin i holds scores in [i/20, (i+1)/20), the last one also 1.0; heights are shares of the class
+    for trace, value in ((neg, 0), (pos, 1)):
+        mine = p[y == value]
+        counts = np.bincount(np.minimum((mine * 20).astype(int), 19), minlength=20)
+        assert list(trace.y) == pytest.approx(counts / len(mine))
     assert pos.name == f"bought ({int(y.sum()):,})"
     assert fig.layout.shapes[0].x0 == pytest.approx(0.35)
     counts = charts.score_histogram(frame, bins=20, shares=False)

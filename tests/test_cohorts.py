@@ -7,9 +7,18 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from core.insight.cohorts import (CohortSpec, cohort_contrast, cohort_summary, cohort_users, export_cohort,
-                          refresh_user_stats, score_histogram, validation_at_cut, value_curve)
 from core.errors import DataError, NotFoundError
+from core.insight.cohorts import (
+    CohortSpec,
+    cohort_contrast,
+    cohort_summary,
+    cohort_users,
+    export_cohort,
+    refresh_user_stats,
+    score_histogram,
+    validation_at_cut,
+    value_curve,
+)
 
 T = datetime(2017, 12, 3, 12)
 
@@ -55,6 +64,8 @@ def test_top_percent_threshold_and_band(scored):
     assert s.expected_buyers == pytest.approx(np.linspace(0.99, 0, 100)[:s.size].sum())
     bands = [cohort_summary(scored, "m1", "d", CohortSpec(mode="band", band=b)).size
              for b in ("high", "medium", "low")]
+    p = np.linspace(0.99, 0, 100)                    # default edges: low < 0.2 <= medium < 0.5 <= high
+    assert bands == [int((p >= 0.5).sum()), int(((p >= 0.2) & (p < 0.5)).sum()), int((p < 0.2).sum())]
     assert sum(bands) == 100
 
 
@@ -63,8 +74,12 @@ def test_filters_change_the_cohort(scored):
     with_cart = CohortSpec(mode="top", top_percent=100, open_cart=True)
     assert cohort_summary(scored, "m1", "d", everyone).size == 100
     assert cohort_summary(scored, "m1", "d", with_cart).size == 5
-    heavy = cohort_summary(scored, "m1", "d", CohortSpec(mode="top", top_percent=100, activity=("heavy",)))
-    assert 0 < heavy.size < 100
+    # user k has k % 40 + 1 views, plus a cart when k < 10 and a buy when k < 5: heavy (>= 30 events)
+    # are k % 40 in 29..39 (22 users); light (< 5) are u0, u1, u40-u43 and u80-u83
+    sizes = {level: cohort_summary(scored, "m1", "d",
+                                   CohortSpec(mode="top", top_percent=100, activity=(level,))).size
+             for level in ("light", "regular", "heavy")}
+    assert sizes == {"light": 10, "regular": 68, "heavy": 22}
     cat = cohort_summary(scored, "m1", "d", CohortSpec(mode="top", top_percent=100, categories=("c9",)))
     assert cat.size == 10
 
@@ -91,10 +106,28 @@ def test_contrast_finds_the_cart_pattern(scored):
     parts = cohort_contrast(scored, "m1", "d", CohortSpec(mode="top", top_percent=10))
     cats = parts["categories"].set_index("key")
     assert cats["cohort"].sum() == pytest.approx(1.0)
+    # the top 10 % (u0-u9): 55 views, 10 carts, 5 buys; everyone: 1850 views, the same carts and buys
     behaviors = parts["behaviors"].set_index("key")
-    assert behaviors.loc["cart", "ratio"] > 1          # all carts are in the top 10 %
-    assert not parts["patterns"].empty
-    assert any("cart" in key for key in parts["patterns"]["key"])
+    assert behaviors.index.tolist() == ["view", "cart", "fav", "buy"]
+    assert behaviors["cohort"].tolist() == pytest.approx([55 / 70, 10 / 70, 0, 5 / 70])
+    assert behaviors["everyone"].tolist() == pytest.approx([1850 / 1865, 10 / 1865, 0, 5 / 1865])
+    assert behaviors.loc["cart", "ratio"] == pytest.approx(1865 / 70)   # all carts are in the top 10 %
+    # last events: u0 at T, u1-u4 bought 30 min before T, u_k (k >= 5) viewed k hours before T
+    recency = parts["recency"].set_index("key")                 # no one is away for 7+ days
+    assert recency.index.tolist() == ["< 1 hour", "1-24 hours", "1-3 days", "3-7 days"]
+    assert recency["cohort"].tolist() == pytest.approx([0.5, 0.5, 0, 0])
+    assert recency["everyone"].tolist() == pytest.approx([0.05, 0.19, 0.48, 0.28])
+    activity = parts["activity"].set_index("key")
+    assert activity["cohort"].tolist() == pytest.approx([0.2, 0.8, 0])          # u0, u1 are light
+    assert activity["everyone"].tolist() == pytest.approx([0.10, 0.68, 0.22])
+    # last three behaviours, oldest first (at one instant the later funnel step counts as newer):
+    # u0 cart>buy>view; u1-u4 cart>view>buy (the cart ties a view at T-(k+1) h); u5-u9
+    # view>cart>view. No one outside the cohort has a cart, so each pattern is 10x over-represented.
+    patterns = parts["patterns"]
+    assert patterns["key"].tolist() == ["view>cart>view", "cart>view>buy", "cart>buy>view"]
+    assert patterns["cohort"].tolist() == pytest.approx([0.5, 0.4, 0.1])
+    assert patterns["everyone"].tolist() == pytest.approx([0.05, 0.04, 0.01])
+    assert patterns["ratio"].tolist() == pytest.approx([10.0, 10.0, 10.0])
 
 
 def test_last_three_pattern_is_chronological_and_breaks_ties_by_behaviour(scored):
@@ -118,6 +151,10 @@ def test_value_curve_marks_the_best_cut(scored):
     values = 10 * np.cumsum(p) - 3 * np.arange(1, 101)
     assert best["k"] == int(np.argmax(values)) + 1
     assert best["expected_value"] == pytest.approx(values.max())
+    # 100 users <= 200 points: every k is on the curve, with the value computed by hand
+    assert curve["k"].tolist() == list(range(1, 101))
+    assert curve["expected_value"].tolist() == pytest.approx(values.tolist())
+    assert curve["min_score"].tolist() == pytest.approx(p.tolist())
     _, limited = value_curve(scored, "m1", "d", margin=10, cost=3, budget=5)
     assert limited["k"] == 5
 
@@ -131,7 +168,10 @@ def test_validation_at_cut():
 
 def test_histogram_and_missing_run(scored):
     hist = score_histogram(scored, "m1", "d", bins=10)
-    assert hist.users.sum() == 100 and len(hist) == 10
+    p = np.linspace(0.99, 0.0, 100)                   # the fixture's scores; 0.99 is in the last bin
+    assert hist.users.tolist() == np.bincount(np.minimum(np.floor(p * 10), 9).astype(int), minlength=10).tolist()
+    assert hist.bin_left.tolist() == pytest.approx(np.arange(10) / 10)
+    assert hist.bin_right.tolist() == pytest.approx(np.arange(1, 11) / 10)
     with pytest.raises(NotFoundError, match="has not scored"):
         score_histogram(scored, "nope", "d")
 

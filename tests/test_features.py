@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 
 from core.errors import DataError
-from core.modeling.features import (CATEGORY_FEATURE_NAMES, FEATURE_NAMES, NEVER_SECONDS, build_features,
-                           feature_names)
+from core.modeling.features import CATEGORY_FEATURE_NAMES, FEATURE_NAMES, NEVER_SECONDS, build_features, feature_names
 from core.modeling.labels import LabelSpec, build_examples, plan_cutoffs, scoring_examples
 from tests.event_rows import add_events
 
@@ -140,7 +139,15 @@ def test_no_leakage_and_chunking(store, scope):
     plan = plan_cutoffs(store, "r", spec)
     examples = build_examples(store, "r", spec, plan)
     before = build_features(store, "r", examples, spec)
-    assert before["n_events_all"].min() >= 1
+    events = store.df("SELECT user_id, ts FROM events WHERE dataset = 'r'")
+
+    def history(frame: pd.DataFrame) -> list[int]:
+        """Events at or before each row's cutoff, counted by pandas from the table."""
+        joined = examples[["user_id", "cutoff"]].reset_index().merge(frame, on="user_id")
+        return (joined[joined.ts <= joined.cutoff].groupby("index").size()
+                .reindex(examples.index, fill_value=0).tolist())
+
+    assert before["n_events_all"].tolist() == history(events)
     chunked = build_features(store, "r", examples, spec, chunk_users=6)
     assert np.array_equal(before.to_numpy(), chunked.to_numpy())
     # append events one second and more after the first cutoff: rows at that cutoff must not
@@ -156,7 +163,14 @@ def test_no_leakage_and_chunking(store, scope):
     at_first = (examples["cutoff"] == first).to_numpy()
     assert at_first.sum() > 10
     assert np.array_equal(before.to_numpy()[at_first], after.to_numpy()[at_first])
-    assert not np.array_equal(before.to_numpy()[~at_first], after.to_numpy()[~at_first])
+    # later rows of the 30 users see exactly their three new events; everyone else is unchanged
+    touched = examples["user_id"].isin(examples["user_id"].unique()[:30]).to_numpy() & ~at_first
+    assert touched.sum() > 10
+    grown = after["n_events_all"].to_numpy() - before["n_events_all"].to_numpy()
+    assert (grown[touched] == 3).all() and (grown[~touched] == 0).all()
+    assert after["n_events_all"].tolist() == history(store.df("SELECT user_id, ts FROM events WHERE dataset = 'r'"))
+    untouched = ~touched
+    assert np.array_equal(before.to_numpy()[untouched], after.to_numpy()[untouched])
 
 
 def test_scoring_rows_get_features(store):

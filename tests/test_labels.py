@@ -7,8 +7,16 @@ import pandas as pd
 import pytest
 
 from core.errors import DataError, EligibilityError
-from core.modeling.labels import (MAX_CANDIDATE_CATEGORIES, CutoffPlan, LabelSpec, build_examples,
-                         check_eligibility, parse_duration, plan_cutoffs, scoring_examples)
+from core.modeling.labels import (
+    MAX_CANDIDATE_CATEGORIES,
+    CutoffPlan,
+    LabelSpec,
+    build_examples,
+    check_eligibility,
+    parse_duration,
+    plan_cutoffs,
+    scoring_examples,
+)
 from tests.event_rows import add_events
 
 DAY0 = datetime(2024, 1, 1)
@@ -37,7 +45,7 @@ TINY_PLAN = CutoffPlan(train_cutoffs=[at(1)], valid_cutoff=at(2), score_cutoff=a
 
 def labels_of(frame: pd.DataFrame) -> dict:
     keys = ["user_id", "cutoff"] + (["category"] if "category" in frame else [])
-    return {tuple(k): int(v) for k, v in zip(frame[keys].itertuples(index=False), frame["label"])}
+    return {tuple(k): int(v) for k, v in zip(frame[keys].itertuples(index=False), frame["label"], strict=True)}
 
 
 def test_parse_duration_accepts_units_and_refuses_junk():
@@ -61,15 +69,18 @@ def test_real_two_hour_slice_plan_with_30min_horizon(store, samples):
     assert plan.train_cutoffs == [datetime(2017, 11, 26, 1, 40), datetime(2017, 11, 26, 2, 10)]
     assert plan.score_cutoff == datetime(2017, 11, 26, 3, 10, 11)
     examples = build_examples(store, "slice", spec, plan)
-    assert set(examples["split"]) == {"train", "valid"}
-    assert examples.groupby("split")["label"].sum().min() > 0
-    # a label is a buy in (T, T + 30min]: check a few rows against the raw events
-    buys = store.df("SELECT user_id, ts FROM events WHERE dataset = 'slice' AND behavior = 'buy'")
-    sample = examples.groupby("label", group_keys=False).head(20)
-    for row in sample.itertuples(index=False):
-        mine = buys[(buys.user_id == row.user_id) & (buys.ts > row.cutoff)
-                    & (buys.ts <= row.cutoff + timedelta(minutes=30))]
-        assert row.label == int(len(mine) > 0)
+    # every row and label against the raw events: a row per user with an event at or before T,
+    # label 1 when the user buys in (T, T + 30min]
+    events = store.df("SELECT user_id, behavior::VARCHAR AS behavior, ts FROM events WHERE dataset = 'slice'")
+    buys = events[events.behavior == "buy"]
+    expected = []
+    for split, cutoff in [("train", t) for t in plan.train_cutoffs] + [("valid", plan.valid_cutoff)]:
+        users = set(events.loc[events.ts <= cutoff, "user_id"])
+        buyers = set(buys.loc[(buys.ts > cutoff) & (buys.ts <= cutoff + timedelta(minutes=30)), "user_id"])
+        expected += [(u, cutoff, int(u in buyers), split) for u in users]
+    got = sorted(map(tuple, examples[["user_id", "cutoff", "label", "split"]].itertuples(index=False)))
+    assert got == sorted(expected)
+    assert examples.groupby("split")["label"].sum().min() > 50
 
 
 def test_shorter_step_keeps_training_windows_out_of_validation(store):
@@ -81,7 +92,7 @@ def test_shorter_step_keeps_training_windows_out_of_validation(store):
     assert plan.train_cutoffs == sorted(plan.train_cutoffs)
     for t in plan.train_cutoffs:
         assert t + timedelta(days=1) <= plan.valid_cutoff
-    steps = {b - a for a, b in zip(plan.train_cutoffs, plan.train_cutoffs[1:])}
+    steps = {b - a for a, b in zip(plan.train_cutoffs, plan.train_cutoffs[1:], strict=False)}
     assert steps == {timedelta(hours=6)}
 
 

@@ -6,10 +6,21 @@ import pytest
 from sklearn import metrics as skm
 
 from core.errors import DataError
-from core.modeling.metrics import (_score_groups, _weighted_metrics, bootstrap_metrics, calibration_bins,
-                          confusion, expected_calibration_error, lift_table, metrics_frame,
-                          pr_curve, roc_curve, summary_metrics, threshold_for_top_fraction,
-                          threshold_metrics)
+from core.modeling.metrics import (
+    _score_groups,
+    _weighted_metrics,
+    bootstrap_metrics,
+    calibration_bins,
+    confusion,
+    expected_calibration_error,
+    lift_table,
+    metrics_frame,
+    pr_curve,
+    roc_curve,
+    summary_metrics,
+    threshold_for_top_fraction,
+    threshold_metrics,
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +46,28 @@ def test_summary_matches_sklearn(yp):
     assert s["n"] == 3000 and s["positives"] == int(y.sum()) and s["notes"] == []
     for name in ("roc_auc", "pr_auc", "log_loss", "brier", "f1", "ece"):
         assert s[name]["low"] <= s[name]["value"] <= s[name]["high"], name
-        assert s[name]["high"] - s[name]["low"] > 0
-    frame = metrics_frame(s)
-    assert list(frame.columns) == ["metric", "value", "low", "high"] and len(frame) == 9
+    frame = metrics_frame(s).set_index("metric")
+    assert list(frame.columns) == ["value", "low", "high"]
+    assert frame.index.tolist() == ["roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "precision",
+                                    "recall", "f1", "ece"]
+    assert frame.loc["brier", "value"] == s["brier"]["value"] and frame.loc["f1", "high"] == s["f1"]["high"]
+
+
+def test_bootstrap_intervals_have_the_width_of_the_standard_error(yp):
+    """Brier score, log loss and accuracy are means over rows, so their 95 % interval must be about
+    2 x 1.96 x sd / sqrt(n) wide; a bootstrap that resampled wrongly (too few rows, the same rows,
+    no replacement) would miss that by far more than 400 resamples' noise (~7 % here)."""
+    y, p = yp
+    s = summary_metrics(y, p, threshold=0.3, n_boot=400, seed=0)
+    clipped = np.clip(p, 1e-15, 1 - 1e-15)
+    per_row = {"brier": (y - p) ** 2, "log_loss": -(y * np.log(clipped) + (1 - y) * np.log(1 - clipped)),
+               "accuracy": ((p >= 0.3) == y).astype(float)}
+    for name, terms in per_row.items():
+        assert s[name]["value"] == pytest.approx(terms.mean())
+        width = 2 * 1.96 * terms.std() / np.sqrt(len(terms))
+        assert 0.8 * width < s[name]["high"] - s[name]["low"] < 1.2 * width, name
+        middle = (s[name]["high"] + s[name]["low"]) / 2
+        assert abs(middle - terms.mean()) < 0.15 * width, name
 
 
 def test_weighted_evaluation_equals_sklearn_sample_weight(yp):
@@ -115,6 +145,7 @@ def test_curves_match_sklearn(yp):
     pr = pr_curve(y, p)
     precision, recall, thresholds = skm.precision_recall_curve(y, p)
     np.testing.assert_allclose(pr["precision"], precision)
+    np.testing.assert_allclose(pr["recall"], recall)
     np.testing.assert_allclose(pr["threshold"].iloc[:-1], thresholds)
     roc = roc_curve(y, p)
     fpr, tpr, _ = skm.roc_curve(y, p)

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from core.data.ingest import ingest_file
+from core.data.store import Store
 from core.modeling.labels import LabelSpec
 from core.modeling.pipeline import load_validation, train_model
-from core.data.store import Store
 from core.modeling.synth import SynthConfig, compare_with_truth, generate, truth_plan
 
 CONFIG = SynthConfig(users=6000, days=8, seed=11, n_items=5000, n_categories=60)

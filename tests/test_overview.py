@@ -1,7 +1,6 @@
 """Overview queries on hand-made rows (exact expectations) and on a real shipped sample."""
 from __future__ import annotations
 
-import json
 import math
 from datetime import datetime
 
@@ -9,6 +8,7 @@ import pandas as pd
 import pytest
 
 from core.data import overview
+from core.data.ingest import ingest_file
 from core.errors import NotFoundError
 
 # (user, item, category, behavior, ts UTC)
@@ -131,10 +131,11 @@ def test_quarantine_queries(filled):
 
 def test_preview_rows_order_limit_and_columns(filled):
     frame = overview.preview_rows(filled, "d", limit=3)
-    assert len(frame) == 3
-    assert frame["ts"].is_monotonic_increasing
-    assert "query" not in frame.columns              # never filled by this source
-    assert {"user_id", "item_id", "category", "behavior", "ts"} <= set(frame.columns)
+    # the three earliest rows of "d", oldest first; the optional columns this source never fills
+    # (session, price, brand, query) are left out
+    assert list(frame.columns) == ["user_id", "item_id", "category", "behavior", "ts"]
+    assert frame.assign(ts=frame["ts"].astype(str)).values.tolist() == [list(r) for r in ROWS[:3]]
+    assert len(overview.preview_rows(filled, "d", limit=100)) == len(ROWS)
 
 
 def test_behavior_counts_and_datasets_table(filled):
@@ -153,35 +154,35 @@ def test_sql_text_in_dataset_name_is_just_a_value(filled):
         overview.events_per_day(filled, evil)
 
 
-def test_saved_models_reads_cards(tmp_path):
-    good = tmp_path / "m1"
-    good.mkdir()
-    (good / "card.json").write_text(json.dumps({
-        "model_id": "m1", "kind": "transformer", "dataset": "d", "label": {"horizon": "1d"},
-        "metrics": {"pr_auc": {"value": 0.42, "low": 0.4, "high": 0.44}}}))
-    bad = tmp_path / "m2"
-    bad.mkdir()
-    (bad / "card.json").write_text("{not json")
-    (tmp_path / "no_card").mkdir()
-    frame = overview.saved_models(tmp_path).set_index("model_id")
-    assert frame.loc["m1", "kind"] == "transformer" and frame.loc["m1", "pr_auc"] == 0.42
-    assert frame.loc["m1", "horizon"] == "1d" and frame.loc["m1", "error"] is None
-    assert "unreadable" in frame.loc["m2", "error"]
-    assert len(frame) == 2
-    assert overview.saved_models(tmp_path / "missing").empty
-
-
 def test_real_sample_overview(store, samples):
-    ingest = pytest.importorskip("core.data.ingest")
-    report = ingest.ingest_file(store, samples / "taobao" / "UserBehavior_head.csv", dataset="head")
-    funnel = overview.funnel(store, "head")
-    assert funnel["users"][0] <= report.rows_stored
-    total_users = store.fetchone("SELECT count(DISTINCT user_id) FROM events WHERE dataset='head'")[0]
-    assert overview.events_per_user(store, "head")["users"].sum() == total_users
-    assert overview.events_per_day(store, "head")["events"].sum() == report.rows_stored
+    """Every query on a shipped Taobao sample against the same numbers counted by pandas from the file."""
+    path = samples / "taobao" / "UserBehavior_head.csv"
+    raw = pd.read_csv(path, header=None, names=["user_id", "item_id", "category", "behavior", "ts"],
+                      dtype={"category": str})
+    raw["behavior"] = raw["behavior"].replace({"pv": "view"})
+    local = pd.to_datetime(raw["ts"], unit="s") + pd.Timedelta(hours=8)     # Taobao's source time
+    report = ingest_file(store, path, dataset="head")
+    assert report.rows_stored == len(raw) == 4321
+    funnel = overview.funnel(store, "head").set_index("stage")["users"]
+    assert funnel.to_dict() == {stage: raw.loc[raw.behavior == stage, "user_id"].nunique()
+                                for stage in ("view", "cart", "fav", "buy")}
+    per_user = overview.events_per_user(store, "head")
+    assert per_user["users"].sum() == raw["user_id"].nunique() == 43
+    assert per_user["events"].sum() == len(raw)
+    per_day = overview.events_per_day(store, "head")
+    got = per_day.groupby(per_day["day"].dt.date)["events"].sum().to_dict()
+    assert got == local.dt.date.value_counts().to_dict()
     hours = overview.hour_of_day(store, "head")
-    assert hours["events"].sum() == report.rows_stored
-    # Taobao is recorded in UTC+8: the quiet hours of the night fall around 02:00-06:00 local.
     views = hours[hours["behavior"] == "view"].set_index("hour")["events"]
+    expected = local[raw.behavior == "view"].dt.hour.value_counts().reindex(range(24), fill_value=0)
+    assert views.sort_index().tolist() == expected.tolist()
+    # Taobao is recorded in UTC+8: the quiet hours of the night fall around 02:00-06:00 local.
     assert views.loc[2:6].sum() < views.loc[18:22].sum()
-    assert isinstance(overview.top_categories(store, "head"), pd.DataFrame)
+    top = overview.top_categories(store, "head", limit=5)
+    totals = raw.groupby("category").size().reset_index(name="total")
+    best = totals.sort_values(["total", "category"], ascending=[False, True]).head(5)
+    assert top.drop_duplicates("category")[["category", "total"]].values.tolist() == best.values.tolist()
+    assert top["rank"].drop_duplicates().tolist() == [1, 2, 3, 4, 5]
+    first = best["category"].iloc[0]
+    assert top[top.category == first].set_index("behavior")["events"].to_dict() == \
+        raw[raw.category == first]["behavior"].value_counts().to_dict()

@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.insight.cohorts import predict_at, score_dataset
-from core.errors import EligibilityError
 from core.data.ingest import ingest_file
-from core.modeling.labels import LabelSpec
-from core.modeling.pipeline import list_models, load_validation, train_model
 from core.data.store import Store
+from core.errors import EligibilityError
+from core.insight.cohorts import predict_at, score_dataset
+from core.modeling.labels import LabelSpec
+from core.modeling.model_store import list_models
+from core.modeling.pipeline import load_validation, train_model
 from core.modeling.synth import SynthConfig, generate
 from models.artifact import load_model
 
@@ -122,7 +123,7 @@ def test_short_horizon_on_the_real_two_hour_slice(tmp_path):
 
 
 def test_cli_train_evaluate_score(world, tmp_path):
-    store, _, tmp = world
+    _, _, tmp = world
     db = tmp / "cli.duckdb"
     store_path = tmp / "events.csv"
     run = lambda *args: subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT,  # noqa: E731
@@ -144,8 +145,7 @@ def test_cli_train_evaluate_score(world, tmp_path):
 
 
 def test_default_model_directory_is_under_the_models_root(tmp_path, monkeypatch):
-    from core.data import overview
-    from core.modeling.pipeline import default_model_dir
+    from core.modeling.model_store import default_model_dir
 
     monkeypatch.setenv("INTENTLENS_MODELS", str(tmp_path))
     assert default_model_dir("demo", "gbdt", LabelSpec(horizon="1d")) == tmp_path / "demo-gbdt-1d"

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import NotFoundError
 from core.data.ingest import ingest_file
 from core.data.quality import COLUMNS, quality_report
+from core.errors import NotFoundError
 
 
 def _status(report, check):
@@ -34,8 +34,10 @@ def test_taobao_head_report(store, samples):
 
 def test_tianchi_duplicates_and_short_slice(store, samples):
     ingest_file(store, samples / "tianchi_mobile/train_user_sample.csv", dataset="tm")
-    status, value, _ = _status(quality_report(store, "tm"), "duplicate rows")
+    status, value, reason = _status(quality_report(store, "tm"), "duplicate rows")
     assert status == "warn" and value == pytest.approx(104 / 1999)
+    assert reason == ("104 exact duplicate rows (5.20% of rows read) were dropped at ingest; policy drop, "
+                      "auto: timestamps are finer than a day, so an identical line is a repeated record.")
     ingest_file(store, samples / "taobao/UserBehavior_slice_2h.csv", dataset="t2")
     rep = quality_report(store, "t2")
     assert _status(rep, "time range")[0] == "warn"          # 2 hours
@@ -81,3 +83,33 @@ def test_user_count_comes_from_the_record_or_the_events(store, samples):
     # A dataset record written by something other than ingest may lack the count.
     store.execute("UPDATE datasets SET n_users = NULL WHERE name = ?", ["th"])
     assert _status(quality_report(store, "th"), "users with one event")[2] == from_record
+
+
+def _day_log(path, repeats):
+    """Ten distinct view events on two days (dates only) plus ``repeats`` copies of the first."""
+    rows = [f"u{i % 3},i{i},view,2016-05-0{1 + i % 2}" for i in range(10)] + ["u0,i0,view,2016-05-01"] * repeats
+    path.write_text("user,item,action,day\n" + "\n".join(rows) + "\n")
+    return {"layout": "generic", "column_map": {"user_id": "user", "item_id": "item", "behavior": "action",
+                                                "ts": "day"}}
+
+
+def test_repeats_kept_at_day_resolution_pass_and_say_why(store, tmp_path):
+    kw = _day_log(tmp_path / "d.csv", repeats=10)
+    ingest_file(store, tmp_path / "d.csv", dataset="d", **kw)
+    status, value, reason = _status(quality_report(store, "d"), "duplicate rows")
+    assert (status, value) == ("pass", pytest.approx(10 / 20))
+    assert reason == ("10 rows identical to another (50.00% of rows read) were kept; policy keep, auto: day "
+                      "resolution (every timestamp is at midnight (UTC)), so identical lines are legitimate "
+                      "repeats (e.g. two clicks on one item in one day).")
+
+
+def test_repeats_kept_on_request_at_finer_resolution_are_judged(store, tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text("user,item,action,t\n" + "\n".join([f"u{i},i{i},view,{1462060800 + 60 * i}" for i in range(8)]
+                                                        + ["u0,i0,view,1462060800"] * 2) + "\n")
+    ingest_file(store, path, dataset="s", duplicates="keep", layout="generic",
+                column_map={"user_id": "user", "item_id": "item", "behavior": "action", "ts": "t"})
+    status, value, reason = _status(quality_report(store, "s"), "duplicate rows")
+    assert (status, value) == ("fail", pytest.approx(2 / 10))
+    assert reason.startswith("2 rows identical to another (20.00% of rows read) were kept; policy keep, asked for "
+                             "(--duplicates keep); timestamps finer than a day")

@@ -9,13 +9,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.data.schema import BEHAVIOR_CODE
 from core.errors import NotFoundError
 from core.modeling.labels import LabelSpec, build_examples, plan_cutoffs, scoring_examples
-from core.progress import CancelToken, Cancelled
-from core.data.schema import BEHAVIOR_CODE
-from core.modeling.sequences import BEHAVIOR_STRIDE, N_BEHAVIOR_IDS
-from core.modeling.sequences import (OOV, QUERY_TOKENS, SequenceBatch, Vocab, build_sequences, build_vocab,
-                            map_ids, stable_hash, user_events)
+from core.modeling.sequences import (
+    BEHAVIOR_STRIDE,
+    N_BEHAVIOR_IDS,
+    OOV,
+    QUERY_TOKENS,
+    SequenceBatch,
+    Vocab,
+    build_sequences,
+    build_vocab,
+    map_ids,
+    stable_hash,
+    user_events,
+)
+from core.progress import Cancelled, CancelToken
 from tests.event_rows import add_events
 
 T = datetime(2024, 1, 10, 12)
@@ -80,7 +90,7 @@ def test_left_padding_mask_and_newest_last(small):
     # event is in c1, the newest event's category (4)
     codes = [BEHAVIOR_CODE["view"] + BEHAVIOR_STRIDE * 7, BEHAVIOR_CODE["cart"] + BEHAVIOR_STRIDE * 4,
              BEHAVIOR_CODE["buy"] + BEHAVIOR_STRIDE * 4]
-    assert batch.behavior[0].tolist() == [0, 0] + codes
+    assert batch.behavior[0].tolist() == [0, 0, *codes]
     assert batch.behavior.max() < N_BEHAVIOR_IDS
     for name in ("item", "category", "gap", "hour"):
         assert (getattr(batch, name)[0, :2] == 0).all() and (getattr(batch, name)[0, 2:] > 0).all()
@@ -181,7 +191,7 @@ def test_gap_buckets_are_log_spaced_monotone_and_capped(store):
     assert by_age == [1 + int(np.floor(np.log2(1 + s))) for s in gaps]
     capped = build_sequences(store, "g", one_row("u"), Vocab(gap_buckets=4),
                              LabelSpec(horizon="1h", max_len=9))
-    assert capped.gap.max() == 4 and capped.gap[0][::-1].tolist() == sorted(capped.gap[0][::-1])
+    assert capped.gap.max() == 4 and capped.gap[0][::-1].tolist() == sorted(capped.gap[0])
 
 
 def test_lookback_drops_older_events(small):

@@ -1,10 +1,11 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from core.errors import ConflictError, NotFoundError, StoreError
 from core.data.store import Store, resolve_db_path
+from core.errors import ConflictError, NotFoundError, StoreError
 
 
 def test_schema_created_and_versioned(store):
@@ -26,10 +27,9 @@ def test_reopen_keeps_data_and_checks_version(tmp_path):
 
 def test_transaction_rolls_back_on_any_error(store):
     before = store.fingerprint()
-    with pytest.raises(RuntimeError):
-        with store.transaction() as cur:
-            cur.execute("INSERT INTO datasets (name, layout) VALUES (?, ?)", ["x", "taobao"])
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), store.transaction() as cur:
+        cur.execute("INSERT INTO datasets (name, layout) VALUES (?, ?)", ["x", "taobao"])
+        raise RuntimeError("boom")
     assert store.fingerprint() == before
 
 
@@ -76,22 +76,9 @@ def test_second_process_gets_a_readable_lock_message(tmp_path):
                 "from core.errors import StoreError\n"
                 f"try:\n    Store({str(path)!r})\nexcept StoreError as e:\n    print(e); sys.exit(3)\n")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             cwd=str(__import__('pathlib').Path(__file__).parents[1]))
+                             cwd=str(Path(__file__).resolve().parents[1]))
     assert out.returncode == 3, out.stderr
     assert "Database is in use" in out.stdout
-
-
-def test_headless_modules_do_not_import_streamlit():
-    code = ("import sys, importlib, pkgutil, core, models\n"
-            "for pkg in (core, models):\n"
-            "    for m in pkgutil.iter_modules(pkg.__path__):\n"
-            "        if m.name != '__main__':\n"
-            "            importlib.import_module(pkg.__name__ + '.' + m.name)\n"
-            "bad = [m for m in sys.modules if m == 'streamlit' or m.startswith('streamlit.')]\n"
-            "print(bad); sys.exit(1 if bad else 0)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=str(__import__('pathlib').Path(__file__).parents[1]))
-    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_error_titles_do_not_confuse_block_with_lock():

@@ -9,9 +9,14 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from core.errors import EligibilityError, ModelError
-from core.progress import CancelToken, Cancelled
-from core.modeling.training import (CHECKPOINT_FILE, TrainConfig, fit_transformer, predict_transformer,
-                           search_transformer)
+from core.modeling.training import (
+    CHECKPOINT_FILE,
+    TrainConfig,
+    fit_transformer,
+    predict_transformer,
+    search_transformer,
+)
+from core.progress import Cancelled, CancelToken
 from tests.test_transformer import planted_batch, tiny_config
 
 torch.set_num_threads(1)
@@ -23,7 +28,7 @@ def data():
 
 
 def _same_weights(a, b) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
 @pytest.mark.parametrize("scope,extra", [("any", {}),
@@ -96,21 +101,29 @@ def test_callbacks_cancel_and_resume_from_checkpoint(data, tmp_path):
     steps = math.ceil(len(train) / 256)
     assert calls[-1][0] == steps and calls[-1][1] == 3 * steps and "epoch 1/3" in calls[-1][2]
 
+    lines, replayed, resume_calls = [], [], []
     resumed = fit_transformer(tiny_config(), train, valid, tc, cancel=CancelToken(),
-                              checkpoint_dir=tmp_path)
+                              checkpoint_dir=tmp_path, log=lines.append, on_epoch=replayed.append,
+                              progress=lambda d, t, m: resume_calls.append((d, t, m)))
     assert resumed.resumed_from == 1
+    assert lines == ["resumed from the checkpoint at epoch 1 of 3"]
+    # the progress bar starts where the checkpoint left off, and a live chart gets the whole run
+    assert resume_calls[0] == (steps, 3 * steps, "resumed from the checkpoint at epoch 1 of 3")
+    assert [r["epoch"] for r in replayed] == [1, 2, 3] and replayed[0] == epochs[0]
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     assert resumed.best_epoch == reference.best_epoch
     assert _same_weights(resumed.model, reference.model)
-    for got, want in zip(resumed.history, reference.history):
+    for got, want in zip(resumed.history, reference.history, strict=True):
         assert got["valid_pr_auc"] == want["valid_pr_auc"]
 
     # a finished run called again resumes at the end: same model, no new epochs
     again = fit_transformer(tiny_config(), train, valid, tc, checkpoint_dir=tmp_path)
     assert again.resumed_from == 3 and _same_weights(again.model, reference.model)
     # a checkpoint of another run (other size, other seed, other data) is never mixed in
-    other = fit_transformer(tiny_config(d_model=16), train, valid, tc, checkpoint_dir=tmp_path)
+    lines.clear()
+    other = fit_transformer(tiny_config(d_model=16), train, valid, tc, checkpoint_dir=tmp_path, log=lines.append)
     assert other.resumed_from == 0 and other.model.config.d_model == 16
+    assert len(lines) == 1 and lines[0].startswith(f"ignored the checkpoint in {tmp_path}: it belongs to another run")
     reseeded = TrainConfig(**{**tc.to_dict(), "seed": 2})
     assert fit_transformer(tiny_config(d_model=16), train, valid, reseeded,
                            checkpoint_dir=tmp_path).resumed_from == 0
@@ -140,7 +153,7 @@ def test_bad_inputs_are_refused(data):
     from models.transformer import IntentTransformer
     with pytest.raises(ModelError, match="target_category"):
         predict_transformer(IntentTransformer(tiny_config(scope="category")), valid)
-    with pytest.raises(ValueError, match="TrainConfig.lr"):
+    with pytest.raises(ValueError, match=r"TrainConfig\.lr"):
         TrainConfig(lr=0)
 
 

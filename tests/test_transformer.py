@@ -91,10 +91,10 @@ def test_padding_does_not_change_the_score():
     extra = 8
     padded = {}
     for name, value in batch.tensors().items():
-        pad = torch.zeros((value.shape[0], extra) + tuple(value.shape[2:]), dtype=value.dtype)
+        pad = torch.zeros((value.shape[0], extra, *value.shape[2:]), dtype=value.dtype)
         padded[name] = torch.cat([pad, value], dim=1)      # extra LEFT padding: L 12 -> 20
     longer = padded["behavior"].shape[1] + 10              # beyond max_len: clamped positions
-    more = {k: torch.cat([torch.zeros((v.shape[0], 10) + tuple(v.shape[2:]), dtype=v.dtype), v], 1)
+    more = {k: torch.cat([torch.zeros((v.shape[0], 10, *v.shape[2:]), dtype=v.dtype), v], 1)
             for k, v in padded.items()}
     assert more["behavior"].shape[1] == longer
     base = model(**batch.tensors())
@@ -106,7 +106,7 @@ def test_padding_invariance_category_scope():
     batch = planted_batch(6, L=10, scope="category")
     model = _model("category")
     t = batch.tensors()
-    padded = {k: (torch.cat([torch.zeros((v.shape[0], 5) + tuple(v.shape[2:]), dtype=v.dtype), v], 1)
+    padded = {k: (torch.cat([torch.zeros((v.shape[0], 5, *v.shape[2:]), dtype=v.dtype), v], 1)
                   if k != "target_category" else v) for k, v in t.items()}
     torch.testing.assert_close(model(**padded), model(**t), atol=1e-5, rtol=0)
 
@@ -127,7 +127,7 @@ def test_fully_padded_rows_are_finite():
 def test_same_seed_same_weights_and_scores():
     batch = planted_batch(5)
     a, b, c = _model(seed=3), _model(seed=3), _model(seed=4)
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
     assert torch.equal(a(**batch.tensors()), b(**batch.tensors()))
     assert not torch.equal(a(**batch.tensors()), c(**batch.tensors()))
 
@@ -183,3 +183,66 @@ def test_captum_layer_integrated_gradients_attaches_to_embeddings(scope):
     with torch.no_grad():
         gap = model(*inputs, *extra) - model(*baselines, *extra)
     torch.testing.assert_close(total.detach(), gap, atol=float(delta.abs().max()) + 1e-4, rtol=0)
+
+
+def _config(**changes) -> TransformerConfig:
+    """tiny_config() with any field replaced (the constructor runs its checks)."""
+    return TransformerConfig(**{**tiny_config().to_dict(), **changes})
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("n_items", 1, "TransformerConfig.n_items must be an int in [2, 2000000]; got 1."),
+    ("n_items", 2_000_001, "TransformerConfig.n_items must be an int in [2, 2000000]; got 2000001."),
+    ("n_categories", "12", "TransformerConfig.n_categories must be an int in [2, 2000000]; got '12'."),
+    ("n_query_buckets", 10**12, "TransformerConfig.n_query_buckets must be an int in [2, 2000000]; "
+                                "got 1000000000000."),
+    ("n_behaviors", True, "TransformerConfig.n_behaviors must be an int in [2, 4096]; got True."),
+    ("n_gaps", 5000, "TransformerConfig.n_gaps must be an int in [2, 4096]; got 5000."),
+    ("n_hours", 1.5, "TransformerConfig.n_hours must be an int in [2, 4096]; got 1.5."),
+    ("max_len", 0, "TransformerConfig.max_len must be an int in [1, 4096]; got 0."),
+    ("n_heads", 0, "TransformerConfig.n_heads must be an int in [1, 64]; got 0."),
+    ("n_heads", -4, "TransformerConfig.n_heads must be an int in [1, 64]; got -4."),
+    ("d_model", 30, "TransformerConfig.d_model must be divisible by n_heads (4); got 30."),
+    ("d_model", 4, "TransformerConfig.d_model must be an int in [8, 1024]; got 4."),
+    ("d_model", 2048, "TransformerConfig.d_model must be an int in [8, 1024]; got 2048."),
+    ("n_layers", 0, "TransformerConfig.n_layers must be an int in [1, 4]; got 0."),
+    ("n_layers", 5, "TransformerConfig.n_layers must be an int in [1, 4]; got 5."),
+    ("d_ff", 15, "TransformerConfig.d_ff must be an int in [16, 8192]; got 15."),
+    ("d_ff", 8193, "TransformerConfig.d_ff must be an int in [16, 8192]; got 8193."),
+    ("dropout", 0.5, "TransformerConfig.dropout must be a float in [0, 0.5); got 0.5."),
+    ("dropout", -0.1, "TransformerConfig.dropout must be a float in [0, 0.5); got -0.1."),
+    ("dropout", "0.1", "TransformerConfig.dropout must be a float in [0, 0.5); got '0.1'."),
+    ("scope", "all", "TransformerConfig.scope must be one of ('any', 'category'); got 'all'."),
+])
+def test_every_config_field_is_checked_with_its_rule_and_value(field, value, message):
+    with pytest.raises(ValueError) as info:
+        _config(**{field: value})
+    assert str(info.value) == message
+
+
+def test_config_accepts_the_bounds_and_reads_back_what_it_wrote():
+    edge = _config(n_heads=1, d_model=8, d_ff=4, n_layers=4, dropout=0.0, max_len=1, n_items=2)
+    assert (edge.n_heads, edge.d_model, edge.d_ff, edge.max_len, edge.n_items) == (1, 8, 4, 1, 2)
+    wide = _config(n_heads=64, d_model=1024, d_ff=8192, max_len=4096, n_items=2_000_000)
+    assert TransformerConfig.from_dict({**wide.to_dict(), "unknown": 1}) == wide
+    assert type(_config(n_items=np.int64(50)).n_items) is int              # numpy ints become ints
+    with pytest.raises(ValueError, match=r"^TransformerConfig needs n_items, max_len \(missing\)\.$"):
+        TransformerConfig.from_dict({k: v for k, v in wide.to_dict().items() if k not in ("n_items", "max_len")})
+    with pytest.raises(TypeError, match="needs a dict"):
+        TransformerConfig.from_dict(["n_items", 50])
+
+
+@pytest.mark.parametrize("scope", ["any", "category"])
+def test_state_shapes_match_the_real_model_without_allocating(scope):
+    from models.transformer import state_shapes
+
+    config = tiny_config(scope=scope)
+    real = {name: tuple(t.shape) for name, t in _model(scope).state_dict().items()}
+    assert state_shapes(config) == real
+    assert real["item_emb.weight"] == (N_ITEMS, 32) and real["blocks.1.mlp.0.weight"] == (64, 32)
+    # a configuration of 2e6-row tables at width 1024 (about 6e9 values, 24 GB) costs nothing here
+    huge = _config(n_items=2_000_000, n_categories=2_000_000, n_query_buckets=2_000_000, d_model=1024,
+                   d_ff=8192, n_layers=4)
+    shapes = state_shapes(huge)
+    assert shapes["item_emb.weight"] == (2_000_000, 1024)
+    assert sum(int(np.prod(s)) for s in shapes.values()) > 6e9

@@ -11,17 +11,72 @@ show figures with ``st.plotly_chart(fig, theme=None)`` so that this template app
 below are re-exported so that a page or a test can write ``charts.funnel(...)``.
 """
 from core.charts.base import (  # noqa: F401
-    ACCENT, BEHAVIOR_COLORS, COUNT_FORMAT, GRID, NEUTRAL, SHARE_FORMAT, SHARE_FORMAT_FINE, TEMPLATE_NAME, TEXT, WARNING, base_figure, behavior_color, empty_figure, is_empty_figure, ordered_behaviors, require_columns, template,
-)
-from core.charts.data import (  # noqa: F401
-    behavior_mix, events_per_day, events_per_user, funnel, hour_of_day, quarantine_reasons, top_categories,
-)
-from core.charts.performance import (  # noqa: F401
-    BUYER_COLOR, CONFUSION_NAMES, CURVE_POINTS, METRIC_LABELS, MODEL_COLORS, NON_BUYER_COLOR, calibration_chart, confusion_matrix, gains_chart, leaderboard, lift_chart, member_scores, model_color, pr_curves, roc_curves, score_histogram, segment_quality, training_curves,
+    ACCENT,
+    BEHAVIOR_COLORS,
+    COUNT_FORMAT,
+    GRID,
+    NEUTRAL,
+    SHARE_FORMAT,
+    SHARE_FORMAT_FINE,
+    TEMPLATE_NAME,
+    TEXT,
+    WARNING,
+    base_figure,
+    behavior_color,
+    empty_figure,
+    is_empty_figure,
+    ordered_behaviors,
+    require_columns,
+    template,
 )
 from core.charts.cohorts import (  # noqa: F401
-    BAND_FILLS, COHORT_COLOR, EVERYONE_COLOR, cohort_contrast, cohort_score_histogram, value_curve,
+    BAND_FILLS,
+    COHORT_COLOR,
+    EVERYONE_COLOR,
+    cohort_contrast,
+    cohort_score_histogram,
+    value_curve,
+)
+from core.charts.data import (  # noqa: F401
+    behavior_mix,
+    events_per_day,
+    events_per_user,
+    funnel,
+    hour_of_day,
+    quarantine_reasons,
+    top_categories,
 )
 from core.charts.explain import (  # noqa: F401
-    ATTENTION_SCALE, ATTRIBUTION_SCALE, MAX_TICKS, METHOD_COLORS, METHOD_LABELS, attention_heatmap, attribution_bars, attribution_timeline, driver_bars, faithfulness_curves, shap_bar, shap_beeswarm,
+    ATTENTION_SCALE,
+    ATTRIBUTION_SCALE,
+    MAX_TICKS,
+    METHOD_COLORS,
+    METHOD_LABELS,
+    attention_heatmap,
+    attribution_bars,
+    attribution_timeline,
+    driver_bars,
+    faithfulness_curves,
+    shap_bar,
+    shap_beeswarm,
+)
+from core.charts.performance import (  # noqa: F401
+    BUYER_COLOR,
+    CONFUSION_NAMES,
+    CURVE_POINTS,
+    METRIC_LABELS,
+    MODEL_COLORS,
+    NON_BUYER_COLOR,
+    calibration_chart,
+    confusion_matrix,
+    gains_chart,
+    leaderboard,
+    lift_chart,
+    member_scores,
+    model_color,
+    pr_curves,
+    roc_curves,
+    score_histogram,
+    segment_quality,
+    training_curves,
 )

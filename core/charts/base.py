@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio

@@ -7,7 +7,18 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.charts.base import ACCENT, BEHAVIOR_COLORS, COUNT_FORMAT, NEUTRAL, SHARE_FORMAT, TEXT, WARNING, base_figure, require_columns, empty_figure
+from core.charts.base import (
+    ACCENT,
+    BEHAVIOR_COLORS,
+    COUNT_FORMAT,
+    NEUTRAL,
+    SHARE_FORMAT,
+    TEXT,
+    WARNING,
+    base_figure,
+    empty_figure,
+    require_columns,
+)
 from core.charts.performance import _cutoff_vline
 
 # -- cohorts (Cohorts page) ---------------------------------------------------------------------

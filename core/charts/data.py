@@ -6,7 +6,19 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.charts.base import ACCENT, COUNT_FORMAT, GRID, SHARE_FORMAT, WARNING, base_figure, require_columns, behavior_color, empty_figure, ordered_behaviors
+from core.charts.base import (
+    ACCENT,
+    COUNT_FORMAT,
+    GRID,
+    SHARE_FORMAT,
+    WARNING,
+    base_figure,
+    behavior_color,
+    empty_figure,
+    ordered_behaviors,
+    require_columns,
+)
+
 
 # -- data overview (Data page) ----------------------------------------------------------------
 def events_per_day(frame: pd.DataFrame, *, log_y: bool = True, tz_label: str = "UTC") -> go.Figure:

@@ -3,11 +3,23 @@
 Pure plotly: a tidy frame in, a ``go.Figure`` out (see :mod:`core.charts`)."""
 from __future__ import annotations
 
+from datetime import datetime
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.charts.base import ACCENT, NEUTRAL, TEXT, base_figure, require_columns, behavior_color, empty_figure, ordered_behaviors, template
+from core.charts.base import (
+    ACCENT,
+    NEUTRAL,
+    TEXT,
+    base_figure,
+    behavior_color,
+    empty_figure,
+    ordered_behaviors,
+    require_columns,
+    template,
+)
 from core.charts.cohorts import COHORT_COLOR, EVERYONE_COLOR
 
 # -- explanations (Explain page) ------------------------------------------------------------------
@@ -25,7 +37,7 @@ def _method_label(method: str) -> str:
     return METHOD_LABELS.get(str(method), str(method))
 
 
-def attribution_timeline(events: pd.DataFrame, method: str, *, cutoff=None,
+def attribution_timeline(events: pd.DataFrame, method: str, *, cutoff: datetime | str | None = None,
                          by_order: bool = False) -> go.Figure:
     """A user's events at their time, one row per behaviour, coloured by their attribution.
 
@@ -82,7 +94,8 @@ def attribution_bars(events: pd.DataFrame, method: str, *, top: int = 15) -> go.
     part = events.assign(_v=events[method].astype(float)).sort_values(
         "_v", key=lambda s: s.abs(), ascending=False).head(top)
     names = [f"#{p} {b} · cat {c} · {pd.Timestamp(t):%m-%d %H:%M}" for p, b, c, t in
-             zip(part["position"], part["behavior"].astype(str), part["category"].astype(str), part["ts"])]
+             zip(part["position"], part["behavior"].astype(str), part["category"].astype(str), part["ts"],
+                 strict=True)]
     fig = base_figure(title, x_title=f"{label} (logit units)", height=max(260, 90 + 26 * len(part)))
     fig.add_trace(go.Bar(
         y=names, x=part["_v"], orientation="h",
@@ -117,7 +130,8 @@ def attention_heatmap(attention: pd.DataFrame, events: pd.DataFrame, *, layer: i
     positions = [int(p) for p in grid.columns]
     info = events.set_index("position").reindex(positions)
     hover = np.array([f"{b} · cat {c} · {pd.Timestamp(t):%Y-%m-%d %H:%M}" if pd.notna(t) else ""
-                      for b, c, t in zip(info["behavior"].astype(str), info["category"].astype(str), info["ts"])],
+                      for b, c, t in zip(info["behavior"].astype(str), info["category"].astype(str), info["ts"],
+                                          strict=True)],
                      dtype=object)
     rows = [f"layer {la + 1} · head {h + 1}" for la, h in grid.index]
     x = np.arange(1, len(positions) + 1)

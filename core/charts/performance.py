@@ -7,7 +7,18 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.charts.base import ACCENT, BEHAVIOR_COLORS, COUNT_FORMAT, NEUTRAL, SHARE_FORMAT, SHARE_FORMAT_FINE, TEXT, base_figure, require_columns, empty_figure
+from core.charts.base import (
+    ACCENT,
+    BEHAVIOR_COLORS,
+    COUNT_FORMAT,
+    NEUTRAL,
+    SHARE_FORMAT,
+    SHARE_FORMAT_FINE,
+    TEXT,
+    base_figure,
+    empty_figure,
+    require_columns,
+)
 
 # -- model quality (Train / Performance pages) ------------------------------------------------
 # PR and ROC curves, confusion matrix, lift and gains, calibration, score histograms: one function
@@ -103,7 +114,7 @@ def leaderboard(frame: pd.DataFrame, *, metric: str = "pr_auc") -> go.Figure:
     """Each model's validation ``metric`` with its 95 % interval, best at the top.
 
     ``frame``: ``model_id``, ``kind``, ``<metric>`` and optionally ``<metric>_low``/``_high``
-    (core.modeling.pipeline.list_models).
+    (core.modeling.model_store.list_models).
     """
     label = METRIC_LABELS.get(metric, metric)
     title = f"Validation {label} with 95 % intervals"
@@ -113,7 +124,7 @@ def leaderboard(frame: pd.DataFrame, *, metric: str = "pr_auc") -> go.Figure:
     part = frame.dropna(subset=[metric]).sort_values(metric, ascending=(metric in ("log_loss", "brier", "ece")))
     low = part[f"{metric}_low"] if f"{metric}_low" in part else part[metric]
     high = part[f"{metric}_high"] if f"{metric}_high" in part else part[metric]
-    names = [f"{k} · {m}" for k, m in zip(part["kind"].astype(str), part["model_id"].astype(str))]
+    names = [f"{k} · {m}" for k, m in zip(part["kind"].astype(str), part["model_id"].astype(str), strict=True)]
     fig = base_figure(title, x_title=label, height=max(220, 90 + 34 * len(part)))
     fig.add_trace(go.Scatter(
         x=part[metric], y=names, mode="markers", name=label,
@@ -200,13 +211,13 @@ def confusion_matrix(frame: pd.DataFrame, *, shares: bool = False, title: str = 
     if not require_columns(frame, ("actual", "predicted", "outcome", "count", "share"), "confusion_matrix") \
             or frame["count"].sum() == 0:
         return empty_figure("No validation rows to count.", title, height=height)
-    cells = frame.set_index(["actual", "predicted"])
+    cells = {(int(r["actual"]), int(r["predicted"])): r for r in frame.to_dict("records")}
     rows, cols = [1, 0], [1, 0]                       # buyers first, flagged first
     z, text = [], []
     for a in rows:
         z_row, t_row = [], []
         for p in cols:
-            cell = cells.loc[(a, p)]
+            cell = cells[(a, p)]
             z_row.append(float(cell["share"] if shares else cell["count"]))
             count, share = f"{int(cell['count']):,}", f"{float(cell['share']):.1%}"
             main, second = (share, count) if shares else (count, share)
@@ -352,7 +363,7 @@ def segment_quality(frame: pd.DataFrame, *, metrics: tuple[str, ...] = ("roc_auc
     if not require_columns(frame, ("segment_type", "segment", "rows", *metrics), "segment_quality"):
         return empty_figure("No validation rows to split into segments.", title)
     names = [f"{t} · {s}" for t, s in zip(frame["segment_type"].astype(str),
-                                          frame["segment"].astype(str))]
+                                          frame["segment"].astype(str), strict=True)]
     fig = base_figure(title, x_title="value", height=max(320, 110 + 22 * len(names) * len(metrics) // 2))
     colors = (ACCENT, MODEL_COLORS[1], BUYER_COLOR, NEUTRAL)
     for i, metric in enumerate(metrics):
@@ -384,7 +395,7 @@ def member_scores(frame: pd.DataFrame, *, metric: str = "pr_auc") -> go.Figure:
     names = frame["member"].astype(str).tolist()
     weights = frame["weight"] if "weight" in frame else pd.Series([np.nan] * len(frame))
     text = [f"{v:.3f}" + ("" if pd.isna(w) else f" · weight {w:.0%}")
-            for v, w in zip(frame["value"], weights)]
+            for v, w in zip(frame["value"], weights, strict=True)]
     fig = base_figure(title, y_title=label, height=300)
     fig.add_trace(go.Bar(
         x=names, y=frame["value"], text=text, textposition="outside", name=label,

@@ -22,24 +22,34 @@ Layouts
                     column map ``FIELD=COLUMN`` (fields: :data:`GENERIC_FIELDS`) and a behaviour value
                     map ``SOURCE=BEHAVIOR``. ``*=BEHAVIOR`` maps every other value, and gives every
                     row that behaviour when no ``behavior`` column is mapped (e.g. ``*=view`` for a
-                    view-only log). ``ts`` may hold unix seconds, unix milliseconds or date/time text
-                    (text without a zone is read as UTC); ``ts_offset_ms`` adds a column of
-                    milliseconds to it (Diginetica's ``timeframe``).
+                    view-only log). ``ts`` may hold epoch seconds, milliseconds, microseconds or
+                    nanoseconds (told apart per value by magnitude) or date/time text; ``ts_offset_ms``
+                    adds a column of milliseconds to it (Diginetica's ``timeframe``). :class:`TimeOptions`
+                    says how to read text times: a strptime format, the source's time zone (text without
+                    a zone is local time there; UTC when none is given) and a year for dates without one.
+
+Text checks
+-----------
+:func:`inspect_file` refuses a file only when its sampled head is mostly not text (over
+:data:`BINARY_SHARE_LIMIT` of its bytes are control bytes or not UTF-8). A text file with a few
+corrupted lines is read; :data:`CONTROL_CLASS` finds those lines so that ingest quarantines them.
 """
 from __future__ import annotations
 
 import gzip
+import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.errors import DataError
 from core.data.schema import BEHAVIORS, MAPPABLE_FIELDS
+from core.errors import DataError
 
 LAYOUTS: tuple[str, ...] = ("taobao", "tianchi_mobile", "rees46", "retailrocket", "generic")
 
 # Fields a generic column map may name: the canonical ones plus a millisecond offset added to ts.
-GENERIC_FIELDS: tuple[str, ...] = MAPPABLE_FIELDS + ("ts_offset_ms",)
+GENERIC_FIELDS: tuple[str, ...] = (*MAPPABLE_FIELDS, "ts_offset_ms")
 
 # Behaviour values every generic file understands (lower-cased source value -> canonical).
 DEFAULT_BEHAVIOR_MAP: dict[str, str] = {
@@ -65,8 +75,70 @@ KNOWN_HEADERS: dict[str, tuple[str, ...]] = {
     "tianchi_mobile": TIANCHI_HEADER, "rees46": REES46_HEADER, "retailrocket": RETAILROCKET_HEADER,
 }
 
+# Reads a Parquet file's (column name, type name) pairs; the caller supplies one that uses its store.
+SchemaReader = Callable[[Path], list[tuple[str, str]]]
+
 _SNIFF_BYTES = 1 << 16   # how much of the file the detector looks at
 _DELIMITERS = (",", ";", "\t", "|")
+
+# A file whose sampled head has more than this share of non-text bytes (control bytes other than
+# tab/CR/LF, and bytes that are not valid UTF-8) is refused as binary. Below it, lines holding such
+# bytes are quarantined one by one and every other line is kept.
+BINARY_SHARE_LIMIT = 0.30
+# The control bytes that mark a corrupted line, as a regular-expression character class (RE2 and
+# Python both read the escapes); tab, LF and CR are text.
+CONTROL_CLASS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+_CONTROL_BYTES = re.compile(CONTROL_CLASS.encode())
+_NOT_TEXT = re.compile(CONTROL_CLASS[:-1] + r"\udc80-\udcff]")   # control, or an undecodable byte
+# Formats that are not a behaviour log but are often mistaken for one (magic bytes -> what to do).
+_OTHER_FORMATS: tuple[tuple[bytes, str], ...] = (
+    (b"PK\x03\x04", "a zip archive; unzip it and ingest the CSV or Parquet file inside"),
+    (b"BZh", "bzip2-compressed; decompress it (or re-compress with gzip) first"),
+    (b"\xfd7zXZ\x00", "xz-compressed; decompress it (or re-compress with gzip) first"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed; decompress it (or re-compress with gzip) first"),
+    (b"\xff\xfe", "UTF-16 text; save it as UTF-8 and try again"),
+    (b"\xfe\xff", "UTF-16 text; save it as UTF-8 and try again"),
+)
+
+# strptime directives (after an optional '-' flag) that carry a year, or a time of day.
+_DIRECTIVE = re.compile(r"%-?([A-Za-z%])")
+_YEAR_DIRECTIVES = frozenset("YyGcx")
+_TIME_DIRECTIVES = frozenset("HIMSfgncX")
+
+
+@dataclass(frozen=True)
+class TimeOptions:
+    """How the generic layout reads text timestamps (checked by ``core.data.ingest`` first).
+
+    ``ts_format``: a strptime format such as ``%Y-%m-%d %H:%M:%S`` or ``%m-%d``; None: numbers
+    are epoch seconds/ms/us/ns, text is read by DuckDB's own date/time parser.
+    ``tz``: the source's IANA time zone; text without a zone is local time there (None: UTC).
+    ``year``: the year of dates whose format has none (``%m-%d`` with 2015 reads ``6-4`` as
+    2015-06-04); every row gets that year.
+    """
+
+    ts_format: str | None = None
+    tz: str | None = None
+    year: int | None = None
+
+    def given(self) -> list[str]:
+        """The options that are set, by their command-line names."""
+        names = (("--ts-format", self.ts_format), ("--tz", self.tz), ("--year", self.year))
+        return [name for name, value in names if value is not None]
+
+    @property
+    def date_only(self) -> bool:
+        """A format without a time of day: every timestamp is a whole day."""
+        return self.ts_format is not None and not (directives(self.ts_format) & _TIME_DIRECTIVES)
+
+
+def directives(fmt: str) -> set[str]:
+    """The strptime directive letters in ``fmt`` (``%-d`` counts as ``d``; ``%%`` is a literal)."""
+    return {d for d in _DIRECTIVE.findall(fmt) if d != "%"}
+
+
+def format_has_year(fmt: str) -> bool:
+    return bool(directives(fmt) & _YEAR_DIRECTIVES)
 
 
 @dataclass
@@ -77,8 +149,10 @@ class FileInfo:
     kind: str                    # csv | parquet
     compression: str             # none | gzip
     delimiter: str = ","
-    first_line: str = ""         # the first line as text (CSV), shortened for messages
-    first_fields: list[str] = field(default_factory=list)   # first line split on the delimiter
+    first_line: str = ""         # the first line without control bytes (CSV), for detection
+    first_line_no: int = 1       # its 1-based number (> 1 only when the lines above it are corrupted)
+    corrupted_head: list[str] = field(default_factory=list)   # those lines above it, as text
+    first_fields: list[str] = field(default_factory=list)   # first_line split on the delimiter
     parquet_columns: list[tuple[str, str]] = field(default_factory=list)  # (name, duckdb type)
 
     def found(self) -> str:
@@ -86,6 +160,9 @@ class FileInfo:
         if self.kind == "parquet":
             cols = ", ".join(f"{n} {t}" for n, t in self.parquet_columns)
             return f"a Parquet file with columns: {cols}"
+        if self.first_line_no > 1:
+            return (f"line {self.first_line_no} (the first without binary bytes) "
+                    f"{_shorten(self.first_line)!r}")
         return f"first line {_shorten(self.first_line)!r}"
 
 
@@ -100,22 +177,39 @@ class ReadPlan:
     layout: str                          # one of LAYOUTS
     info: FileInfo
     n_columns: int                       # columns in the source (c0 .. c{n-1})
-    header: bool                         # CSV: first line is a header (skipped, but counted)
+    header: bool                         # CSV: has a header line (skipped, but counted)
     source_tz: str                       # recorded with the dataset
-    exprs: dict[str, str]                # field -> SQL expression (ts_seconds: DOUBLE epoch seconds)
+    exprs: dict[str, str]                # field -> SQL expression (ts_seconds: DOUBLE epoch seconds,
+                                         # ts_raw: the timestamp column as text)
     params: dict[str, list]              # field -> bound values for its expression
     behavior_map: dict[str, str]         # lower-cased source value (or '*') -> canonical behaviour
     column_map: dict[str, str] = field(default_factory=dict)   # generic: field -> source column
     item_required: bool = True           # rows without item_id are quarantined (except searches)
     extra_columns: list[int] = field(default_factory=list)   # source columns not stored; they take
                                          # part in duplicate detection (duplicates = identical lines)
+    time: TimeOptions = field(default_factory=TimeOptions)   # generic: how text times are read
+
+    @property
+    def session_tz(self) -> str:
+        """DuckDB's TimeZone while reading: text times without a zone are local time there."""
+        return self.time.tz or "UTC"
+
+    @property
+    def skip(self) -> int:
+        """CSV lines before the first data line: the header and any corrupted lines above it."""
+        return self.info.first_line_no if self.header else 0
 
     def options(self) -> dict:
         """What went into reading the file, stored as JSON with the dataset."""
-        return {"layout": self.layout, "kind": self.info.kind, "compression": self.info.compression,
-                "delimiter": self.info.delimiter, "header": self.header,
-                "column_map": self.column_map, "behavior_map": self.behavior_map,
-                "source_tz": self.source_tz}
+        options = {"layout": self.layout, "kind": self.info.kind, "compression": self.info.compression,
+                   "delimiter": self.info.delimiter, "header": self.header,
+                   "column_map": self.column_map, "behavior_map": self.behavior_map,
+                   "source_tz": self.source_tz}
+        if self.time.ts_format is not None:
+            options["ts_format"] = self.time.ts_format
+        if self.time.year is not None:
+            options["year"] = self.time.year
+        return options
 
 
 def _shorten(text: str, limit: int = 160) -> str:
@@ -123,7 +217,7 @@ def _shorten(text: str, limit: int = 160) -> str:
 
 
 # -- looking at the file ----------------------------------------------------------------
-def inspect_file(path: str | Path, parquet_schema=None) -> FileInfo:
+def inspect_file(path: str | Path, parquet_schema: SchemaReader | None = None) -> FileInfo:
     """Read the first bytes of ``path``: Parquet or CSV, compression, delimiter, first line.
 
     ``parquet_schema(path) -> list[(name, type)]`` is supplied by the caller (it needs the store).
@@ -153,22 +247,40 @@ def inspect_file(path: str | Path, parquet_schema=None) -> FileInfo:
                         hint="The file may be truncated; download or copy it again.") from e
     if head.startswith(b"\xef\xbb\xbf"):
         head = head[3:]
+    _refuse_binary(path, head)
     if not head.strip():
         raise DataError(f"{path.name} holds no data (only blank lines).",
                         hint="Expected a behaviour log with one event per line.")
-    line_bytes = head.split(b"\n", 1)[0].rstrip(b"\r")
-    if b"\x00" in head[:4096] or _binary_share(head[:4096]) > 0.1:
-        raise DataError(
-            f"{path.name} is not a text CSV or Parquet file (it holds binary data; "
-            f"first bytes {head[:16]!r}).",
-            hint="Expected a behaviour log: CSV, gzip CSV or Parquet with one event per row.")
-    first_line = line_bytes.decode("utf-8", errors="replace")
+    lines = head.split(b"\n")
+    whole = lines[:-1] or lines      # the last piece may be cut by the sample
+    line_no = next((k for k, line in enumerate(whole) if not _CONTROL_BYTES.search(line)), 0)
+    first_line = lines[line_no].rstrip(b"\r").decode("utf-8", errors="replace")
+    corrupted = [line.rstrip(b"\r").decode("utf-8", errors="replace") for line in lines[:line_no]]
     delimiter = max(_DELIMITERS, key=first_line.count) if first_line else ","
     if first_line.count(delimiter) == 0:
         delimiter = ","
     fields = [f.strip().strip('"').strip() for f in first_line.split(delimiter)]
     return FileInfo(path=path, kind="csv", compression=compression, delimiter=delimiter,
-                    first_line=first_line, first_fields=fields)
+                    first_line=first_line, first_line_no=line_no + 1, corrupted_head=corrupted,
+                    first_fields=fields)
+
+
+def _refuse_binary(path: Path, head: bytes) -> None:
+    """DataError when the sampled head is a known non-log format or mostly not text."""
+    for magic, what in _OTHER_FORMATS:
+        if head.startswith(magic):
+            raise DataError(f"{path.name} is {what}.", title="Not a text file",
+                            hint="Expected a behaviour log: CSV, gzip CSV or Parquet with one event per row.")
+    share = binary_share(head)
+    if share <= BINARY_SHARE_LIMIT:
+        return
+    control = len(_CONTROL_BYTES.findall(head)) / len(head)
+    what = ("is not UTF-8 text" if control < 0.01 else "is not a text CSV or Parquet file (it holds binary data)")
+    raise DataError(
+        f"{path.name} {what}: {share:.0%} of its first {len(head):,} bytes are control bytes or not "
+        f"valid UTF-8 (a file is refused above {BINARY_SHARE_LIMIT:.0%}; below it only the corrupted "
+        f"lines are quarantined); first bytes {head[:16]!r}.", title="Not a text file",
+        hint="Expected a behaviour log: CSV (UTF-8), gzip CSV or Parquet with one event per row.")
 
 
 def _arrow_schema(path: Path) -> list[tuple[str, str]]:
@@ -183,12 +295,12 @@ def _arrow_schema(path: Path) -> list[tuple[str, str]]:
     return [(f.name, str(f.type)) for f in schema]
 
 
-def _binary_share(chunk: bytes) -> float:
-    """Share of control bytes (other than tab, CR, LF) in a chunk."""
+def binary_share(chunk: bytes) -> float:
+    """Share of bytes in ``chunk`` that are not text: control bytes other than tab, CR and LF, and
+    bytes that are not part of valid UTF-8."""
     if not chunk:
         return 0.0
-    control = sum(1 for b in chunk if b < 32 and b not in (9, 10, 13))
-    return control / len(chunk)
+    return len(_NOT_TEXT.findall(chunk.decode("utf-8", errors="surrogateescape"))) / len(chunk)
 
 
 def _header_of(info: FileInfo) -> tuple[str, ...]:
@@ -247,7 +359,7 @@ def detect_from_info(info: FileInfo) -> str:
                     hint=how_to_map(info))
 
 
-def detect_layout(path: str | Path, parquet_schema=None) -> str:
+def detect_layout(path: str | Path, parquet_schema: SchemaReader | None = None) -> str:
     """Name the layout of ``path`` from its header and shape (see the module docstring)."""
     return detect_from_info(inspect_file(path, parquet_schema))
 
@@ -284,28 +396,51 @@ def _unix_seconds(text: str) -> str:
     return f"TRY_CAST({text} AS DOUBLE)"
 
 
+def _epoch_unit(n: str) -> str:
+    """Epoch seconds from a number whose unit is told by its size: present-day instants are about
+    1e9 in seconds, 1e12 in milliseconds, 1e15 in microseconds and 1e18 in nanoseconds."""
+    return (f"(CASE WHEN abs({n}) >= 1e17 THEN {n} / 1e9 WHEN abs({n}) >= 1e14 THEN {n} / 1e6 "
+            f"WHEN abs({n}) >= 1e11 THEN {n} / 1e3 ELSE {n} END)")
+
+
+def _parquet_type(i: int, info: FileInfo) -> str:
+    return info.parquet_columns[i][1].upper() if info.kind == "parquet" else "VARCHAR"
+
+
+def _is_time_type(typ: str) -> bool:
+    return typ.startswith("TIMESTAMP") or typ == "DATE"
+
+
 def _auto_seconds(i: int, info: FileInfo) -> str:
-    """Epoch seconds from numbers (seconds, or milliseconds when >= 1e11), timestamps or text."""
-    if info.kind == "parquet":
-        typ = dict((f"c{k}", t) for k, (_, t) in enumerate(info.parquet_columns)).get(_col(i), "VARCHAR")
-        upper = typ.upper()
-        if upper.startswith("TIMESTAMP") or upper == "DATE":
-            return f"epoch(CAST({_col(i)} AS TIMESTAMPTZ))"
-        if any(upper.startswith(t) for t in ("BIGINT", "INTEGER", "DOUBLE", "FLOAT", "DECIMAL",
-                                               "SMALLINT", "UBIGINT", "UINTEGER", "HUGEINT", "REAL")):
-            n = f"CAST({_col(i)} AS DOUBLE)"
-            return f"(CASE WHEN abs({n}) >= 1e11 THEN {n} / 1000.0 ELSE {n} END)"
+    """Epoch seconds from epoch numbers (unit by size), timestamps, or date/time text.
+
+    Text without a zone is read in the session's TimeZone (the plan's ``session_tz``)."""
+    upper = _parquet_type(i, info)
+    if _is_time_type(upper):
+        return f"epoch(CAST({_col(i)} AS TIMESTAMPTZ))"
+    if any(upper.startswith(t) for t in ("BIGINT", "INTEGER", "DOUBLE", "FLOAT", "DECIMAL",
+                                           "SMALLINT", "UBIGINT", "UINTEGER", "HUGEINT", "REAL")):
+        return _epoch_unit(f"CAST({_col(i)} AS DOUBLE)")
     t = _text(i, info)
     n = f"TRY_CAST({t} AS DOUBLE)"
-    return (f"(CASE WHEN {n} IS NOT NULL THEN (CASE WHEN abs({n}) >= 1e11 THEN {n} / 1000.0 ELSE {n} END) "
-            f"ELSE epoch(TRY_CAST({t} AS TIMESTAMPTZ)) END)")
+    return f"(CASE WHEN {n} IS NOT NULL THEN {_epoch_unit(n)} ELSE epoch(TRY_CAST({t} AS TIMESTAMPTZ)) END)"
+
+
+def _formatted_seconds(i: int, info: FileInfo, time: TimeOptions) -> tuple[str, list]:
+    """Epoch seconds from text read with ``time.ts_format`` (the year put in front when given)."""
+    t = _text(i, info)
+    if time.year is not None:
+        return (f"epoch(CAST(try_strptime(? || ' ' || {t}, ?) AS TIMESTAMPTZ))",
+                [str(time.year), "%Y " + str(time.ts_format)])
+    return f"epoch(CAST(try_strptime({t}, ?) AS TIMESTAMPTZ))", [time.ts_format]
 
 
 def _plan(layout: str, info: FileInfo, n_columns: int, header: bool, source_tz: str,
-          fields: dict[str, int], ts_sql: str, bmap: dict[str, str], *, extra: dict[str, tuple[str, list]] | None = None,
-          column_map: dict[str, str] | None = None, item_required: bool = True) -> ReadPlan:
+          fields: dict[str, int], ts_sql: str, bmap: dict[str, str], *, ts_params: list | None = None,
+          time: TimeOptions | None = None, column_map: dict[str, str] | None = None,
+          item_required: bool = True) -> ReadPlan:
     exprs: dict[str, str] = {}
-    params: dict[str, list] = {}
+    params: dict[str, list] = {"ts_seconds": list(ts_params or [])}
     for name in ("user_id", "item_id", "category", "session_id", "brand", "query"):
         exprs[name] = _text(fields[name], info) if name in fields else "NULL"
     if "price" in fields:
@@ -317,18 +452,18 @@ def _plan(layout: str, info: FileInfo, n_columns: int, header: bool, source_tz: 
     exprs["behavior_raw"] = src or "NULL"
     exprs["behavior"], params["behavior"] = _behavior_expr(src, bmap)
     exprs["ts_seconds"] = ts_sql
-    for name, (sql, vals) in (extra or {}).items():
-        exprs[name], params[name] = sql, vals
+    exprs["ts_raw"] = _text(fields["ts"], info)
     used = set(fields.values())
     return ReadPlan(layout=layout, info=info, n_columns=n_columns, header=header, source_tz=source_tz,
                     exprs=exprs, params=params, behavior_map=dict(bmap), column_map=column_map or {},
-                    item_required=item_required,
+                    item_required=item_required, time=time or TimeOptions(),
                     extra_columns=[i for i in range(n_columns) if i not in used])
 
 
 def plan_read(info: FileInfo, layout: str, column_map: dict[str, str] | None = None,
-              behavior_map: dict[str, str] | None = None) -> ReadPlan:
-    """The ReadPlan for ``info`` in ``layout`` (``auto`` detects it)."""
+              behavior_map: dict[str, str] | None = None, time: TimeOptions | None = None) -> ReadPlan:
+    """The ReadPlan for ``info`` in ``layout`` (``auto`` detects it); ``time`` applies to generic."""
+    time = time or TimeOptions()
     if layout in (None, "", "auto"):
         layout = "generic" if column_map else detect_from_info(info)
     if layout not in LAYOUTS:
@@ -337,10 +472,15 @@ def plan_read(info: FileInfo, layout: str, column_map: dict[str, str] | None = N
         raise DataError(f"--map only applies to the generic layout, not {layout}.",
                         hint="Add --format generic, or drop the --map options.")
     if layout == "generic":
-        return _plan_generic(info, column_map or {}, behavior_map)
+        return _plan_generic(info, column_map or {}, behavior_map, time)
     if behavior_map:
         raise DataError(f"--behavior-map only applies to the generic layout, not {layout}.",
                         hint="Add --format generic with a --map for each column.")
+    if time.given():
+        given = time.given()
+        raise DataError(f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} to the generic "
+                        f"layout; {layout} has its own fixed time format and zone.", title="Invalid time option",
+                        hint="Drop the option, or use --format generic with a --map for each column.")
     if layout == "taobao":
         _require_csv(info, layout)
         f = {"user_id": 0, "item_id": 1, "category": 2, "behavior": 3, "ts": 4}
@@ -379,7 +519,7 @@ def _require_header(info: FileInfo, layout: str) -> bool:
     if _header_of(info) == expected:
         return True
     if info.kind == "csv" and len(info.first_fields) == len(expected) and \
-            not set(f.lower() for f in info.first_fields) & set(expected):
+            not {f.lower() for f in info.first_fields} & set(expected):
         return False
     raise DataError(f"{info.path.name} is not in the {layout} layout: expected the header "
                     f"{','.join(expected)}; found {info.found()}.", title="Wrong file layout",
@@ -387,7 +527,7 @@ def _require_header(info: FileInfo, layout: str) -> bool:
 
 
 def _plan_generic(info: FileInfo, column_map: dict[str, str],
-                  behavior_map: dict[str, str] | None) -> ReadPlan:
+                  behavior_map: dict[str, str] | None, time: TimeOptions) -> ReadPlan:
     unknown = sorted(set(column_map) - set(GENERIC_FIELDS))
     if unknown:
         raise DataError(f"unknown field(s) in --map: {', '.join(unknown)}.",
@@ -423,14 +563,21 @@ def _plan_generic(info: FileInfo, column_map: dict[str, str],
                             hint="Use a column name from the header, or a 1-based column number.")
     if info.kind == "parquet":
         _check_parquet_types(info, fields)
-    ts_sql = _auto_seconds(fields["ts"], info)
-    extra = {}
+    ts_params: list = []
+    if time.ts_format is not None:
+        if _is_time_type(_parquet_type(fields["ts"], info)):
+            name, typ = info.parquet_columns[fields["ts"]]
+            raise DataError(f"--ts-format applies to text timestamps; Parquet column {name!r} (mapped to ts) "
+                            f"is already {typ}.", title="Invalid time option",
+                            hint="Drop --ts-format (--tz still applies to timestamps without a zone).")
+        ts_sql, ts_params = _formatted_seconds(fields["ts"], info, time)
+    else:
+        ts_sql = _auto_seconds(fields["ts"], info)
     if "ts_offset_ms" in fields:
-        off = _text(fields["ts_offset_ms"], info) if info.kind == "csv" else \
-            f"CAST({_col(fields['ts_offset_ms'])} AS VARCHAR)"
+        off = _text(fields["ts_offset_ms"], info)
         ts_sql = f"({ts_sql} + coalesce(TRY_CAST({off} AS DOUBLE), 0) / 1000.0)"
-    return _plan("generic", info, len(names), header, "UTC", fields, ts_sql, bmap, extra=extra,
-                 column_map={k: str(v) for k, v in column_map.items()},
+    return _plan("generic", info, len(names), header, time.tz or "UTC", fields, ts_sql, bmap,
+                 ts_params=ts_params, time=time, column_map={k: str(v) for k, v in column_map.items()},
                  item_required="item_id" in fields)
 
 

@@ -4,8 +4,21 @@ The file is read once by DuckDB's own reader (``read_csv`` with every column as 
 ``read_parquet``) into a temporary staging table, with each row's canonical fields and, for a bad
 row, the reason it is bad. Lines the CSV reader cannot split (wrong column count, invalid UTF-8,
 unterminated quotes, over-long lines) are captured by ``store_rejects`` with their line numbers.
-Good rows go into ``events`` with exact duplicates (identical canonical rows) dropped and counted;
-bad rows go into ``quarantine`` with their 1-based source line (the header is line 1) and a reason.
+A CSV line holding control bytes (NUL and the like: a corrupted line) is quarantined as
+``binary bytes in line`` whatever else it holds; only a file that is mostly not text is refused
+(:func:`core.data.formats.inspect_file`). Bad rows go into ``quarantine`` with their 1-based source
+line (the header is line 1), a reason and their raw text (control bytes shown as U+FFFD).
+
+Duplicates (rows identical in every source column) follow a policy: ``drop`` keeps one of each,
+``keep`` stores them all. By default (``duplicates=None``) it follows the timestamps' resolution:
+at day resolution (a date-only ``ts_format``, or every timestamp at midnight in the source time
+zone) identical lines are legitimate repeats (two clicks on one item in one day) and are kept;
+finer timestamps make an identical line a repeated record, and it is dropped. The report and the
+dataset record (``options`` JSON, key ``duplicates``) say which policy was used and why.
+
+Timestamps of the generic layout are read as :class:`core.data.formats.TimeOptions` says
+(``ts_format``, ``tz``, ``year``); :func:`check_time_options` refuses a wrong one, naming it.
+:func:`preview_file` parses the first rows into a DataFrame without writing to any store.
 
 Everything happens inside one :meth:`Store.transaction`: an error, a refused file or a
 KeyboardInterrupt (even from the progress callback) leaves the database exactly as it was.
@@ -14,28 +27,46 @@ Line numbers count the lines DuckDB's reader sees; blank lines, which it skips, 
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from core.data.formats import (
+    CONTROL_CLASS,
+    ReadPlan,
+    SchemaReader,
+    TimeOptions,
+    directives,
+    format_has_year,
+    inspect_file,
+    plan_read,
+)
+from core.data.store import Store
 from core.errors import DataError, StoreError
-from core.data.formats import ReadPlan, inspect_file, plan_read
 from core.progress import ProgressFn, report
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from duckdb import DuckDBPyConnection as Cursor
 
 MAX_NAME_LEN = 64
 MAX_ID_LEN = 256            # longer ids are quarantined
 MAX_RAW_LEN = 1000          # quarantine keeps this much of a bad line
 MAX_LINE_BYTES = 4 << 20    # the CSV reader's line limit; longer lines are quarantined
+MAX_PREVIEW_ROWS = 1000
 EARLIEST = datetime(2000, 1, 1)   # timestamps before this are implausible for a web log
-STEPS = 4                   # reading, validating, cleaning, writing
+STEPS = 4                   # reading, validating, duplicates, writing
+DUPLICATE_POLICIES: tuple[str, ...] = ("drop", "keep")
 
 # Reasons a row is quarantined (the `reason` column; also the keys of IngestReport.quarantined).
+R_BINARY = "binary bytes in line"
 R_MISSING_USER = "missing user_id"
 R_MISSING_ITEM = "missing item_id"
 R_MISSING_BEHAVIOR = "missing behavior"
@@ -53,11 +84,18 @@ _DUPKEYS = "_ingest_dupkeys"
 _COUNT_DUPKEYS = "SELECT count(*) FROM " + _DUPKEYS
 _DROP_DUPKEYS = "DROP TABLE " + _DUPKEYS
 _DROP_STAGE = "DROP TABLE " + _STAGE
+_SET_TIMEZONE = "SET SESSION TimeZone = ?"
+# Control bytes in quarantined raw text are shown as the replacement character.
+_SHOW_RAW = "regexp_replace({raw}, '" + CONTROL_CLASS + "', '\ufffd', 'g')"
+_FORMAT_HINT = ("Use strptime directives, e.g. '%Y-%m-%d %H:%M:%S', '%d/%m/%Y %H:%M', '%Y%m%d' or "
+                "'%m-%d' (with --year); '%-m' reads a month without a leading zero.")
+_PREVIEW_COLUMNS = ("user_id", "item_id", "category", "behavior", "ts", "session_id", "price", "brand",
+                    "query", "ts_raw", "reason")
 
 
 @dataclass
 class IngestReport:
-    """What one ingest read, kept, dropped and quarantined."""
+    """What one ingest read, kept, dropped and quarantined, and which duplicate policy it used."""
 
     dataset: str
     layout: str
@@ -71,12 +109,15 @@ class IngestReport:
     ts_max: datetime | None = None
     source_tz: str = "UTC"
     seconds: float = 0.0
+    duplicates: str = "drop"          # the policy used: drop | keep
+    duplicates_reason: str = ""       # why: asked for, or from the timestamps' resolution
+    duplicates_kept: int = 0          # rows identical to an earlier row that were stored (policy keep)
 
     @property
     def rows_quarantined(self) -> int:
         return sum(self.quarantined.values())
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["rows_quarantined"] = self.rows_quarantined
         for key in ("ts_min", "ts_max"):
@@ -84,12 +125,14 @@ class IngestReport:
         return d
 
     def summary(self) -> str:
+        repeats = (f"  duplicates dropped {self.duplicates_dropped:>12,}" if self.duplicates == "drop"
+                   else f"  identical rows kept{self.duplicates_kept:>12,}")
         lines = [
             f"Ingested {self.source_file} as dataset {self.dataset!r} (layout {self.layout}) "
             f"in {self.seconds:.1f} s",
             f"  rows read          {self.rows_read:>12,}",
             f"  rows stored        {self.rows_stored:>12,}",
-            f"  duplicates dropped {self.duplicates_dropped:>12,}",
+            repeats,
             f"  rows quarantined   {self.rows_quarantined:>12,}",
         ]
         for reason, n in sorted(self.quarantined.items(), key=lambda kv: -kv[1]):
@@ -97,12 +140,13 @@ class IngestReport:
         span = (f"{self.ts_min:%Y-%m-%d %H:%M:%S} .. {self.ts_max:%Y-%m-%d %H:%M:%S} UTC"
                 if self.ts_min and self.ts_max else "none")
         lines.append(f"  time range         {span} (source time zone {self.source_tz})")
+        lines.append(f"  duplicates         {self.duplicates} ({self.duplicates_reason})")
         lines.append(f"  sha256             {self.sha256}")
         return "\n".join(lines)
 
 
 # -- names --------------------------------------------------------------------------------
-def validate_dataset_name(name: str) -> str:
+def validate_dataset_name(name: str | None) -> str:
     """A dataset name: 1..64 characters, no control characters or slashes; surrounding spaces cut.
 
     Quotes, semicolons and SQL words are allowed: names are always bound as values.
@@ -158,7 +202,7 @@ class _Hasher(threading.Thread):
         return self.digest
 
 
-def _parquet_schema(store):
+def _parquet_schema(store: Store) -> SchemaReader:
     def schema(path: Path) -> list[tuple[str, str]]:
         try:
             rows = store.fetchall("DESCRIBE SELECT * FROM read_parquet(?)", [str(path)])
@@ -176,40 +220,51 @@ def _reader_sql(plan: ReadPlan) -> tuple[str, list]:
         return f"read_parquet(?) AS t({names})", [str(plan.info.path)]
     columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(plan.n_columns)) + "}"
     compression = "gzip" if plan.info.compression == "gzip" else "none"
-    sql = (f"read_csv(?, auto_detect=false, header=false, skip={1 if plan.header else 0}, "
+    sql = (f"read_csv(?, auto_detect=false, header=false, skip={int(plan.skip)}, "
            f"columns={columns}, delim=?, quote='\"', escape='\"', compression='{compression}', "
            f"max_line_size={MAX_LINE_BYTES}, store_rejects=true, rejects_table='{_REJECTS}', "
            f"rejects_scan='{_SCANS}') AS t({names})")
     return sql, [str(plan.info.path), plan.info.delimiter]
 
 
-def _stage_sql(plan: ReadPlan, lo: float, hi: float) -> tuple[str, list]:
-    """CREATE the staging table: canonical fields, a reason for bad rows, their raw text."""
+def _rows_sql(plan: ReadPlan, lo: float, hi: float, *, preview: bool = False) -> tuple[str, list]:
+    """SELECT every source row as canonical fields plus ``reason`` (NULL for a good row).
+
+    For staging also the source columns not stored (``x<i>``, for duplicate detection) and, for a
+    bad row, its raw text; for a preview the timestamp's text (``ts_raw``) instead.
+    """
     e = plan.exprs
     inner_fields = ["user_id", "item_id", "category", "session_id", "brand", "query",
-                    "price", "price_raw", "behavior_raw", "behavior", "ts_seconds"]
+                    "price", "price_raw", "behavior_raw", "behavior", "ts_seconds"] + (["ts_raw"] if preview else [])
     params: list[Any] = []
     parts = []
     for name in inner_fields:
         parts.append(f"{e[name]} AS {name}")
         params += plan.params.get(name, [])
-    passthrough = ", ".join(f"c{i}" for i in range(plan.n_columns))
+    columns = [f"c{i}" for i in range(plan.n_columns)]
     reader, reader_params = _reader_sql(plan)
-    delim = plan.info.delimiter if plan.info.kind == "csv" else ","
-    raw = "concat_ws(?, " + ", ".join(f"coalesce(CAST(c{i} AS VARCHAR), '')"
-                                       for i in range(plan.n_columns)) + ")"
-    extras = "".join(f" c{i} AS x{i}," for i in plan.extra_columns)
+    # a CSV line with control bytes is corrupted, whatever its fields happen to parse as
+    binary_check = (f"WHEN regexp_matches(concat({', '.join(columns)}), '{CONTROL_CLASS}') THEN '{R_BINARY}'"
+                    if plan.info.kind == "csv" else "")
     item_check = (f"WHEN item_id IS NULL AND behavior IS DISTINCT FROM 'search' THEN '{R_MISSING_ITEM}' "
                   if plan.item_required else "")
+    ts = "CASE WHEN reason IS NULL THEN make_timestamp(CAST(round(ts_seconds * 1e6) AS BIGINT)) END AS ts"
+    outer_params: list[Any] = []
+    if preview:
+        select = f"user_id, item_id, category, behavior, {ts}, session_id, price, brand, query, ts_raw, reason"
+    else:
+        delim = plan.info.delimiter if plan.info.kind == "csv" else ","
+        raw = "concat_ws(?, " + ", ".join(f"coalesce(CAST({c} AS VARCHAR), '')" for c in columns) + ")"
+        extras = "".join(f" c{i} AS x{i}," for i in plan.extra_columns)
+        select = (f"user_id, item_id, category, behavior,{extras} {ts}, session_id, price, brand, query, reason, "
+                  f"CASE WHEN reason IS NOT NULL THEN left({_SHOW_RAW.format(raw=raw)}, {MAX_RAW_LEN}) END AS raw")
+        outer_params = [delim]
     sql = f"""
-        CREATE TEMP TABLE {_STAGE} AS
-        SELECT user_id, item_id, category, behavior,{extras}
-               CASE WHEN reason IS NULL THEN make_timestamp(CAST(round(ts_seconds * 1e6) AS BIGINT)) END AS ts,
-               session_id, price, brand, query, reason,
-               CASE WHEN reason IS NOT NULL THEN left({raw}, {MAX_RAW_LEN}) END AS raw
+        SELECT {select}
         FROM (
             SELECT *,
                 CASE
+                    {binary_check}
                     WHEN user_id IS NULL THEN '{R_MISSING_USER}'
                     WHEN behavior IS NULL AND behavior_raw IS NULL THEN '{R_MISSING_BEHAVIOR}'
                     WHEN behavior IS NULL THEN '{R_UNKNOWN_BEHAVIOR}'
@@ -221,12 +276,25 @@ def _stage_sql(plan: ReadPlan, lo: float, hi: float) -> tuple[str, list]:
                          THEN '{R_LONG_ID}'
                     WHEN price_raw IS NOT NULL AND price IS NULL THEN '{R_BAD_PRICE}'
                 END AS reason
-            FROM (SELECT {", ".join(parts)}, {passthrough} FROM {reader})
+            FROM (SELECT {", ".join(parts)}, {", ".join(columns)} FROM {reader})
         )"""
     # parameter order follows the text: raw's delimiter, the bounds, the inner fields, the reader
-    return sql, [delim, lo, hi] + params + reader_params
+    return sql, [*outer_params, lo, hi, *params, *reader_params]
 
 
+def _time_bounds() -> tuple[float, float]:
+    """Plausible epoch seconds: from EARLIEST to a day from now."""
+    return EARLIEST.replace(tzinfo=UTC).timestamp(), (datetime.now(UTC) + timedelta(days=1)).timestamp()
+
+
+# Lines the CSV reader rejected: one row per line with its reason and text.
+_REJECTED_LINES = f"""
+    SELECT line,
+           CASE WHEN regexp_matches(arg_min(csv_line, column_idx), '{CONTROL_CLASS}') THEN '{R_BINARY}'
+                ELSE 'malformed line: ' || lower(arg_min(error_type, column_idx)) END AS reason,
+           arg_min(csv_line, column_idx) AS csv_line
+    FROM {_REJECTS} GROUP BY line"""
+_COUNT_REJECTED_SQL = f"SELECT reason, count(*) FROM ({_REJECTED_LINES}) GROUP BY ALL"
 _QUARANTINE_ROWS_SQL = f"""
     INSERT INTO quarantine
     WITH rej AS (SELECT line, row_number() OVER (ORDER BY line) AS j
@@ -244,17 +312,17 @@ _QUARANTINE_PARQUET_SQL = f"""
 """
 _QUARANTINE_REJECTS_SQL = f"""
     INSERT INTO quarantine
-    SELECT ?, line, 'malformed line: ' || lower(arg_min(error_type, column_idx)),
-           left(arg_min(csv_line, column_idx), {MAX_RAW_LEN})
-    FROM {_REJECTS} GROUP BY line
+    SELECT ?, line, reason, left({_SHOW_RAW.format(raw="csv_line")}, {MAX_RAW_LEN})
+    FROM ({_REJECTED_LINES})
 """
 
 
-def _insert_deduplicated(cur, name: str, plan: ReadPlan) -> int:
-    """Insert the good staged rows into ``events``, dropping exact duplicates; returns rows stored.
+def _insert_events(cur: Cursor, name: str, plan: ReadPlan, drop: bool) -> tuple[int, int]:
+    """Insert the good staged rows into ``events``; returns (rows stored, rows identical to an earlier one).
 
-    Rows are first grouped by a 64-bit hash of the whole row (cheap); only rows whose hash occurs
-    more than once go through the exact DISTINCT, the rest are inserted as they are.
+    Identical means equal in every source column. Rows are first grouped by a 64-bit hash of the
+    whole row (cheap); only rows whose hash occurs more than once go through the exact DISTINCT.
+    With ``drop`` one row of each identical group is stored, otherwise all of them.
     """
     row = ("user_id, item_id, category, behavior, ts, session_id, price, brand, query"
            + "".join(f", x{i}" for i in plan.extra_columns))
@@ -264,20 +332,55 @@ def _insert_deduplicated(cur, name: str, plan: ReadPlan) -> int:
     cur.execute(dupkeys_sql)
     project = ("?, user_id, item_id, category, CAST(behavior AS behavior_t), ts, session_id, price, "
                "brand, query")
-    if cur.execute(_COUNT_DUPKEYS).fetchone()[0] == 0:
-        insert_sql = f"INSERT INTO events SELECT {project} FROM {_STAGE} WHERE reason IS NULL"
-        stored = cur.execute(insert_sql, [name]).fetchone()[0]
-    else:
+    insert_all = f"INSERT INTO events SELECT {project} FROM {_STAGE} WHERE reason IS NULL"
+    suspects = f"FROM {_STAGE} WHERE reason IS NULL AND hash({row}) IN (SELECT hk FROM {_DUPKEYS})"
+    if cur.execute(_COUNT_DUPKEYS).fetchall()[0][0] == 0:
+        stored, identical = cur.execute(insert_all, [name]).fetchall()[0][0], 0
+    elif drop:
         insert_sql = (
             f"""INSERT INTO events
                 SELECT {project} FROM {_STAGE}
                 WHERE reason IS NULL AND hash({row}) NOT IN (SELECT hk FROM {_DUPKEYS})
                 UNION ALL
-                SELECT {project} FROM (SELECT DISTINCT {row} FROM {_STAGE}
-                                       WHERE reason IS NULL AND hash({row}) IN (SELECT hk FROM {_DUPKEYS}))""")
-        stored = cur.execute(insert_sql, [name, name]).fetchone()[0]
+                SELECT {project} FROM (SELECT DISTINCT {row} {suspects})""")
+        stored = cur.execute(insert_sql, [name, name]).fetchall()[0][0]
+        good = cur.execute(f"SELECT count(*) FROM {_STAGE} WHERE reason IS NULL").fetchall()[0][0]
+        identical = int(good) - int(stored)
+    else:
+        stored = cur.execute(insert_all, [name]).fetchall()[0][0]
+        identical = cur.execute(
+            f"SELECT (SELECT count(*) {suspects}) - (SELECT count(*) FROM (SELECT DISTINCT {row} {suspects}))"
+        ).fetchall()[0][0]
     cur.execute(_DROP_DUPKEYS)
-    return int(stored)
+    return int(stored), int(identical)
+
+
+def _day_resolution(cur: Cursor, plan: ReadPlan) -> str | None:
+    """Why the timestamps are at day resolution (a date-only format, or every good one at local
+    midnight), or None when they are finer. Stops at the first timestamp that is not midnight."""
+    if plan.time.date_only:
+        return f"the timestamp format {plan.time.ts_format!r} has no time of day"
+    if plan.session_tz == "UTC":
+        local, params = "ts", []
+    else:
+        local, params = "timezone(?, timezone('UTC', ts))", [plan.session_tz] * 2   # used twice below
+    finer = cur.execute(
+        f"SELECT count(*) FROM (SELECT 1 FROM {_STAGE} WHERE reason IS NULL "
+        f"AND {local} <> date_trunc('day', {local}) LIMIT 1)", params).fetchall()[0][0]
+    if finer:
+        return None
+    return f"every timestamp is at midnight ({plan.session_tz})"
+
+
+def _duplicate_policy(asked: str | None, day: str | None) -> tuple[str, str]:
+    """The policy to use and the reason given for it."""
+    repeats = "so identical lines are legitimate repeats (e.g. two clicks on one item in one day)"
+    if asked is not None:
+        found = f"day resolution: {day}" if day else "timestamps finer than a day"
+        return asked, f"asked for (--duplicates {asked}); {found}"
+    if day:
+        return "keep", f"auto: day resolution ({day}), {repeats}"
+    return "drop", "auto: timestamps are finer than a day, so an identical line is a repeated record"
 
 
 def _is_reader_error(err: Exception) -> bool:
@@ -285,92 +388,212 @@ def _is_reader_error(err: Exception) -> bool:
     return isinstance(err, StoreError) or type(err).__module__.split(".")[0] in ("duckdb", "_duckdb")
 
 
+def _reader_failed(source_file: str, plan: ReadPlan, err: Exception) -> DataError:
+    text = err.message if isinstance(err, StoreError) else str(err).strip().splitlines()[0]
+    return DataError(f"DuckDB could not read {source_file} as {plan.layout}: {text}",
+                     hint="Check the file is complete (not truncated) and in the layout named; "
+                          "see `python -m core ingest --help`.")
+
+
+# -- options ------------------------------------------------------------------------------
+def duplicate_choice(value: str | None) -> str | None:
+    """``drop`` or ``keep``; None (or ``auto``) lets the timestamps' resolution decide."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text in ("", "auto"):
+        return None
+    if text not in DUPLICATE_POLICIES:
+        raise DataError(f"--duplicates {value!r} is not a duplicate policy.", title="Invalid option",
+                        hint="Use --duplicates drop (keep one of identical rows), keep (store them all), "
+                             "or leave it out to decide from the timestamps' resolution.")
+    return text
+
+
+def check_time_options(store: Store, ts_format: str | None = None, tz: str | None = None,
+                       year: int | str | None = None) -> TimeOptions:
+    """Validated :class:`TimeOptions` (``tz`` spelt as DuckDB's zone list does); a DataError names
+    the option that is wrong and says what would be right."""
+    fmt = None if ts_format is None or not str(ts_format).strip() else str(ts_format)
+    if fmt is not None:
+        if not directives(fmt):
+            raise DataError(f"--ts-format {fmt!r} has no strptime directive such as %Y, %m or %d.",
+                            title="Invalid time option", hint=_FORMAT_HINT)
+        try:
+            store.fetchone("SELECT try_strptime('', ?)", [fmt])
+        except StoreError as e:
+            raise DataError(f"--ts-format {fmt!r} is not a strptime format DuckDB can read ({e.message}).",
+                            title="Invalid time option", hint=_FORMAT_HINT) from e
+    number = _year(year)
+    if number is not None and fmt is None:
+        raise DataError(f"--year {number} needs --ts-format: it is the year of dates whose format has none.",
+                        title="Invalid time option", hint="Add e.g. --ts-format '%m-%d' for dates like 6-4.")
+    if fmt is not None and number is not None and format_has_year(fmt):
+        raise DataError(f"--year {number} was given but --ts-format {fmt!r} reads a year itself.",
+                        title="Invalid time option", hint="Drop --year, or drop the year from --ts-format.")
+    if fmt is not None and number is None and not format_has_year(fmt):
+        raise DataError(f"--ts-format {fmt!r} has no year (%Y or %y), so the dates cannot be placed in time.",
+                        title="Invalid time option",
+                        hint="Pass --year YYYY with the year the source's documentation gives.")
+    zone = None
+    if tz is not None and str(tz).strip():
+        zones = {n.lower(): n for (n,) in store.fetchall("SELECT name FROM pg_timezone_names()")}
+        zone = zones.get(str(tz).strip().lower())
+        if zone is None:
+            close = difflib.get_close_matches(str(tz).strip(), list(zones.values()), n=3)
+            maybe = f" Did you mean {', '.join(close)}?" if close else ""
+            raise DataError(f"--tz {tz!r} is not a time zone name DuckDB knows.{maybe}",
+                            title="Invalid time option",
+                            hint="Use an IANA name such as Asia/Shanghai, Europe/Berlin, America/New_York or UTC.")
+    return TimeOptions(ts_format=fmt, tz=zone, year=number)
+
+
+def _year(year: int | str | None) -> int | None:
+    if year is None or (isinstance(year, str) and not year.strip()):
+        return None
+    text = str(year).strip()
+    if isinstance(year, bool) or not text.isdigit():
+        raise DataError(f"--year {year!r} is not a year.", title="Invalid time option",
+                        hint="Pass a four-digit year such as 2015.")
+    number = int(text)
+    latest = datetime.now(UTC).year
+    if not EARLIEST.year <= number <= latest:
+        raise DataError(f"--year {number} is outside {EARLIEST.year}..{latest}, the years a behaviour log "
+                        "can be from.", title="Invalid time option", hint="Pass the year the events happened.")
+    return number
+
+
+def _read_plan(store: Store, path: Path, layout: str, column_map: dict[str, str] | None,
+               behavior_map: dict[str, str] | None, time_options: TimeOptions) -> ReadPlan:
+    """Look at the file and plan how to read it (DataError on any problem)."""
+    info = inspect_file(path, _parquet_schema(store))
+    return plan_read(info, layout, column_map, behavior_map, time_options)
+
+
+# -- preview ------------------------------------------------------------------------------
+def preview_file(path: str | Path, *, layout: str = "auto", column_map: dict[str, str] | None = None,
+                 behavior_map: dict[str, str] | None = None, ts_format: str | None = None,
+                 tz: str | None = None, year: int | str | None = None, rows: int = 20) -> pd.DataFrame:
+    """The first ``rows`` rows of ``path`` as ingest would read them, without storing anything.
+
+    Columns: user_id, item_id, category, behavior, ts (UTC; empty for a bad row), session_id,
+    price, brand, query, ts_raw (the timestamp as the file has it) and reason (why ingest would
+    quarantine the row; None for a good one). Lines the CSV reader cannot split are left out.
+    Works in a throw-away in-memory DuckDB and raises the DataErrors ingest would for the file and
+    the options.
+    """
+    if not 1 <= rows <= MAX_PREVIEW_ROWS:
+        raise DataError(f"rows={rows!r}: a preview shows 1..{MAX_PREVIEW_ROWS} rows.", title="Invalid option")
+    path = Path(path)
+    with Store(":memory:") as scratch:
+        time_options = check_time_options(scratch, ts_format, tz, year)
+        plan = _read_plan(scratch, path, layout, column_map, behavior_map, time_options)
+        lo, hi = _time_bounds()
+        sql, params = _rows_sql(plan, lo, hi, preview=True)
+        with scratch.cursor() as cur:
+            cur.execute(_SET_TIMEZONE, [plan.session_tz])
+            try:
+                frame = cur.execute(sql + " LIMIT ?", [*params, rows]).df()
+            except Exception as e:  # duckdb's errors, before the cursor translates them
+                if not _is_reader_error(e):
+                    raise
+                raise _reader_failed(path.name, plan, e) from e
+    frame["behavior"] = frame["behavior"].astype("string")
+    return frame[list(_PREVIEW_COLUMNS)]
+
+
 # -- the ingest ---------------------------------------------------------------------------
-def ingest_file(store, path, *, dataset: str | None = None, layout: str = "auto",
+def ingest_file(store: Store, path: str | Path, *, dataset: str | None = None, layout: str = "auto",
                 column_map: dict[str, str] | None = None, behavior_map: dict[str, str] | None = None,
                 replace: bool = False, progress: ProgressFn | None = None,
-                source_name: str | None = None) -> IngestReport:
+                source_name: str | None = None, ts_format: str | None = None, tz: str | None = None,
+                year: int | str | None = None, duplicates: str | None = None) -> IngestReport:
     """Load one behaviour log into ``events`` as ``dataset``; see the module docstring.
 
     ``layout`` is ``auto`` or one of :data:`core.data.formats.LAYOUTS`; ``column_map`` (FIELD -> source
     column) and ``behavior_map`` (source value -> behaviour, ``*`` for any other value) apply to the
-    generic layout. ``source_name`` is the file name to record when ``path`` is a temporary copy
-    of an upload. Raises DataError (bad file, nothing usable), ConflictError (name exists).
+    generic layout, and so do ``ts_format`` (strptime format), ``tz`` (IANA zone of the source's
+    local times) and ``year`` (for a format without one). ``duplicates`` is ``drop``, ``keep`` or
+    None (from the timestamps' resolution). ``source_name`` is the file name to record when
+    ``path`` is a temporary copy of an upload. Raises DataError (bad file or option, nothing
+    usable), ConflictError (name exists).
     """
     started = time.perf_counter()
     path = Path(path)
     source_file = source_name or path.name
     name = validate_dataset_name(dataset if dataset is not None else default_dataset_name(source_file))
+    asked = duplicate_choice(duplicates)
+    time_options = check_time_options(store, ts_format, tz, year)
     store.require_new_dataset(name, replace)
-    info = inspect_file(path, _parquet_schema(store))
-    plan = plan_read(info, layout, column_map, behavior_map)
+    plan = _read_plan(store, path, layout, column_map, behavior_map, time_options)
 
     hasher = _Hasher(path)
     hasher.start()
-    lo = EARLIEST.replace(tzinfo=timezone.utc).timestamp()
-    hi = (datetime.now(timezone.utc) + timedelta(days=1)).timestamp()
-    stage_sql, stage_params = _stage_sql(plan, lo, hi)
+    rows_sql, rows_params = _rows_sql(plan, *_time_bounds())
 
     with store.transaction() as cur:
-        cur.execute("SET SESSION TimeZone = 'UTC'")   # naive text times are read as UTC
+        cur.execute(_SET_TIMEZONE, [plan.session_tz])   # text times without a zone are local there
         report(progress, 0, STEPS, f"reading {source_file}")
         try:
-            cur.execute(stage_sql, stage_params)
+            cur.execute(f"CREATE TEMP TABLE {_STAGE} AS {rows_sql}", rows_params)
         except Exception as e:  # inside a transaction duckdb's own errors arrive untranslated
             if not _is_reader_error(e):
                 raise
-            raise DataError(f"DuckDB could not read {source_file} as {plan.layout}: "
-                            f"{str(e).strip().splitlines()[0]}",
-                            hint="Check the file is complete (not truncated) and in the layout named; "
-                                 "see `python -m core ingest --help`.") from e
+            raise _reader_failed(source_file, plan, e) from e
         report(progress, 1, STEPS, "validating rows")
         total, good = cur.execute(
-            f"SELECT count(*), count(*) FILTER (WHERE reason IS NULL) FROM {_STAGE}").fetchone()
+            f"SELECT count(*), count(*) FILTER (WHERE reason IS NULL) FROM {_STAGE}").fetchall()[0]
         quarantined = dict(cur.execute(
             f"SELECT reason, count(*) FROM {_STAGE} WHERE reason IS NOT NULL GROUP BY reason").fetchall())
         rejected = 0
         if plan.info.kind == "csv":
-            rows = cur.execute(
-                f"SELECT 'malformed line: ' || lower(t), count(*) FROM "
-                f"(SELECT line, arg_min(error_type, column_idx) AS t FROM {_REJECTS} GROUP BY line) "
-                f"GROUP BY ALL").fetchall()
-            for reason, n in rows:
+            for reason, n in cur.execute(_COUNT_REJECTED_SQL).fetchall():
                 quarantined[reason] = quarantined.get(reason, 0) + n
                 rejected += n
-        rows_read = int(total) + rejected
+        skipped = plan.info.corrupted_head if plan.header else []   # corrupted lines above the header
+        if skipped:
+            quarantined[R_BINARY] = quarantined.get(R_BINARY, 0) + len(skipped)
+        rows_read = int(total) + rejected + len(skipped)
         if good == 0:
             raise _nothing_usable(source_file, plan, rows_read, quarantined)
 
-        report(progress, 2, STEPS, "dropping exact duplicates")
+        report(progress, 2, STEPS, "checking duplicates")
+        day = _day_resolution(cur, plan)
+        policy, why = _duplicate_policy(asked, day)
         if replace:
             store.delete_dataset(name, cur)
-        stored = _insert_deduplicated(cur, name, plan)
+        stored, identical = _insert_events(cur, name, plan, drop=policy == "drop")
+        dropped = identical if policy == "drop" else 0
 
         report(progress, 3, STEPS, "writing quarantine and dataset record")
         if plan.info.kind == "csv":
-            cur.execute(_QUARANTINE_ROWS_SQL, [1 if plan.header else 0, name, 1 if plan.header else 0])
+            cur.execute(_QUARANTINE_ROWS_SQL, [plan.skip, name, plan.skip])
             cur.execute(_QUARANTINE_REJECTS_SQL, [name])
+            for k, text in enumerate(skipped):
+                cur.execute(f"INSERT INTO quarantine VALUES (?, ?, ?, left({_SHOW_RAW.format(raw='?')}, "
+                            f"{MAX_RAW_LEN}))", [name, k + 1, R_BINARY, text])
         else:
             cur.execute(_QUARANTINE_PARQUET_SQL, [name])
         n_users, n_items, ts_min, ts_max = cur.execute(
             f"SELECT count(DISTINCT user_id), count(DISTINCT item_id), min(ts), max(ts) "
-            f"FROM {_STAGE} WHERE reason IS NULL").fetchone()
+            f"FROM {_STAGE} WHERE reason IS NULL").fetchall()[0]
         digest = hasher.result()
-        n_quarantined = sum(quarantined.values())
+        options = {**plan.options(), "duplicates": {"policy": policy, "asked": asked, "reason": why,
+                                                    "day_resolution": day is not None,
+                                                    "identical_rows": identical}}
         cur.execute(
             "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [name, plan.layout, source_file, digest, rows_read, int(stored), n_quarantined,
-             int(good) - int(stored), n_users, n_items, ts_min, ts_max, plan.source_tz,
-             json.dumps(plan.options(), sort_keys=True),
-             datetime.now(timezone.utc).replace(tzinfo=None)])
+            [name, plan.layout, source_file, digest, rows_read, stored, sum(quarantined.values()),
+             dropped, n_users, n_items, ts_min, ts_max, plan.source_tz,
+             json.dumps(options, sort_keys=True), datetime.now(UTC).replace(tzinfo=None)])
         cur.execute(_DROP_STAGE)
         report(progress, STEPS, STEPS, "done")
 
     return IngestReport(dataset=name, layout=plan.layout, source_file=source_file, sha256=digest,
-                        rows_read=rows_read, rows_stored=int(stored),
-                        duplicates_dropped=int(good) - int(stored), quarantined=quarantined,
-                        ts_min=ts_min, ts_max=ts_max, source_tz=plan.source_tz,
-                        seconds=time.perf_counter() - started)
+                        rows_read=rows_read, rows_stored=stored, duplicates_dropped=dropped,
+                        quarantined=quarantined, ts_min=ts_min, ts_max=ts_max, source_tz=plan.source_tz,
+                        seconds=time.perf_counter() - started, duplicates=policy, duplicates_reason=why,
+                        duplicates_kept=identical if policy == "keep" else 0)
 
 
 def _nothing_usable(source_file: str, plan: ReadPlan, rows_read: int,
@@ -380,8 +603,13 @@ def _nothing_usable(source_file: str, plan: ReadPlan, rows_read: int,
         return DataError(f"{source_file} has no event rows {what}; {plan.info.found()}.",
                          title="No events in file",
                          hint="Expected one event per line below the header.")
-    reasons = "; ".join(f"{r}: {n:,}" for r, n in sorted(quarantined.items(), key=lambda kv: -kv[1]))
+    reasons = "; ".join(f"{r}: {n:,}" for r, n in sorted(quarantined.items(), key=lambda kv: (-kv[1], kv[0])))
+    worst = max(quarantined, key=lambda r: quarantined[r])
+    if worst in (R_BAD_TS, R_IMPLAUSIBLE_TS) and plan.layout == "generic":
+        hint = ("Say how to read the times: --ts-format (e.g. '%d/%m/%Y %H:%M', or '%m-%d' with --year "
+                "2015 for dates without a year) and --tz for the source's time zone.")
+    else:
+        hint = "Check --format (or use --format generic with --map FIELD=COLUMN for each column)."
     return DataError(
         f"none of the {rows_read:,} rows of {source_file} is a valid {plan.layout} event "
-        f"({reasons}); {plan.info.found()}.", title="No valid events",
-        hint="Check --format (or use --format generic with --map FIELD=COLUMN for each column).")
+        f"({reasons}); {plan.info.found()}.", title="No valid events", hint=hint)

@@ -10,21 +10,16 @@ The frames are what :mod:`core.charts` draws; column names are documented per fu
 """
 from __future__ import annotations
 
-
-import json
 import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 
 from core.data.schema import BEHAVIORS
 from core.data.store import Store
-from core.settings import get_settings
 
 MAX_TIME_POINTS = 400        # events_per_day switches to weeks, then months, above this many buckets
 MAX_TOP_CATEGORIES = 100     # cap for top_categories(limit=...)
@@ -58,7 +53,7 @@ def _format_offset(seconds: float) -> str:
     if seconds == 0:
         return "UTC"
     sign = "+" if seconds > 0 else "-"
-    minutes = int(round(abs(seconds) / 60))
+    minutes = round(abs(seconds) / 60)
     return f"UTC{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
@@ -123,8 +118,8 @@ def events_per_day(store: Store, dataset: str) -> pd.DataFrame:
     which), so the frame stays small.
     """
     offset = local_offset(store, dataset)
-    span = store.fetchone(
-        "SELECT date_diff('day', min(ts), max(ts)) FROM events WHERE dataset = ?", [dataset])[0]
+    (span,) = store.fetchone(
+        "SELECT date_diff('day', min(ts), max(ts)) FROM events WHERE dataset = ?", [dataset]) or (None,)
     unit = "day"
     for name, days in _TIME_BUCKETS:
         unit = name
@@ -171,16 +166,17 @@ def funnel(store: Store, dataset: str) -> pd.DataFrame:
     sums = ", ".join(f"count(*) FILTER (WHERE {stage}) AS {stage}" for stage in FUNNEL_STAGES)
     row = store.fetchone(
         f"SELECT count(*) AS users, {sums} FROM "          # stage names are code constants
-        f"(SELECT user_id, {flags} FROM events WHERE dataset = ? GROUP BY user_id)", [dataset])
+        f"(SELECT user_id, {flags} FROM events WHERE dataset = ? GROUP BY user_id)", [dataset]) \
+        or (0,) * (len(FUNNEL_STAGES) + 1)
     total = int(row[0] or 0)
     users = [int(v or 0) for v in row[1:]]
-    previous = [math.nan] + users[:-1]
+    previous = [math.nan, *users[:-1]]
     return pd.DataFrame({
         "stage": list(FUNNEL_STAGES),
         "users": users,
         "share_of_users": [u / total if total else 0.0 for u in users],
         "step_conversion": [u / p if p and not math.isnan(p) else math.nan
-                            for u, p in zip(users, previous)],
+                            for u, p in zip(users, previous, strict=True)],
     })
 
 
@@ -215,7 +211,7 @@ def events_per_user(store: Store, dataset: str) -> pd.DataFrame:
     high = (2 ** (frame["k"] + 1) - 1).astype("int64")
     total = frame["users"].sum()
     return pd.DataFrame({
-        "bucket": [str(lo) if lo == hi else f"{lo:,}–{hi:,}" for lo, hi in zip(low, high)],
+        "bucket": [str(lo) if lo == hi else f"{lo:,}–{hi:,}" for lo, hi in zip(low, high, strict=True)],
         "low": low, "high": high,
         "users": frame["users"].astype("int64"),
         "events": frame["events"].astype("int64"),
@@ -260,41 +256,3 @@ def preview_rows(store: Store, dataset: str, limit: int = 100) -> pd.DataFrame:
             if c in ("user_id", "item_id", "category", "behavior", "ts") or frame[c].notna().any()]
     return frame[keep]
 
-
-# -- saved models ---------------------------------------------------------------------------------
-def _pr_auc(card: dict[str, Any]) -> float | None:
-    value = (card.get("metrics") or {}).get("pr_auc")
-    if isinstance(value, dict):
-        value = value.get("value")
-    return float(value) if isinstance(value, (int, float)) else None
-
-
-def saved_models(root: str | Path | None = None) -> pd.DataFrame:
-    """One row per ``<root>/*/card.json`` (default ``models/saved``): ``model_id``, ``path``,
-    ``kind``, ``dataset``, ``horizon``, ``pr_auc`` (validation, may be NaN), ``error`` (why the
-    card could not be read, else None). Newest directory first."""
-    root = Path(root) if root is not None else get_settings().models_root
-    rows: list[dict[str, Any]] = []
-    cards = sorted(root.glob("*/card.json"), key=lambda p: p.stat().st_mtime, reverse=True) \
-        if root.is_dir() else []
-    for path in cards:
-        row: dict[str, Any] = {"model_id": path.parent.name, "path": str(path.parent), "kind": None,
-                               "dataset": None, "horizon": None, "pr_auc": None, "error": None}
-        try:
-            card = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            row["error"] = f"unreadable card.json ({type(err).__name__}: {err})"
-            rows.append(row)
-            continue
-        if not isinstance(card, dict):
-            row["error"] = "card.json does not hold an object"
-            rows.append(row)
-            continue
-        label = card.get("label") if isinstance(card.get("label"), dict) else {}
-        row.update(model_id=str(card.get("model_id") or path.parent.name), kind=card.get("kind"),
-                   dataset=card.get("dataset"), horizon=label.get("horizon"),
-                   pr_auc=_pr_auc(card))
-        rows.append(row)
-    frame = pd.DataFrame(rows, columns=["model_id", "path", "kind", "dataset", "horizon", "pr_auc",
-                                        "error"])
-    return frame.astype(object).where(frame.notna(), None)

@@ -6,9 +6,14 @@ was measured and, when it is not a pass, why it matters for purchase-intent mode
 """
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
+
+from core.data.store import Store
 
 STATUSES = ("pass", "warn", "fail")
 COLUMNS = ["group", "check", "status", "value", "reason"]
@@ -22,6 +27,11 @@ ONE_EVENT_USER_SHARE = (0.50, 0.90)
 THIN_DAY_SHARE = 0.10       # a day with < 10% of the median daily events is a gap
 STRAY_DAY_SHARE = 0.01      # a day with < 1% of the median daily events is a stray day
 CENTRAL = (0.0005, 0.9995)  # the main window: the central 99.9% of events' minutes, padded by a day
+
+
+def _row(store: Store, sql: str, params: list[Any]) -> tuple[Any, ...]:
+    """The one row an aggregate query returns."""
+    return store.fetchall(sql, params)[0]
 
 
 def _status(value: float, limits: tuple[float, float]) -> str:
@@ -55,7 +65,29 @@ class QualityReport:
         return "\n".join(lines)
 
 
-def quality_report(store, dataset: str) -> QualityReport:
+def _duplicates_check(add: Callable[[str, str, str, float, str], None], meta: dict[str, Any], read: int) -> None:
+    """Identical rows: how many, and what the ingest's duplicate policy did with them and why."""
+    try:
+        policy = json.loads(meta.get("options") or "{}").get("duplicates") or {}
+    except (TypeError, ValueError, AttributeError):   # a record written by something other than ingest
+        policy = {}
+    dropped = int(meta.get("duplicates_dropped") or 0)
+    if policy.get("policy") == "keep":
+        kept = int(policy.get("identical_rows") or 0)
+        share = kept / read
+        # at day resolution identical lines are repeats, not errors; otherwise they are judged
+        day = policy.get("day_resolution", False)
+        add("consistency", "duplicate rows", "pass" if day else _status(share, DUPLICATE_SHARE), share,
+            f"{kept:,} rows identical to another ({share:.2%} of rows read) were kept; "
+            f"policy keep, {policy.get('reason', '')}.")
+        return
+    share = dropped / read
+    why = f"; policy drop, {policy['reason']}" if policy.get("reason") else ""
+    add("consistency", "duplicate rows", _status(share, DUPLICATE_SHARE), share,
+        f"{dropped:,} exact duplicate rows ({share:.2%} of rows read) were dropped at ingest{why}.")
+
+
+def quality_report(store: Store, dataset: str) -> QualityReport:
     """Run every check on ``dataset`` (NotFoundError if it does not exist)."""
     meta = store.dataset(dataset)
     rows: list[dict] = []
@@ -66,8 +98,8 @@ def quality_report(store, dataset: str) -> QualityReport:
 
     users = meta.get("n_users")   # counted at ingest; counted here for a record made otherwise
     if users is None:
-        users = store.fetchone("SELECT count(DISTINCT user_id) FROM events WHERE dataset = ?", [dataset])[0]
-    n, miss_item, miss_cat, miss_sess, miss_price, miss_brand, ts_min, ts_max = store.fetchone(
+        users = _row(store, "SELECT count(DISTINCT user_id) FROM events WHERE dataset = ?", [dataset])[0]
+    n, miss_item, miss_cat, miss_sess, miss_price, miss_brand, ts_min, ts_max = _row(store,
         """SELECT count(*),
                   count(*) FILTER (WHERE item_id IS NULL AND behavior <> 'search'),
                   count(*) FILTER (WHERE category IS NULL OR lower(category) IN ('unknown', 'null', 'nan')),
@@ -100,7 +132,7 @@ def quality_report(store, dataset: str) -> QualityReport:
         f"{ts_min:%Y-%m-%d %H:%M} .. {ts_max:%Y-%m-%d %H:%M} UTC ({span_days:.1f} days)"
         + ("" if span_days >= 1 else "; shorter than a day, so only short horizons can be labelled."))
 
-    empty_days, thin_days, total_days = store.fetchone(
+    empty_days, thin_days, total_days = _row(store,
         """WITH per_day AS (SELECT date_trunc('day', ts) AS day, count(*) AS n
                             FROM events WHERE dataset = ? GROUP BY ALL),
                 main AS (SELECT * FROM per_day
@@ -118,14 +150,11 @@ def quality_report(store, dataset: str) -> QualityReport:
         f"{THIN_DAY_SHARE:.0%} of the median daily volume within the main {total_days} day(s)."
         if gaps else f"every one of the {total_days} day(s) in the main window has events.")
 
-    dups = int(meta.get("duplicates_dropped") or 0)
-    share = dups / read
-    add("consistency", "duplicate rows", _status(share, DUPLICATE_SHARE), share,
-        f"{dups:,} exact duplicate rows ({share:.2%} of rows read) were dropped at ingest.")
+    _duplicates_check(add, meta, read)
 
     # Only the (user, item) pairs that were bought are looked up among the views: the buys are
     # few, so this probes the views instead of building a table of all of them.
-    buys, orphan = store.fetchone(
+    buys, orphan = _row(store,
         """WITH b AS (SELECT user_id, item_id, ts FROM events WHERE dataset = ? AND behavior = 'buy'),
                 v AS (SELECT user_id, item_id, min(ts) AS first_view FROM events
                       WHERE dataset = ? AND behavior = 'view'
@@ -142,7 +171,7 @@ def quality_report(store, dataset: str) -> QualityReport:
             f"{orphan:,} of {buys:,} buys ({share:.1%}) have no earlier view of the item by the same user"
             + ("" if share <= BUY_WITHOUT_VIEW_SHARE[0] else "; the log may be cut or views not logged."))
 
-    single = store.fetchone(
+    single = _row(store,
         """SELECT count(*) FROM (SELECT user_id FROM events WHERE dataset = ?
                                  GROUP BY user_id HAVING count(*) = 1)""", [dataset])[0]
     share = single / max(int(users), 1)
@@ -152,7 +181,7 @@ def quality_report(store, dataset: str) -> QualityReport:
     # -- accuracy --------------------------------------------------------------------------
     # The main window from per-minute counts (exact at minute resolution, and a day is added on
     # each side anyway): far cheaper than a quantile over every timestamp.
-    outside, lo, hi = store.fetchone(
+    outside, lo, hi = _row(store,
         """WITH per_minute AS (SELECT epoch(date_trunc('minute', ts)) AS m, count(*) AS n
                                FROM events WHERE dataset = ? GROUP BY ALL),
                 cum AS (SELECT m, n, sum(n) OVER (ORDER BY m) AS c, sum(n) OVER () AS total
@@ -163,7 +192,7 @@ def quality_report(store, dataset: str) -> QualityReport:
                   make_timestamp(CAST(any_value(q.lo) * 1e6 AS BIGINT)),
                   make_timestamp(CAST(any_value(q.hi) * 1e6 AS BIGINT))
            FROM cum, q""", [dataset, CENTRAL[0], CENTRAL[1]])
-    stray = store.fetchone(
+    stray = _row(store,
         """WITH per_day AS (SELECT date_trunc('day', ts) AS day, count(*) AS n
                             FROM events WHERE dataset = ? GROUP BY ALL)
            SELECT coalesce(sum(n), 0) FROM per_day WHERE n < ? * (SELECT median(n) FROM per_day)""",
@@ -174,7 +203,7 @@ def quality_report(store, dataset: str) -> QualityReport:
         "likely clock errors." if odd else
         "all timestamps lie in one main window without stray days.")
 
-    priced, bad_price = store.fetchone(
+    priced, bad_price = _row(store,
         "SELECT count(price), count(*) FILTER (WHERE price <= 0) FROM events WHERE dataset = ?",
         [dataset])
     if priced == 0:

@@ -15,15 +15,24 @@ import re
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pandas as pd
 
+from core.data.schema import BEHAVIORS, SCHEMA_VERSION
 from core.errors import ConflictError, NotFoundError, StoreError
 from core.settings import ENV_MEMORY, get_settings
-from core.data.schema import BEHAVIORS, SCHEMA_VERSION
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# The cursor type Store.cursor() and Store.transaction() yield, for annotations elsewhere (duckdb
+# stays imported here only).
+Cursor = duckdb.DuckDBPyConnection
+
+# A value of duckdb.connect's ``config`` mapping.
+_ConfigValue = str | bool | int | float | list[str]
 
 # Tables in the order used by fingerprint(); the schema is created from _DDL on first use.
 TABLES: tuple[str, ...] = ("meta", "datasets", "events", "quarantine", "scores", "user_stats")
@@ -134,7 +143,7 @@ class Store:
         self.path = resolve_db_path(path)
         self.read_only = read_only
         in_memory = str(self.path) == ":memory:"
-        config: dict[str, Any] = {
+        config: dict[str, _ConfigValue] = {
             "memory_limit": memory_limit or get_settings().memory_limit,
         }
         if not in_memory:
@@ -158,7 +167,7 @@ class Store:
 
     # -- connection plumbing -------------------------------------------------------------
     @contextlib.contextmanager
-    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def cursor(self) -> Iterator[Cursor]:
         """A fresh cursor for one call; duckdb errors become StoreError."""
         with self._lock:
             cur = self._con.cursor()
@@ -170,7 +179,7 @@ class Store:
             cur.close()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def transaction(self) -> Iterator[Cursor]:
         """One transaction on its own cursor: commit on success, roll back on *any* exception."""
         with self.cursor() as cur:
             cur.execute("BEGIN TRANSACTION")
@@ -185,11 +194,11 @@ class Store:
         with self.cursor() as cur:
             cur.execute(sql, params or [])
 
-    def fetchall(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
+    def fetchall(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         with self.cursor() as cur:
             return cur.execute(sql, params or []).fetchall()
 
-    def fetchone(self, sql: str, params: Sequence[Any] | None = None) -> tuple | None:
+    def fetchone(self, sql: str, params: Sequence[Any] | None = None) -> tuple[Any, ...] | None:
         with self.cursor() as cur:
             return cur.execute(sql, params or []).fetchone()
 
@@ -197,19 +206,19 @@ class Store:
         with self.cursor() as cur:
             return cur.execute(sql, params or []).df()
 
-    def arrow(self, sql: str, params: Sequence[Any] | None = None):
+    def arrow(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
         """Result as a pyarrow Table."""
         with self.cursor() as cur:
             return cur.sql(sql, params=list(params or [])).to_arrow_table()
 
     def batches(self, sql: str, params: Sequence[Any] | None = None,
-                rows_per_batch: int = 100_000) -> Iterator[Any]:
+                rows_per_batch: int = 100_000) -> Iterator[pa.RecordBatch]:
         """Stream a result as pyarrow RecordBatches of about ``rows_per_batch`` rows."""
         with self.cursor() as cur:
             reader = cur.sql(sql, params=list(params or [])).to_arrow_reader(rows_per_batch)
             yield from reader
 
-    def register_df(self, cur: duckdb.DuckDBPyConnection, name: str, frame: Any) -> None:
+    def register_df(self, cur: Cursor, name: str, frame: pd.DataFrame | pa.Table) -> None:
         """Expose a pandas/arrow object as a view on ``cur`` (name must be a code constant)."""
         cur.register(name, frame)
 
@@ -225,8 +234,8 @@ class Store:
     # -- schema --------------------------------------------------------------------------
     def _ensure_schema(self) -> None:
         with self.cursor() as cur:
-            exists = cur.execute(
-                "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'meta'").fetchone()[0]
+            (exists,) = cur.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'meta'").fetchone() or (0,)
             if exists:
                 row = cur.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
                 found = int(row[0]) if row else 0
@@ -253,7 +262,7 @@ class Store:
         with self.cursor() as cur:
             for table in TABLES:
                 n, h = cur.execute(
-                    f"SELECT count(*), coalesce(bit_xor(hash(t)), 0) FROM {table} t").fetchone()
+                    f"SELECT count(*), coalesce(bit_xor(hash(t)), 0) FROM {table} t").fetchone() or (0, 0)
                 digest.update(f"{table}:{n}:{h};".encode())
         return digest.hexdigest()
 
@@ -272,9 +281,9 @@ class Store:
             known = ", ".join(self.dataset_names()) or "none yet"
             raise NotFoundError(f"there is no dataset called {name!r} (datasets: {known}).",
                                 hint="Ingest it first with `python -m core ingest PATH --dataset NAME`.")
-        return frame.iloc[0].to_dict()
+        return {str(key): value for key, value in frame.iloc[0].items()}
 
-    def delete_dataset(self, name: str, cur: duckdb.DuckDBPyConnection | None = None) -> None:
+    def delete_dataset(self, name: str, cur: Cursor | None = None) -> None:
         """Remove a dataset's events, quarantine, scores and row (inside ``cur``'s transaction)."""
         if cur is None:
             with self.transaction() as own:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -21,11 +21,18 @@ import pandas as pd
 from core.errors import DataError, NotFoundError
 from core.progress import CancelToken, ProgressFn, report
 
+if TYPE_CHECKING:
+    from core.data.store import Cursor, Store
+    from core.modeling.labels import TimeLike
+    from models.artifact import LoadedModel
+
 SCORE_CHUNK = 50_000                      # users scored per chunk (bounded memory for 1M users)
 ACTIVITY_EDGES = (5, 30)                  # light < 5 events <= regular < 30 <= heavy
 ACTIVITY_LEVELS = ("light", "regular", "heavy")
 BANDS = ("high", "medium", "low")
 DEFAULT_BAND_EDGES = (0.2, 0.5)           # low < 0.2 <= medium < 0.5 <= high
+# A value bound to a ``?`` of the cohort SQL.
+Param = str | int | float | list[str] | None
 SORTABLE = {"score": "score", "user_id": "user_id", "n_events": "n_events",
             "days_since_last": "days_since_last", "open_carts": "open_carts"}
 
@@ -59,14 +66,14 @@ FROM per_user p LEFT JOIN carts c USING (user_id) LEFT JOIN cats t USING (user_i
 
 
 # -- scoring ----------------------------------------------------------------------------
-def refresh_user_stats(cur: Any, dataset: str) -> None:
+def refresh_user_stats(cur: Cursor, dataset: str) -> None:
     """Recompute ``user_stats`` for one dataset inside the caller's transaction."""
     cur.execute("DELETE FROM user_stats WHERE dataset = ?", [dataset])
     cur.execute(_USER_STATS_SQL, [dataset, dataset])
 
 
-def predict_at(store, model, dataset: str, cutoff: Any, *, progress: ProgressFn | None = None,
-               cancel: CancelToken | None = None) -> pd.DataFrame:
+def predict_at(store: Store, model: LoadedModel, dataset: str, cutoff: TimeLike, *,
+               progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> pd.DataFrame:
     """Score every user of ``dataset`` with a loaded model at ``cutoff``, in chunks of users.
 
     Only events at or before ``cutoff`` are read. Returns ``user_id``, [``category``,] ``score``
@@ -96,7 +103,8 @@ def predict_at(store, model, dataset: str, cutoff: Any, *, progress: ProgressFn 
     return frame
 
 
-def score_dataset(store, model_dir: str | Path, dataset: str, *, progress: ProgressFn | None = None,
+def score_dataset(store: Store, model_dir: str | Path, dataset: str, *,
+                  progress: ProgressFn | None = None,
                   cancel: CancelToken | None = None) -> pd.DataFrame:
     """Score every user at T = the dataset's last event; replace this model's rows in ``scores``.
 
@@ -112,7 +120,7 @@ def score_dataset(store, model_dir: str | Path, dataset: str, *, progress: Progr
     frame = predict_at(store, model, dataset, cutoff, progress=progress, cancel=cancel)
     staged = frame if "category" in frame else frame.assign(category=None)
     model_id = model.card["model_id"]
-    scored_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    scored_at = datetime.now(UTC).replace(tzinfo=None)
     with store.transaction() as cur:
         cur.execute("DELETE FROM scores WHERE model_id = ? AND dataset = ?", [model_id, dataset])
         cur.register("staged_scores", staged[["user_id", "category", "score"]])
@@ -123,7 +131,7 @@ def score_dataset(store, model_dir: str | Path, dataset: str, *, progress: Progr
     return frame.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def scoring_runs(store, dataset: str | None = None) -> pd.DataFrame:
+def scoring_runs(store: Store, dataset: str | None = None) -> pd.DataFrame:
     """One row per (model, dataset) scoring run: rows, cutoff, scored_at, mean score."""
     return store.df(
         "SELECT model_id, dataset, count(*) AS rows, max(cutoff) AS cutoff, max(scored_at) AS scored_at, "
@@ -131,7 +139,7 @@ def scoring_runs(store, dataset: str | None = None) -> pd.DataFrame:
         "GROUP BY model_id, dataset ORDER BY scored_at DESC", [dataset, dataset])
 
 
-def require_run(store, model_id: str, dataset: str) -> None:
+def require_run(store: Store, model_id: str, dataset: str) -> None:
     if not store.fetchone("SELECT 1 FROM scores WHERE model_id = ? AND dataset = ? LIMIT 1",
                           [model_id, dataset]):
         raise NotFoundError(f"model {model_id!r} has not scored dataset {dataset!r} yet.",
@@ -140,7 +148,7 @@ def require_run(store, model_id: str, dataset: str) -> None:
                                  "--dataset NAME`) first.")
 
 
-def score_histogram(store, model_id: str, dataset: str, bins: int = 50) -> pd.DataFrame:
+def score_histogram(store: Store, model_id: str, dataset: str, bins: int = 50) -> pd.DataFrame:
     """Counts of scores in ``bins`` equal-width bins on [0, 1]: bin_left, bin_right, users."""
     require_run(store, model_id, dataset)
     frame = store.df(
@@ -247,10 +255,10 @@ base AS (
 """
 
 
-def _where(spec: CohortSpec) -> tuple[str, list[Any]]:
+def _where(spec: CohortSpec) -> tuple[str, list[Param]]:
     """The cohort's WHERE clause from constant snippets, and its bound values in order."""
     clauses: list[str] = []
-    params: list[Any] = []
+    params: list[Param] = []
     if spec.mode == "top":
         clauses.append("score_rank < ?")
         params.append(float(spec.top_percent) / 100.0)
@@ -285,11 +293,11 @@ def _where(spec: CohortSpec) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), params
 
 
-def cohort_sql(model_id: str, dataset: str, spec: CohortSpec) -> tuple[str, list[Any]]:
+def cohort_sql(model_id: str, dataset: str, spec: CohortSpec) -> tuple[str, list[Param]]:
     """SQL selecting the cohort's rows (all base columns) and its bound parameters."""
     where, params = _where(spec)
     sql = _BASE_SQL + "SELECT * FROM base WHERE " + where
-    return sql, [model_id, dataset, ACTIVITY_EDGES[0], ACTIVITY_EDGES[1], dataset] + params
+    return sql, [model_id, dataset, ACTIVITY_EDGES[0], ACTIVITY_EDGES[1], dataset, *params]
 
 
 @dataclass
@@ -307,16 +315,16 @@ class CohortSummary:
         return self.size / self.total if self.total else 0.0
 
 
-def cohort_summary(store, model_id: str, dataset: str, spec: CohortSpec,
+def cohort_summary(store: Store, model_id: str, dataset: str, spec: CohortSpec,
                    validation: pd.DataFrame | None = None) -> CohortSummary:
     """Size, expected buyers and, given the model's validation rows, precision and lift at the cut."""
     require_run(store, model_id, dataset)
     sql, params = cohort_sql(model_id, dataset, spec)
     size, expected, mean, low = store.fetchone(
         "SELECT count(*), coalesce(sum(score), 0), coalesce(avg(score), 0), min(score) FROM ("
-        + sql + ")", params)
-    total = store.fetchone("SELECT count(*) FROM scores WHERE model_id = ? AND dataset = ?",
-                           [model_id, dataset])[0]
+        + sql + ")", params) or (0, 0.0, 0.0, None)
+    (total,) = store.fetchone("SELECT count(*) FROM scores WHERE model_id = ? AND dataset = ?",
+                              [model_id, dataset]) or (0,)
     summary = CohortSummary(size=int(size), total=int(total), expected_buyers=float(expected),
                             mean_score=float(mean), min_score=None if low is None else float(low),
                             description=spec.describe())
@@ -334,7 +342,7 @@ def validation_at_cut(validation: pd.DataFrame, spec: CohortSpec) -> dict[str, f
     y = validation["label"].to_numpy(dtype=float)
     p = validation["score"].to_numpy(dtype=float)
     if spec.mode == "top":
-        k = max(1, int(math.ceil(len(p) * spec.top_percent / 100.0)))
+        k = max(1, math.ceil(len(p) * spec.top_percent / 100.0))
         chosen = np.zeros(len(p), dtype=bool)
         chosen[np.argsort(-p, kind="stable")[:k]] = True
     elif spec.mode == "threshold":
@@ -350,7 +358,7 @@ def validation_at_cut(validation: pd.DataFrame, spec: CohortSpec) -> dict[str, f
             "lift": precision / base_rate if picked and base_rate > 0 else float("nan")}
 
 
-def cohort_users(store, model_id: str, dataset: str, spec: CohortSpec, *, order_by: str = "score",
+def cohort_users(store: Store, model_id: str, dataset: str, spec: CohortSpec, *, order_by: str = "score",
                  descending: bool = True, limit: int = 50, offset: int = 0) -> pd.DataFrame:
     """One page of the cohort's users, sorted by a whitelisted column."""
     if order_by not in SORTABLE:
@@ -361,7 +369,7 @@ def cohort_users(store, model_id: str, dataset: str, spec: CohortSpec, *, order_
     page = ("SELECT user_id, category, score, score_rank, activity, n_events, open_carts, "
             "days_since_last, top_category FROM (" + sql + ") ORDER BY " + SORTABLE[order_by]
             + " " + direction + ", user_id LIMIT ? OFFSET ?")
-    return store.df(page, params + [int(limit), int(offset)])
+    return store.df(page, [*params, int(limit), int(offset)])
 
 
 # One scan of the scored base: each row flagged in or out of the cohort, then every comparison
@@ -405,7 +413,7 @@ CONTRAST_ORDER = {
 }
 
 
-def cohort_contrast(store, model_id: str, dataset: str, spec: CohortSpec,
+def cohort_contrast(store: Store, model_id: str, dataset: str, spec: CohortSpec,
                     top: int = 10) -> dict[str, pd.DataFrame]:
     """What sets the cohort apart from everyone scored: categories, behaviour mix, recency,
     activity, and the patterns of each user's last three behaviours (e.g. ``view>cart>cart``).
@@ -416,7 +424,7 @@ def cohort_contrast(store, model_id: str, dataset: str, spec: CohortSpec,
     """
     where, params = _where(spec)
     rows = store.df(_CONTRAST_SQL.format(where=where),
-                    [model_id, dataset, ACTIVITY_EDGES[0], ACTIVITY_EDGES[1], dataset] + params + [dataset])
+                    [model_id, dataset, ACTIVITY_EDGES[0], ACTIVITY_EDGES[1], dataset, *params, dataset])
     out: dict[str, pd.DataFrame] = {}
     for part in ("categories", "behaviors", "recency", "activity", "patterns"):
         frame = rows[rows["part"] == part]
@@ -440,7 +448,7 @@ def cohort_contrast(store, model_id: str, dataset: str, spec: CohortSpec,
     return out
 
 
-def value_curve(store, model_id: str, dataset: str, spec: CohortSpec | None = None, *,
+def value_curve(store: Store, model_id: str, dataset: str, spec: CohortSpec | None = None, *,
                 margin: float = 10.0, cost: float = 1.0, budget: int | None = None,
                 points: int = 200) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Expected value of contacting the top-k users of the cohort, for every k.
@@ -462,17 +470,18 @@ def value_curve(store, model_id: str, dataset: str, spec: CohortSpec | None = No
         "WHERE k % greatest(1, total // ?) = 0 OR k = total OR (? IS NOT NULL AND k = ?) "
         "OR k = (SELECT arg_max(k2, ? * eb - ? * k2) FROM (SELECT k AS k2, expected_buyers AS eb FROM ranked "
         "        WHERE ? IS NULL OR k <= ?)) ORDER BY k",
-        params + [margin, cost, points, budget, budget, margin, cost, budget, budget])
+        [*params, margin, cost, points, budget, budget, margin, cost, budget, budget])
     if curve.empty:
         return curve, {"k": 0, "expected_value": 0.0, "expected_buyers": 0.0, "min_score": None}
     eligible = curve if budget is None else curve[curve["k"] <= budget]
-    best = eligible.loc[eligible["expected_value"].idxmax()] if not eligible.empty else curve.iloc[0]
+    best = (eligible.iloc[int(eligible["expected_value"].to_numpy().argmax())] if not eligible.empty
+            else curve.iloc[0])
     return curve, {"k": int(best["k"]), "expected_value": float(best["expected_value"]),
                    "expected_buyers": float(best["expected_buyers"]), "min_score": float(best["min_score"])}
 
 
 # -- export -----------------------------------------------------------------------------
-def export_cohort(store, model_id: str, dataset: str, spec: CohortSpec, path: str | Path, *,
+def export_cohort(store: Store, model_id: str, dataset: str, spec: CohortSpec, path: str | Path, *,
                   fmt: str | None = None) -> dict[str, Any]:
     """Write the cohort to CSV or Parquet with an audit stamp; returns the stamp.
 
@@ -497,7 +506,7 @@ def export_cohort(store, model_id: str, dataset: str, spec: CohortSpec, path: st
         "dataset_ingested_at": str(info.get("ingested_at")), "cut": spec.describe(),
         "cohort": spec.to_dict(), "sql": select, "params": [str(p) for p in params],
         "rows": table.num_rows,
-        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
@@ -519,7 +528,7 @@ def export_cohort(store, model_id: str, dataset: str, spec: CohortSpec, path: st
 MAX_SUGGESTIONS = 20                      # user ids a prefix search returns at most
 
 
-def search_users(store, dataset: str, prefix: str, limit: int = MAX_SUGGESTIONS) -> list[str]:
+def search_users(store: Store, dataset: str, prefix: str, limit: int = MAX_SUGGESTIONS) -> list[str]:
     """User ids of ``dataset`` that start with ``prefix`` (shortest first, then in text order).
 
     Reads ``user_stats`` (one row per user) when the dataset has been scored, else the events;
@@ -536,32 +545,33 @@ def search_users(store, dataset: str, prefix: str, limit: int = MAX_SUGGESTIONS)
     return [row[0] for row in store.fetchall(sql, [dataset, prefix, limit])]
 
 
-def random_user(store, model_id: str, dataset: str, band: str = "high",
+def random_user(store: Store, model_id: str, dataset: str, band: str = "high",
                 band_edges: tuple[float, float] = DEFAULT_BAND_EDGES, seed: int = 0) -> str:
     """One user drawn from a score band of the model's scoring run (the same ``seed`` draws the
     same user). NotFoundError when the run is missing or the band holds nobody."""
-    spec = CohortSpec(mode="band", band=band, band_edges=tuple(band_edges))
+    low, high = band_edges
+    spec = CohortSpec(mode="band", band=band, band_edges=(low, high))
     require_run(store, model_id, dataset)
     sql, params = cohort_sql(model_id, dataset, spec)
     row = store.fetchone("SELECT user_id FROM (" + sql + ") ORDER BY hash(user_id, ?), user_id LIMIT 1",
-                         params + [int(seed)])
+                         [*params, int(seed)])
     if row is None:
         raise NotFoundError(f"no user of dataset {dataset!r} has a score in the {spec.describe()}.",
                             title="Empty band", hint="Pick another band.")
     return str(row[0])
 
 
-def cohort_sample(store, model_id: str, dataset: str, spec: CohortSpec, n: int) -> list[str]:
+def cohort_sample(store: Store, model_id: str, dataset: str, spec: CohortSpec, n: int) -> list[str]:
     """Up to ``n`` distinct user ids of the cohort in a fixed pseudo-random order (md5 of the id,
     as ``core.insight.explain`` samples everyone), for global drivers and other per-user work."""
     require_run(store, model_id, dataset)
     sql, params = cohort_sql(model_id, dataset, spec)
     rows = store.fetchall("SELECT DISTINCT user_id FROM (" + sql + ") ORDER BY md5(user_id), user_id LIMIT ?",
-                          params + [max(0, int(n))])
+                          [*params, max(0, int(n))])
     return [row[0] for row in rows]
 
 
-def cohort_categories(store, dataset: str, limit: int = 200) -> pd.DataFrame:
+def cohort_categories(store: Store, dataset: str, limit: int = 200) -> pd.DataFrame:
     """Categories users touched, most users first (options for the category-interest filter):
     ``category``, ``users``. Reads ``user_stats`` (empty before the first scoring run)."""
     return store.df(
@@ -570,7 +580,7 @@ def cohort_categories(store, dataset: str, limit: int = 200) -> pd.DataFrame:
         "LIMIT ?", [dataset, max(1, int(limit))])
 
 
-def days_since_last_range(store, dataset: str) -> tuple[float, float]:
+def days_since_last_range(store: Store, dataset: str) -> tuple[float, float]:
     """(min, max) days between a user's last event and the dataset's last event; (0, 0) when the
     dataset has no user stats yet."""
     row = store.fetchone(

@@ -23,39 +23,58 @@ Four views of one user's sequence, each one number per event position (newest at
   with plotly beeswarm and bar figures built from SHAP's values (plotly, not SHAP's matplotlib
   plots, to match the app's charts).
 
-Checks: :func:`faithfulness` deletes the top-k events by each method and k random events and
-reports the score drop; :func:`what_if` re-scores after removing events or adding a hypothetical
+Checks: :func:`faithfulness` deletes the top-k events by each method and k random events (k = 1..10
+by default, random averaged over 20 seeded draws) and reports the score drop, the curve the Explain
+page draws and ``python -m core explain --json`` returns (:meth:`Explanation.faithfulness`,
+:func:`faithfulness_summary`); :func:`what_if` re-scores after removing events or adding a hypothetical
 one. :func:`explain_user` puts it together for one user of a dataset (what the CLI and the Explain
 page call) and :func:`global_drivers` aggregates attributions over many users, in batches.
 
 Every model argument accepts an ``IntentTransformer`` or a loaded model (``LoadedModel``) that has
-one in ``.transformer``; every ``batch_row`` a one-row ``SequenceBatch`` (or its ``tensors()``).
+one in ``.transformer`` (:data:`ModelLike`); every ``batch_row`` a one-row ``SequenceBatch`` or its
+``tensors()`` (:data:`RowLike`).
 Explanations run the model in eval mode (no dropout) and restore its previous mode afterwards.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict
 
 import numpy as np
 import pandas as pd
 
+from core.data.schema import BEHAVIOR_CODE, BEHAVIORS
 from core.errors import DataError, ModelError, NotFoundError
-from core.data.schema import BEHAVIORS, BEHAVIOR_CODE
+from core.modeling.model_store import load_model_cached
 
 if TYPE_CHECKING:
+    import lightgbm as lgb
     import plotly.graph_objects as go
     import torch
 
-    from core.modeling.sequences import SequenceBatch, Vocab
     from core.data.store import Store
+    from core.modeling.labels import LabelSpec
+    from core.modeling.sequences import SequenceBatch, Vocab
+    from core.progress import CancelToken, ProgressFn
+    from models.artifact import LoadedModel
+    from models.baselines import GBDTBaseline
+    from models.transformer import IntentTransformer
+
+    ModelLike: TypeAlias = IntentTransformer | LoadedModel          # a Transformer, or a model holding one
+    RowLike: TypeAlias = SequenceBatch | Mapping[str, torch.Tensor]   # one example: a batch or its tensors
+    # per-event attributions: a (position, attribution) frame, a Series by position, or an array
+    # (one value per real event, or a full (L,) vector)
+    Attribution: TypeAlias = pd.DataFrame | pd.Series | np.ndarray
+    # a hypothetical what-if event: JSON-like, keys behavior, item_id, category, gap_seconds, hour
+    # (see what_if); values of several types, so read field by field
+    WhatIfEvent: TypeAlias = Mapping[str, Any]
 
 METHODS = ("ig", "shap", "attention")
 ID_INPUTS = ("behavior", "item", "category", "gap", "hour", "query")   # what IG attributes to
@@ -73,7 +92,8 @@ GLOBAL_BATCH_USERS = 128      # global drivers: users per batched IG call
 GLOBAL_IG_STEPS = 8           # global drivers: IG steps per user, first try
 GLOBAL_IG_MAX_STEPS = 16      # global drivers: at most one doubling for rows with a large delta
 TOP_CATEGORIES = 15           # global drivers: categories shown (most events first)
-MODEL_CACHE_SIZE = 4          # loaded models kept per (path, mtime)
+FAITHFULNESS_MAX_K = 10       # faithfulness curve: k = 1..this many events removed (capped at the user's)
+FAITHFULNESS_DRAWS = 20       # faithfulness curve: random deletions averaged per k
 
 # Time-gap buckets for global drivers: (upper edge in seconds, label); the last is open.
 GAP_BUCKETS: tuple[tuple[float, str], ...] = (
@@ -87,21 +107,25 @@ GAP_LABELS = tuple(label for _, label in GAP_BUCKETS)
 # Inputs
 # ---------------------------------------------------------------------------------------------
 
-def _transformer_of(model: Any) -> Any:
+def _transformer_of(model: ModelLike) -> IntentTransformer:
     """The IntentTransformer inside ``model`` (itself or a LoadedModel's ``.transformer``)."""
-    inner = getattr(model, "transformer", None)
-    if inner is not None:
-        return inner
-    if all(hasattr(model, name) for name in EMBEDDINGS):
+    from models.transformer import IntentTransformer
+
+    if isinstance(model, IntentTransformer):
         return model
+    inner = getattr(model, "transformer", None)      # None: a model of aggregate features only
+    if isinstance(inner, IntentTransformer):
+        return inner
     raise ModelError("per-event explanations need a Transformer model; this one has none.",
                      hint="Train a model of kind 'transformer' or 'ensemble', or use tree SHAP "
                           "on the aggregate features of a 'gbdt' model.")
 
 
-def _row_tensors(batch_row: Any) -> dict[str, torch.Tensor]:
+def _row_tensors(batch_row: RowLike) -> dict[str, torch.Tensor]:
     """Forward keyword tensors for one example (batch size 1)."""
-    tensors = batch_row.tensors() if hasattr(batch_row, "tensors") else dict(batch_row)
+    from core.modeling.sequences import SequenceBatch
+
+    tensors = batch_row.tensors() if isinstance(batch_row, SequenceBatch) else dict(batch_row)
     n = int(tensors["behavior"].shape[0])
     if n != 1:
         raise DataError(f"explain one example at a time; got a batch of {n} rows.",
@@ -123,13 +147,12 @@ def _trim(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
     offset = int(filled.nonzero()[0, 0])
     if offset == 0:
         return dict(tensors), 0
-    out = {name: (value[:, offset:] if value is not None and value.dim() >= 2 else value)
-           for name, value in tensors.items()}
+    out = {name: (value[:, offset:] if value.dim() >= 2 else value) for name, value in tensors.items()}
     return out, offset
 
 
 @contextlib.contextmanager
-def _eval_mode(model: Any) -> Iterator[Any]:
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
     """Run ``model`` in eval mode (no dropout), without parameter gradients (explanations need
     gradients for activations only, which saves the weight-gradient half of each backward pass),
     and restore both afterwards."""
@@ -139,7 +162,7 @@ def _eval_mode(model: Any) -> Iterator[Any]:
     for param in needs_grad:
         param.requires_grad_(False)
     try:
-        yield model
+        yield
     finally:
         for param in needs_grad:
             param.requires_grad_(True)
@@ -162,7 +185,7 @@ def _repeat(tensors: Mapping[str, torch.Tensor], n: int) -> dict[str, torch.Tens
     return {name: value.expand(n, *value.shape[1:]).contiguous() for name, value in tensors.items()}
 
 
-def _logits(net: Any, tensors: Mapping[str, torch.Tensor], chunk: int = 4096) -> np.ndarray:
+def _logits(net: IntentTransformer, tensors: Mapping[str, torch.Tensor], chunk: int = 4096) -> np.ndarray:
     """Logits of every row, without gradients, in chunks."""
     import torch
 
@@ -175,8 +198,9 @@ def _logits(net: Any, tensors: Mapping[str, torch.Tensor], chunk: int = 4096) ->
     return out
 
 
-def _sigmoid(x: Any) -> Any:
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    out: np.ndarray = 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+    return out
 
 
 def _real_positions(tensors: Mapping[str, torch.Tensor], offset: int = 0) -> np.ndarray:
@@ -192,7 +216,7 @@ def _attribution_frame(positions: np.ndarray, values: np.ndarray) -> pd.DataFram
 # Integrated gradients
 # ---------------------------------------------------------------------------------------------
 
-def _ig_batch(net: Any, tensors: Mapping[str, torch.Tensor], *, n_steps: int,
+def _ig_batch(net: IntentTransformer, tensors: Mapping[str, torch.Tensor], *, n_steps: int,
               internal_batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Integrated gradients for a batch: attributions (B, L) and convergence deltas (B,)."""
     import torch
@@ -206,8 +230,11 @@ def _ig_batch(net: Any, tensors: Mapping[str, torch.Tensor], *, n_steps: int,
     mask = tensors["mask"].bool()
     target = tensors.get("target_category")
 
-    def forward(behavior, item, category, gap, hour, query, mask, target_category):
-        return net(behavior, item, category, gap, hour, query, mask, target_category)
+    def forward(behavior: torch.Tensor, item: torch.Tensor, category: torch.Tensor, gap: torch.Tensor,
+                hour: torch.Tensor, query: torch.Tensor, mask: torch.Tensor,
+                target_category: torch.Tensor | None) -> torch.Tensor:
+        logits: torch.Tensor = net(behavior, item, category, gap, hour, query, mask, target_category)
+        return logits
 
     layers = [getattr(net, name) for name in EMBEDDINGS]
     with warnings.catch_warnings():
@@ -222,10 +249,9 @@ def _ig_batch(net: Any, tensors: Mapping[str, torch.Tensor], *, n_steps: int,
             inputs, baselines=baselines, additional_forward_args=(mask, target),
             n_steps=int(n_steps), internal_batch_size=max(int(internal_batch_size), batch),
             return_convergence_delta=True)
-    total = None
-    for attr in attributions:                                  # one per layer
-        per_event = attr.reshape(attr.shape[0], attr.shape[1], -1).sum(dim=-1)   # (B, L)
-        total = per_event if total is None else total + per_event
+    # one per layer: summed over the embedding dimension (and query tokens), then over the layers
+    total = torch.stack([attr.reshape(attr.shape[0], attr.shape[1], -1).sum(dim=-1)
+                         for attr in attributions]).sum(dim=0)                      # (B, L)
     total = total * mask.to(total.dtype)                       # exact zeros on padding
     return total.detach().double().numpy(), delta.detach().double().numpy().reshape(-1)
 
@@ -233,10 +259,11 @@ def _ig_batch(net: Any, tensors: Mapping[str, torch.Tensor], *, n_steps: int,
 def _ig_converged(attr: np.ndarray, delta: np.ndarray, rtol: float, atol: float) -> np.ndarray:
     """Rows whose completeness error is within ``rtol`` of the change explained (+ ``atol``)."""
     explained = attr.sum(axis=1) - delta                       # f(x) - f(baseline)
-    return np.abs(delta) <= rtol * np.abs(explained) + atol
+    converged: np.ndarray = np.abs(delta) <= rtol * np.abs(explained) + atol
+    return converged
 
 
-def _ig_adaptive(net: Any, tensors: Mapping[str, torch.Tensor], *, n_steps: int, max_steps: int,
+def _ig_adaptive(net: IntentTransformer, tensors: Mapping[str, torch.Tensor], *, n_steps: int, max_steps: int,
                  rtol: float, atol: float, internal_batch_size: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """IG with step doubling: rows whose delta is too large are recomputed with twice the steps
@@ -248,7 +275,7 @@ def _ig_adaptive(net: Any, tensors: Mapping[str, torch.Tensor], *, n_steps: int,
     while len(todo) and current * 2 <= max_steps:
         current *= 2
         index = _torch_index(todo)
-        part = {k: v[index] for k, v in tensors.items() if v is not None}
+        part = {k: v[index] for k, v in tensors.items()}
         a, d = _ig_batch(net, part, n_steps=current, internal_batch_size=internal_batch_size)
         attr[todo], delta[todo], steps[todo] = a, d, current
         todo = todo[~_ig_converged(a, d, rtol, atol)]
@@ -261,7 +288,7 @@ def _torch_index(rows: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))
 
 
-def integrated_gradients(model: Any, batch_row: Any, *, baseline: str = "pad",
+def integrated_gradients(model: ModelLike, batch_row: RowLike, *, baseline: str = "pad",
                          n_steps: int = IG_STEPS, max_steps: int = IG_MAX_STEPS,
                          rtol: float = IG_RTOL, atol: float = IG_ATOL,
                          internal_batch_size: int = IG_INTERNAL_BATCH) -> tuple[pd.DataFrame, float]:
@@ -285,7 +312,7 @@ def integrated_gradients(model: Any, batch_row: Any, *, baseline: str = "pad",
     return frame, float(delta[0])
 
 
-def ig_baseline_logit(model: Any, batch_row: Any) -> float:
+def ig_baseline_logit(model: ModelLike, batch_row: RowLike) -> float:
     """f(baseline) for :func:`integrated_gradients`: the logit with every event id set to 0."""
     import torch
 
@@ -301,7 +328,7 @@ def ig_baseline_logit(model: Any, batch_row: Any) -> float:
 # Attention
 # ---------------------------------------------------------------------------------------------
 
-def _attention_maps(net: Any, tensors: Mapping[str, torch.Tensor]) -> list[np.ndarray]:
+def _attention_maps(net: IntentTransformer, tensors: Mapping[str, torch.Tensor]) -> list[np.ndarray]:
     import torch
 
     with _eval_mode(net), torch.no_grad():
@@ -309,7 +336,7 @@ def _attention_maps(net: Any, tensors: Mapping[str, torch.Tensor]) -> list[np.nd
     return [m.double().numpy() for m in maps]                  # each (B, h, S+L, S+L)
 
 
-def attention_weights(model: Any, batch_row: Any, *, include_padding: bool = False) -> pd.DataFrame:
+def attention_weights(model: ModelLike, batch_row: RowLike, *, include_padding: bool = False) -> pd.DataFrame:
     """Weights from the [CLS] token to each event, per layer and head.
 
     Columns: layer, head, position, weight (tidy; one row per layer x head x event). Padded
@@ -320,7 +347,7 @@ def attention_weights(model: Any, batch_row: Any, *, include_padding: bool = Fal
     if not include_padding:
         tensors, offset = _trim(tensors)
     maps = _attention_maps(net, tensors)
-    special = int(getattr(net, "n_special", 1))
+    special = net.n_special
     length = int(tensors["behavior"].shape[1])
     local = np.arange(length) if include_padding else _real_positions(tensors)
     positions = local + offset
@@ -339,20 +366,22 @@ def attention_weights(model: Any, batch_row: Any, *, include_padding: bool = Fal
 
 def _rollout(maps: list[np.ndarray], special: int) -> np.ndarray:
     """Attention rollout from [CLS] to every event position: (B, L)."""
-    rollout = None
+    rollout: np.ndarray | None = None
     for att in maps:
         a = att.mean(axis=1)                                   # (B, T, T): heads averaged
         a = a + np.eye(a.shape[-1])[None]                      # residual path
         a = a / a.sum(axis=-1, keepdims=True)                  # rows sum to 1 again
         rollout = a if rollout is None else a @ rollout        # later layers on the left
+    if rollout is None:
+        raise ModelError("attention rollout needs at least one attention layer.")
     return rollout[:, 0, special:]
 
 
-def attention_rollout(model: Any, batch_row: Any) -> pd.DataFrame:
+def attention_rollout(model: ModelLike, batch_row: RowLike) -> pd.DataFrame:
     """Attention rollout (Abnar & Zuidema) from [CLS] to each real event: position, attribution."""
     net = _transformer_of(model)
     tensors, offset = _trim(_row_tensors(batch_row))
-    values = _rollout(_attention_maps(net, tensors), int(getattr(net, "n_special", 1)))
+    values = _rollout(_attention_maps(net, tensors), net.n_special)
     local = _real_positions(tensors)
     return _attribution_frame(local + offset, values[0, local])
 
@@ -361,7 +390,8 @@ def attention_rollout(model: Any, batch_row: Any) -> pd.DataFrame:
 # Shapley values over event presence
 # ---------------------------------------------------------------------------------------------
 
-def _presence_model(net: Any, tensors: Mapping[str, torch.Tensor], positions: np.ndarray):
+def _presence_model(net: IntentTransformer, tensors: Mapping[str, torch.Tensor],
+                    positions: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """f(Z): logits for a (n, events) 0/1 matrix; 0 removes the event at that position."""
     import torch
 
@@ -376,7 +406,7 @@ def _presence_model(net: Any, tensors: Mapping[str, torch.Tensor], positions: np
     return f
 
 
-def shap_values(model: Any, batch_row: Any, *, max_evals: int = SHAP_MAX_EVALS,
+def shap_values(model: ModelLike, batch_row: RowLike, *, max_evals: int = SHAP_MAX_EVALS,
                 seed: int = 0) -> tuple[pd.DataFrame, float]:
     """Shapley values of each real event's presence for the logit, and the base value.
 
@@ -410,20 +440,22 @@ def shap_values(model: Any, batch_row: Any, *, max_evals: int = SHAP_MAX_EVALS,
 # Tree SHAP for the gradient-boosted baseline
 # ---------------------------------------------------------------------------------------------
 
-def _booster_of(gbdt_model: Any) -> Any:
+def _booster_of(gbdt_model: GBDTBaseline | LoadedModel | lgb.Booster) -> lgb.Booster:
+    """The LightGBM booster of a fitted GBDTBaseline, of a loaded model's ``.gbdt``, or itself."""
+    import lightgbm as lgb
+
     for owner in (gbdt_model, getattr(gbdt_model, "gbdt", None)):
-        if owner is None:
-            continue
-        booster = getattr(owner, "booster_", None)
-        if booster is not None:
-            return booster
-        if type(owner).__name__ == "Booster":
+        if isinstance(owner, lgb.Booster):
             return owner
+        booster = getattr(owner, "booster_", None)            # a fitted GBDTBaseline
+        if isinstance(booster, lgb.Booster):
+            return booster
     raise ModelError("tree SHAP needs a gradient-boosted (gbdt) model; this one has none.",
                      hint="Train a model of kind 'gbdt' or 'ensemble'.")
 
 
-def tree_shap(gbdt_model: Any, features_frame: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+def tree_shap(gbdt_model: GBDTBaseline | LoadedModel | lgb.Booster,
+              features_frame: pd.DataFrame) -> tuple[pd.DataFrame, float]:
     """``shap.TreeExplainer`` values of the LightGBM booster (raw log-odds), one column per feature.
 
     Returns (values frame aligned with ``features_frame`` rows and columns, base value). Each row
@@ -482,7 +514,7 @@ def tree_shap_beeswarm_figure(values: pd.DataFrame, features_frame: pd.DataFrame
         marker=dict(size=4, color=np.concatenate(colours) if colours else [],
                     colorscale="RdBu_r", cmin=0, cmax=1,
                     colorbar=dict(title="feature value", tickvals=[0, 1], ticktext=["low", "high"])),
-        text=sum(texts, []), hovertemplate="%{text}<br>SHAP %{x:.4f}<extra></extra>"))
+        text=[t for part in texts for t in part], hovertemplate="%{text}<br>SHAP %{x:.4f}<extra></extra>"))
     fig.update_layout(title="SHAP values per feature (each dot one user)",
                       xaxis_title="SHAP value (impact on log-odds)",
                       yaxis=dict(tickvals=list(range(len(order))), ticktext=list(order)),
@@ -494,7 +526,7 @@ def tree_shap_beeswarm_figure(values: pd.DataFrame, features_frame: pd.DataFrame
 # Faithfulness and what-if
 # ---------------------------------------------------------------------------------------------
 
-def _as_position_series(attribution: Any, positions: np.ndarray) -> pd.Series:
+def _as_position_series(attribution: Attribution, positions: np.ndarray) -> pd.Series:
     """Attributions indexed by position, from a (position, attribution) frame, Series or array."""
     if isinstance(attribution, pd.DataFrame):
         return attribution.set_index("position")["attribution"].reindex(positions).fillna(0.0)
@@ -506,20 +538,21 @@ def _as_position_series(attribution: Any, positions: np.ndarray) -> pd.Series:
     return pd.Series(values[positions], index=positions)      # a full (L,) vector
 
 
-def faithfulness(model: Any, batch_row: Any, attributions_by_method: Mapping[str, Any], *,
-                 ks: Sequence[int] = (1, 2, 3, 5, 10), n_random: int = 20,
+def faithfulness(model: ModelLike, batch_row: RowLike, attributions_by_method: Mapping[str, Attribution], *,
+                 ks: Iterable[int] = range(1, FAITHFULNESS_MAX_K + 1), n_random: int = FAITHFULNESS_DRAWS,
                  seed: int = 0) -> pd.DataFrame:
     """Delete the top-k events (highest attribution first) by each method and k random events;
     re-score. Columns: method, k, score (probability after the deletion), drop (score before
-    minus after; random: the mean over ``n_random`` draws), drop_std (random only, else 0).
-    ks larger than the number of events are capped at it."""
+    minus after; random: the mean over ``n_random`` draws, seeded by ``seed``), drop_std (random
+    only, else 0). ks larger than the number of events are capped at it. ``attrs``: score_before,
+    n_random, seed. A removed event is gone from the sequence (ids 0, mask False), as in SHAP."""
     import torch
 
     net = _transformer_of(model)
     tensors, offset = _trim(_row_tensors(batch_row))
     positions = _real_positions(tensors, offset)
     length = int(tensors["behavior"].shape[1])
-    ks = sorted({min(int(k), len(positions)) for k in ks if int(k) > 0})
+    ks = sorted({min(int(k), len(positions)) for k in ks if int(k) > 0} - {0})    # none without events
     rng = np.random.default_rng(seed)
     plans: list[tuple[str, int, np.ndarray]] = []              # (method, k, positions to delete)
     for method, attribution in attributions_by_method.items():
@@ -540,34 +573,70 @@ def faithfulness(model: Any, batch_row: Any, attributions_by_method: Mapping[str
            .agg(score=("score", "mean"), drop=("drop", "mean"), drop_std=("drop", "std"))
            .reset_index())
     out["drop_std"] = out["drop_std"].fillna(0.0)
-    out.attrs["score_before"] = float(scores[0])
+    out.attrs.update(score_before=float(scores[0]), n_random=int(n_random), seed=int(seed))
     return out
+
+
+class FaithfulnessSummary(TypedDict):
+    """The faithfulness curve as JSON (see :func:`faithfulness_summary`)."""
+
+    score_before: float               # the user's score with every event (probability)
+    n_random: int                     # random deletions averaged per k
+    seed: int                         # their seed
+    k: list[int]                      # events removed: 1, 2, ... (at most the user's events)
+    drop: dict[str, list[float]]      # method (and "random") -> score drop at each k
+    random_drop_std: list[float]      # standard deviation of the random drops at each k
+
+
+def faithfulness_summary(frame: pd.DataFrame) -> FaithfulnessSummary:
+    """A :func:`faithfulness` frame as JSON-ready lists, the form ``python -m core explain --json``
+    returns under "faithfulness"::
+
+        {"score_before": 0.83, "n_random": 20, "seed": 0, "k": [1, 2, ...],
+         "drop": {"ig": [...], "shap": [...], "attention": [...], "random": [...]},
+         "random_drop_std": [...]}
+
+    ``drop[m][i]``: the score (probability) lost when the ``k[i]`` events that method m ranks
+    highest are removed; "random": the mean over ``n_random`` draws of ``k[i]`` random events, with
+    its standard deviation in ``random_drop_std`` (empty without random draws). Every list has
+    one value per k; all empty when the user has no events. A faithful method's drop beats random's.
+    """
+    ks = sorted(int(k) for k in frame["k"].unique())
+    present = [str(m) for m in pd.unique(frame["method"])]
+    known = (*METHODS, "random")
+    order = [m for m in known if m in present] + [m for m in present if m not in known]
+
+    def curve(method: str, column: str) -> list[float]:
+        values = frame[frame["method"] == method].set_index("k")[column].reindex(ks)
+        return [float(v) for v in values]
+
+    return {"score_before": float(frame.attrs.get("score_before", math.nan)),
+            "n_random": int(frame.attrs.get("n_random", 0)), "seed": int(frame.attrs.get("seed", 0)),
+            "k": ks, "drop": {m: curve(m, "drop") for m in order},
+            "random_drop_std": curve("random", "drop_std") if "random" in present else []}
 
 
 def _gap_bucket(seconds: float, gap_buckets: int, gap_steps: int = 1) -> int:
     """The sequence builder's gap id: 1 + min(gap_buckets - 1, floor(steps * log2(1 + seconds)))."""
     octaves = math.log2(1.0 + max(float(seconds), 0.0))
-    return 1 + min(gap_buckets - 1, int(math.floor(gap_steps * octaves)))
+    return 1 + min(gap_buckets - 1, math.floor(gap_steps * octaves))
 
 
-def _event_ids(event: Mapping[str, Any], vocab: Vocab | None, n_query: int,
-               n_behaviors: int = 0) -> dict[str, Any]:
+def _event_ids(event: WhatIfEvent, vocab: Vocab | None, n_query: int,
+               n_behaviors: int = 0) -> dict[str, int | list[int]]:
     """Vocabulary ids of a hypothetical event dict (behavior, item_id, category, gap_seconds, hour)."""
-    from core.modeling.sequences import map_ids
+    from core.modeling.sequences import BEHAVIOR_STRIDE, N_BEHAVIOR_IDS, NEWEST_CATEGORY, map_ids
 
     behavior = event.get("behavior", "view")
     if behavior not in BEHAVIOR_CODE:
         raise DataError(f"behavior must be one of {', '.join(BEHAVIORS)}, got {behavior!r}.",
                         title="Bad what-if event")
-    ids: dict[str, Any] = {"behavior": BEHAVIOR_CODE[behavior]}
-    from core.modeling.sequences import N_BEHAVIOR_IDS
-
+    behavior_id = BEHAVIOR_CODE[behavior]
     if n_behaviors >= N_BEHAVIOR_IDS and event.get("category") is not None:
         # the added event becomes the newest, so it is "in the newest event's category" (see the
         # behaviour x context ids in core.modeling.sequences); the other events keep their context
-        from core.modeling.sequences import BEHAVIOR_STRIDE, NEWEST_CATEGORY
-
-        ids["behavior"] += BEHAVIOR_STRIDE * NEWEST_CATEGORY
+        behavior_id += BEHAVIOR_STRIDE * NEWEST_CATEGORY
+    ids: dict[str, int | list[int]] = {"behavior": behavior_id}
     for key, column, table, buckets in (
             ("item", "item_id", "items", "item_buckets"),
             ("category", "category", "categories", "category_buckets")):
@@ -586,8 +655,8 @@ def _event_ids(event: Mapping[str, Any], vocab: Vocab | None, n_query: int,
     return ids
 
 
-def what_if(model: Any, batch_row: Any, *, remove_positions: Iterable[int] = (),
-            add_events: Iterable[Mapping[str, Any]] = (), vocab: Vocab | None = None) -> dict[str, float]:
+def what_if(model: ModelLike, batch_row: RowLike, *, remove_positions: Iterable[int] = (),
+            add_events: Iterable[WhatIfEvent] = (), vocab: Vocab | None = None) -> dict[str, float]:
     """Re-score after removing events (by position) and/or appending hypothetical events.
 
     An added event is a dict: ``behavior`` (view|cart|...), ``item_id`` and ``category`` (source
@@ -634,19 +703,19 @@ class Explanation:
     user_id: str
     dataset: str
     model_id: str
-    cutoff: Any                         # T: the dataset's last event time
+    cutoff: datetime                    # T: the dataset's last event time (naive UTC)
     score: float                        # what the model predicts for the user (probability)
     rank: int | None                    # 1 = highest score in the model's scoring run, else None
     n_scored: int | None                # users in that scoring run
     summary: str                        # one sentence
     events: pd.DataFrame                # position, ts, behavior, item_id, category, gap_seconds, <methods>
+    model: LoadedModel                  # the model explained
     methods: tuple[str, ...] = ()       # attribution columns present in ``events``
     ig_delta: float | None = None       # IG convergence delta (logit units)
     shap_base_value: float | None = None
     attention: pd.DataFrame | None = None   # layer, head, position, weight ([CLS] row)
     features: pd.DataFrame | None = None    # gbdt models: feature, value, shap (tree SHAP)
-    sequence: Any = None                # the one-row SequenceBatch (for what_if / faithfulness)
-    model: Any = None                   # the LoadedModel used
+    sequence: SequenceBatch | None = None   # the user's one row (None for a model without Transformer)
     category: str | None = None         # scope category: the target category explained
     seconds: float = 0.0                # time spent
 
@@ -663,40 +732,41 @@ class Explanation:
                                  var_name="method", value_name="attribution")
                 .reset_index(drop=True))
 
+    @property
+    def row(self) -> SequenceBatch:
+        """The user's one-row sequence, for :func:`what_if` and :func:`faithfulness`; ModelError when
+        the model has no Transformer (its explanation has no per-event attribution to check)."""
+        if self.sequence is None or not self.methods:
+            raise ModelError(f"model {self.model_id!r} has no per-event attribution to check.",
+                             hint="The faithfulness and what-if checks need a Transformer model.")
+        return self.sequence
 
-def _model_key(model_dir: str | Path) -> tuple[str, float]:
-    path = Path(model_dir).resolve()
-    if not path.is_dir():
-        raise NotFoundError(f"model directory {str(model_dir)!r} does not exist.",
-                            hint="Pass a directory written by `python -m core train`.")
-    stamps = [p.stat().st_mtime for p in path.iterdir() if p.is_file()]
-    return str(path), max(stamps, default=path.stat().st_mtime)
+    def faithfulness(self, *, max_k: int = FAITHFULNESS_MAX_K, n_random: int = FAITHFULNESS_DRAWS,
+                     seed: int = 0) -> pd.DataFrame:
+        """The faithfulness curve of every method in ``events``: :func:`faithfulness` for
+        k = 1..``max_k`` (capped at the user's events), random deletions averaged over ``n_random``
+        seeded draws. What the Explain page draws and ``python -m core explain --json`` returns
+        (through :func:`faithfulness_summary`). ModelError for a model without a Transformer."""
+        row = self.row
+        if max_k < 1 or n_random < 1:
+            raise DataError(f"max_k and n_random must be >= 1, got {max_k} and {n_random}.",
+                            title="Bad faithfulness check")
+        by_method = {m: self.events.set_index("position")[m] for m in self.methods}
+        return faithfulness(self.model, row, by_method, ks=range(1, max_k + 1), n_random=n_random, seed=seed)
 
 
-@functools.lru_cache(maxsize=MODEL_CACHE_SIZE)
-def _load_cached(path: str, mtime: float) -> Any:
-    from models.artifact import load_model
-
-    return load_model(path)
-
-
-def load_model_cached(model_dir: str | Path) -> Any:
-    """``models.artifact.load_model`` with a small LRU keyed by resolved path and newest file mtime
-    (a retrained model in the same directory is reloaded)."""
-    return _load_cached(*_model_key(model_dir))
-
-
-def _dataset_cutoff(store: Store, dataset: str) -> Any:
+def _dataset_cutoff(store: Store, dataset: str) -> datetime:
     from core.modeling.labels import _to_datetime
 
     info = store.dataset(dataset)              # NotFoundError naming the datasets
     return _to_datetime(info["ts_max"])
 
 
-def _user_example(store: Store, dataset: str, user_id: str, cutoff: Any, spec: Any,
+def _user_example(store: Store, dataset: str, user_id: str, cutoff: datetime, spec: LabelSpec,
                   events: pd.DataFrame, category: str | None) -> pd.DataFrame:
     """The scoring example row of one user (and target category for scope ``category``)."""
-    row: dict[str, Any] = {"user_id": [user_id], "cutoff": pd.Series([cutoff], dtype="datetime64[us]")}
+    row: dict[str, list[object] | pd.Series] = {"user_id": [user_id],
+                                                "cutoff": pd.Series([cutoff], dtype="datetime64[us]")}
     chosen = None
     if spec.scope == "category":
         seen = events.sort_values("position", ascending=False)["category"].dropna().astype(str)
@@ -719,9 +789,10 @@ def _rank(store: Store, model_id: str, dataset: str, user_id: str,
         [model_id, dataset, user_id, category, category])
     if row is None:
         return None, None, None
-    above, total = store.fetchone(
+    counts = store.fetchone(
         "SELECT count(*) FILTER (WHERE probability > ?), count(*) FROM scores "
         "WHERE model_id = ? AND dataset = ?", [row[0], model_id, dataset])
+    above, total = counts if counts is not None else (0, 1)    # an aggregate always returns a row
     return int(above) + 1, int(total), float(row[0])
 
 
@@ -772,7 +843,7 @@ def summarize(score: float, top_percent: float | None, events: pd.DataFrame, col
     n_top = min(max_events, int(np.searchsorted(cumulative.to_numpy(), share)) + 1)
     top = positive.head(n_top)
     counts = top["behavior"].astype(str).value_counts()
-    parts = [_count_phrase(int(n), b) for b, n in counts.items()]
+    parts = [_count_phrase(int(n), str(b)) for b, n in counts.items()]
     what = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     cats = top["category"].dropna().astype(str).unique()
     where = (f" in category {cats[0]}" if len(cats) == 1
@@ -783,7 +854,7 @@ def summarize(score: float, top_percent: float | None, events: pd.DataFrame, col
     return f"{head}: mostly {what}{where}{when}."
 
 
-def explain_user(store: Store, model_dir: str | Path, dataset: str, user_id: Any, *,
+def explain_user(store: Store, model_dir: str | Path, dataset: str, user_id: str | int, *,
                  methods: Sequence[str] = METHODS, category: str | None = None,
                  ig_steps: int = IG_STEPS, shap_max_evals: int = SHAP_MAX_EVALS) -> Explanation:
     """Explain one user's score at T = the dataset's last event.
@@ -814,45 +885,42 @@ def explain_user(store: Store, model_dir: str | Path, dataset: str, user_id: Any
                             hint="Check the user id (matched exactly as text, as in the source "
                                  "file) and the dataset name.") from err
     example = _user_example(store, dataset, user, cutoff, spec, raw, category)
-    chosen = example["category"].iloc[0] if "category" in example else None
+    chosen = str(example["category"].iloc[0]) if "category" in example else None
     model_id = str(loaded.card.get("model_id", Path(model_dir).name))
     rank, n_scored, _ = _rank(store, model_id, dataset, user, chosen)
     events = raw[["position", "ts", "behavior", "item_id", "category", "gap_seconds"]].copy()
     events["position"] = events["position"].astype(np.int64)
 
-    transformer = getattr(loaded, "transformer", None)
+    from core.modeling.features import build_features
+
+    transformer, gbdt = loaded.transformer, loaded.gbdt
     seq = build_sequences(store, dataset, example, loaded.vocab, spec) if loaded.vocab is not None else None
-    features = None
+    feats = build_features(store, dataset, example, spec) if loaded.feature_names else None
+    score = float(np.asarray(loaded.predict(seq, feats)).reshape(-1)[0])
     if transformer is None:
-        if getattr(loaded, "gbdt", None) is None:
-            raise ModelError(f"model {model_id!r} ({getattr(loaded, 'kind', 'unknown kind')}) has no "
+        if gbdt is None or feats is None:
+            raise ModelError(f"model {model_id!r} ({loaded.kind}) has no "
                              "Transformer: per-event explanations need a Transformer model.",
                              hint="Explain a 'transformer' or 'ensemble' model, or a 'gbdt' model "
                                   "with tree SHAP on its features.")
-        from core.modeling.features import build_features
-
-        feats = build_features(store, dataset, example, spec)
-        score = float(np.asarray(loaded.predict(seq, feats)).reshape(-1)[0])
-        values, base = tree_shap(loaded.gbdt, feats)
+        values, base = tree_shap(gbdt, feats)
         features = pd.DataFrame({"feature": values.columns, "value": feats[values.columns].iloc[0].to_numpy(),
                                  "shap": values.iloc[0].to_numpy()})
         features = features.sort_values("shap", key=np.abs, ascending=False, ignore_index=True)
         features.attrs["base_value"] = base
-        pct = None if rank is None else 100.0 * rank / n_scored
+        result = Explanation(user_id=user, dataset=dataset, model_id=model_id, cutoff=cutoff,
+                             score=score, rank=rank, n_scored=n_scored, summary="",
+                             events=events, features=features, model=loaded, category=chosen)
         top = features.head(3)
-        summary = (summarize(score, pct, events, None).rstrip(".") + "; top features: "
-                   + ", ".join(f"{f} ({s:+.2f})" for f, s in zip(top["feature"], top["shap"])) + ".")
-        return Explanation(user_id=user, dataset=dataset, model_id=model_id, cutoff=cutoff,
-                           score=score, rank=rank, n_scored=n_scored, summary=summary,
-                           events=events, features=features, model=loaded, category=chosen,
-                           seconds=time.perf_counter() - started)
+        result.summary = (summarize(score, result.top_percent, events, None).rstrip(".") + "; top features: "
+                          + ", ".join(f"{f} ({s:+.2f})" for f, s in zip(top["feature"], top["shap"], strict=True))
+                          + ".")
+        result.seconds = time.perf_counter() - started
+        return result
+    if seq is None:
+        raise ModelError(f"model {model_id!r} has a Transformer but no vocabulary.",
+                         hint="Its folder is incomplete: retrain it.")
 
-    feats = None
-    if getattr(loaded, "feature_names", None):
-        from core.modeling.features import build_features
-
-        feats = build_features(store, dataset, example, spec)
-    score = float(np.asarray(loaded.predict(seq, feats)).reshape(-1)[0])
     result = Explanation(user_id=user, dataset=dataset, model_id=model_id, cutoff=cutoff, score=score,
                          rank=rank, n_scored=n_scored, summary="", events=events,
                          methods=tuple(methods), sequence=seq, model=loaded, category=chosen)
@@ -864,8 +932,8 @@ def explain_user(store: Store, model_dir: str | Path, dataset: str, user_id: Any
         else:
             frame = attention_rollout(transformer, seq)
             result.attention = attention_weights(transformer, seq)
-        values = frame.set_index("position")["attribution"]
-        events[method] = events["position"].map(values).fillna(0.0).to_numpy(dtype=np.float64)
+        by_position = frame.set_index("position")["attribution"]
+        events[method] = events["position"].map(by_position).fillna(0.0).to_numpy(dtype=np.float64)
     primary = next(m for m in ("ig", "shap", "attention") if m in methods)
     result.summary = summarize(score, result.top_percent, events, primary)
     result.seconds = time.perf_counter() - started
@@ -889,10 +957,11 @@ def gap_bucket_labels(gap_ids: np.ndarray, gap_steps: int = 1) -> np.ndarray:
     high = np.exp2(g) - 1
     mid = np.sqrt(np.maximum(low, 1.0) * high)
     edges = np.array([edge for edge, _ in GAP_BUCKETS[:-1]])
-    return np.asarray(GAP_LABELS, dtype=object)[np.searchsorted(edges, mid, side="right")]
+    labels: np.ndarray = np.asarray(GAP_LABELS, dtype=object)[np.searchsorted(edges, mid, side="right")]
+    return labels
 
 
-def batch_attributions(model: Any, batch: SequenceBatch, *, method: str = "ig",
+def batch_attributions(model: ModelLike, batch: SequenceBatch, *, method: str = "ig",
                        n_steps: int = IG_STEPS, max_steps: int = IG_MAX_STEPS,
                        internal_batch_size: int = IG_INTERNAL_BATCH,
                        batch_users: int = GLOBAL_BATCH_USERS) -> np.ndarray:
@@ -911,7 +980,7 @@ def batch_attributions(model: Any, batch: SequenceBatch, *, method: str = "ig",
             attr, _, _ = _ig_adaptive(net, tensors, n_steps=n_steps, max_steps=max_steps, rtol=IG_RTOL,
                                       atol=IG_ATOL, internal_batch_size=internal_batch_size)
         else:
-            attr = _rollout(_attention_maps(net, tensors), int(getattr(net, "n_special", 1)))
+            attr = _rollout(_attention_maps(net, tensors), net.n_special)
             attr = attr * part.mask[:, offset:]
         out[start:start + len(part), offset:] = attr
     return out
@@ -942,7 +1011,8 @@ def drivers_from_attributions(batch: SequenceBatch, attributions: np.ndarray, vo
                    dtype=object)[np.searchsorted(np.unique(cat_ids), cat_ids)]
     events = pd.DataFrame({"row": rows, "attribution": attr, "behavior": beh, "gap": gap, "category": cat})
 
-    def by(column: str, order: Sequence[str] | None, top: int | None) -> pd.DataFrame:
+    def by(column: str, order: Sequence[str] | None, top: int = 0) -> pd.DataFrame:
+        """Groups in ``order`` (all of them), or without an order the ``top`` with most events."""
         g = (events.groupby(column, sort=False)
              .agg(events=("attribution", "size"), users=("row", "nunique"),
                   mean_attribution=("attribution", "mean"), total_attribution=("attribution", "sum"))
@@ -956,7 +1026,7 @@ def drivers_from_attributions(batch: SequenceBatch, attributions: np.ndarray, vo
             g = g.sort_values(["events", "group"], ascending=[False, True], ignore_index=True).head(top)
         return g
 
-    return {"behavior": by("behavior", BEHAVIORS, None), "gap": by("gap", GAP_LABELS, None),
+    return {"behavior": by("behavior", BEHAVIORS), "gap": by("gap", GAP_LABELS),
             "category": by("category", None, top_categories)}
 
 
@@ -968,11 +1038,11 @@ def _sample_users(store: Store, dataset: str, limit: int) -> list[str]:
 
 
 def global_drivers(store: Store, model_dir: str | Path, dataset: str,
-                   user_ids: Sequence[Any] | None = None, method: str = "ig", *,
+                   user_ids: Sequence[str | int] | None = None, method: str = "ig", *,
                    max_users: int = GLOBAL_MAX_USERS, n_steps: int = GLOBAL_IG_STEPS,
                    max_steps: int = GLOBAL_IG_MAX_STEPS,
-                   top_categories: int = TOP_CATEGORIES, progress: Any = None,
-                   cancel: Any = None) -> dict[str, pd.DataFrame]:
+                   top_categories: int = TOP_CATEGORIES, progress: ProgressFn | None = None,
+                   cancel: CancelToken | None = None) -> dict[str, pd.DataFrame]:
     """What drives scores across users: mean attribution by behaviour, time-gap bucket, category.
 
     ``user_ids`` None = a deterministic sample of everyone (``max_users``); a cohort passes its
@@ -981,12 +1051,15 @@ def global_drivers(store: Store, model_dir: str | Path, dataset: str,
     means over many events tolerate a small per-user delta) or ``attention`` (rollout). Returns
     {"behavior", "gap", "category"} frames (see :func:`drivers_from_attributions`).
     """
-    from core.progress import report
     from core.modeling.sequences import build_sequences
+    from core.progress import report
 
     loaded = load_model_cached(model_dir)
     _transformer_of(loaded)
-    spec = loaded.spec
+    spec, vocab = loaded.spec, loaded.vocab
+    if vocab is None:
+        raise ModelError(f"model {str(model_dir)!r} has a Transformer but no vocabulary.",
+                         hint="Its folder is incomplete: retrain it.")
     if spec.scope == "category":
         raise ModelError("global drivers are available for scope 'any' models only.",
                          hint="Train a model with scope 'any' to see global drivers.")
@@ -1000,7 +1073,7 @@ def global_drivers(store: Store, model_dir: str | Path, dataset: str,
                              "cutoff": pd.Series([cutoff] * len(users), dtype="datetime64[us]"),
                              "label": np.nan, "split": "score"})
     report(progress, 0, len(users), "building sequences")
-    batch = build_sequences(store, dataset, examples, loaded.vocab, spec)
+    batch = build_sequences(store, dataset, examples, vocab, spec)
     # similar lengths share a chunk, so each chunk trims most of its left padding
     batch = batch.subset(np.argsort(batch.mask.sum(axis=1), kind="stable"))
     attributions = np.zeros(batch.behavior.shape, dtype=np.float64)
@@ -1011,7 +1084,7 @@ def global_drivers(store: Store, model_dir: str | Path, dataset: str,
         attributions[start:start + len(part)] = batch_attributions(
             loaded, part, method=method, n_steps=n_steps, max_steps=max_steps)
         report(progress, start + len(part), len(batch), f"explaining users ({method})")
-    frames = drivers_from_attributions(batch, attributions, loaded.vocab, top_categories=top_categories)
+    frames = drivers_from_attributions(batch, attributions, vocab, top_categories=top_categories)
     for frame in frames.values():
         frame.attrs.update(method=method, users=len(users))
     return frames

@@ -26,16 +26,16 @@ user's events in the category) and ``cat_open_carts``.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from core.data.schema import BEHAVIORS
 from core.errors import DataError
 from core.modeling.labels import LabelSpec
 from core.progress import ProgressFn, report
-from core.data.schema import BEHAVIORS
 
 if TYPE_CHECKING:
     from core.data.store import Store
@@ -148,7 +148,7 @@ def _features_sql(scope: str) -> str:
              f"u AS (SELECT pair_idx, {user_cols} FROM ev GROUP BY pair_idx)",
              f"carts AS ({_CARTS_SQL})"]
     select = ["r.row_idx"]
-    for name, sql in _USER_EXPR.items():
+    for name in _USER_EXPR:
         if name == "open_carts":
             select.append("coalesce(uc.open_carts, 0) AS open_carts")
         elif name.startswith("log_"):
@@ -234,8 +234,8 @@ def build_features(store: Store, dataset: str, examples: pd.DataFrame, spec: Lab
                 "lo": pa.array(pair_lo.to_numpy()[chunk_pairs], pa.timestamp("us")),
                 "h": pa.array(np.full(len(chunk_pairs), horizon_seconds)),
             }))
-            row_columns: dict[str, Any] = {"row_idx": pa.array(rows.astype(np.int64)),
-                                           "pair_idx": pa.array(pair_of_row[rows].astype(np.int64))}
+            row_columns: dict[str, pa.Array] = {"row_idx": pa.array(rows.astype(np.int64)),
+                                                "pair_idx": pa.array(pair_of_row[rows].astype(np.int64))}
             if categories is not None:
                 row_columns["category"] = pa.array(
                     pd.Series(categories[rows]).astype("string"), pa.string(), from_pandas=True)

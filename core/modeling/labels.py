@@ -22,6 +22,10 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|min|m|h|d|w)\s*$", re.IGNO
 _UNIT_SECONDS = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 SCOPES = ("any", "category")
 
+# A point in time as callers hold it: a python or pandas datetime, a numpy datetime64 (a DuckDB
+# result), or ISO text (a card or a command line). Naive values are UTC.
+TimeLike = datetime | np.datetime64 | str
+
 
 def parse_duration(text: str) -> timedelta:
     """``"30min"``, ``"6h"``, ``"1d"``, ``"7d"``, ``"2w"`` -> timedelta; DataError on anything else."""
@@ -98,7 +102,7 @@ MAX_CANDIDATE_CATEGORIES = 5
 _CUTOFFS_VIEW = "il_cutoffs"
 
 
-def _to_datetime(value: Any) -> datetime:
+def _to_datetime(value: TimeLike | None) -> datetime:
     """A naive UTC ``datetime`` from a pandas/numpy/python timestamp."""
     if value is None or (not isinstance(value, datetime) and pd.isna(value)):
         raise DataError("a cutoff or dataset time is missing.", title="Missing time",
@@ -148,7 +152,7 @@ def _time_range(store: Store, dataset: str) -> tuple[datetime, datetime]:
     ts_min, ts_max = row.get("ts_min"), row.get("ts_max")
     if ts_min is None or ts_max is None or pd.isna(ts_min) or pd.isna(ts_max):
         ts_min, ts_max = store.fetchone(
-            "SELECT min(ts), max(ts) FROM events WHERE dataset = ?", [dataset])
+            "SELECT min(ts), max(ts) FROM events WHERE dataset = ?", [dataset]) or (None, None)
     if ts_min is None or ts_max is None:
         raise DataError(f"dataset {dataset!r} has no events.", title="Empty dataset",
                         hint="Ingest a file with events into it first.")
@@ -261,7 +265,7 @@ def _cutoff_frame(spec: LabelSpec, cutoffs: list[tuple[datetime, str]]) -> pd.Da
     })
 
 
-def _examples_query(spec: LabelSpec, dataset: str) -> tuple[str, list[Any]]:
+def _examples_query(spec: LabelSpec, dataset: str) -> tuple[str, list[str | int]]:
     if spec.scope == "category":
         return _EXAMPLES_CATEGORY_SQL, [dataset, MAX_CANDIDATE_CATEGORIES, dataset]
     if spec.lookback_td is not None:
@@ -274,19 +278,16 @@ def _run_examples(store: Store, dataset: str, spec: LabelSpec,
     """Run the examples query over ``cutoffs``: the rows, or (counts) positives and negatives
     per split."""
     keys = ["cutoff", "user_id"] + (["category"] if spec.scope == "category" else [])
-    sql, params = _examples_query(spec, dataset)
-    if counts:
-        sql = _COUNTS_HEAD + sql + _COUNTS_TAIL
-    else:
-        sql = sql + " ORDER BY " + ", ".join(keys)
+    query, params = _examples_query(spec, dataset)
+    sql = _COUNTS_HEAD + query + _COUNTS_TAIL if counts else query + " ORDER BY " + ", ".join(keys)
     with store.cursor() as cur:
         store.register_df(cur, _CUTOFFS_VIEW, _cutoff_frame(spec, cutoffs))
         return cur.execute(sql, params).df()
 
 
 def _empty_examples(spec: LabelSpec) -> pd.DataFrame:
-    columns: dict[str, Any] = {"user_id": pd.Series([], dtype=object),
-                               "cutoff": pd.Series([], dtype="datetime64[us]")}
+    columns: dict[str, pd.Series] = {"user_id": pd.Series([], dtype=object),
+                                     "cutoff": pd.Series([], dtype="datetime64[us]")}
     if spec.scope == "category":
         columns["category"] = pd.Series([], dtype=object)
     columns["label"] = pd.Series([], dtype="int64")
@@ -321,7 +322,7 @@ def build_examples(store: Store, dataset: str, spec: LabelSpec, plan: CutoffPlan
     return frame
 
 
-def scoring_examples(store: Store, dataset: str, spec: LabelSpec, cutoff: Any) -> pd.DataFrame:
+def scoring_examples(store: Store, dataset: str, spec: LabelSpec, cutoff: TimeLike) -> pd.DataFrame:
     """Rows to score at ``cutoff`` (usually the dataset's last event): same columns, label NaN,
     split ``score``."""
     frame = _run_examples(store, dataset, spec, [(_to_datetime(cutoff), "score")])

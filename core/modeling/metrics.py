@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 from sklearn import metrics as skm
 
 from core.errors import DataError
@@ -29,7 +30,7 @@ _EPS = 1e-15
 _BOOT_CELLS = 4_000_000     # resamples x rows held in memory at once
 
 
-def _check(y: Any, p: Any) -> tuple[np.ndarray, np.ndarray]:
+def _check(y: ArrayLike, p: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Validated 1-D float arrays; DataError naming the rule and the value otherwise."""
     y = np.asarray(y, dtype=float).reshape(-1) if np.ndim(y) <= 1 else np.asarray(y, dtype=float)
     p = np.asarray(p, dtype=float).reshape(-1) if np.ndim(p) <= 1 else np.asarray(p, dtype=float)
@@ -53,11 +54,11 @@ def _check(y: Any, p: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _two_classes(y: np.ndarray) -> bool:
-    return 0 < y.sum() < len(y)
+    return bool(0 < y.sum() < len(y))
 
 
 # -- point metrics ------------------------------------------------------------------------
-def threshold_metrics(y: Any, p: Any, threshold: float = 0.5) -> dict[str, float]:
+def threshold_metrics(y: ArrayLike, p: ArrayLike, threshold: float = 0.5) -> dict[str, float]:
     """Accuracy, precision, recall, F1 and the flagged share at one threshold (p >= threshold)."""
     y, p = _check(y, p)
     pred = (p >= threshold).astype(int)
@@ -68,7 +69,7 @@ def threshold_metrics(y: Any, p: Any, threshold: float = 0.5) -> dict[str, float
             "flagged": int(pred.sum()), "flagged_share": float(pred.mean())}
 
 
-def confusion(y: Any, p: Any, threshold: float = 0.5) -> pd.DataFrame:
+def confusion(y: ArrayLike, p: ArrayLike, threshold: float = 0.5) -> pd.DataFrame:
     """One row per cell: actual, predicted, outcome (TP/FP/FN/TN), count, share of all rows."""
     y, p = _check(y, p)
     pred = (p >= threshold).astype(int)
@@ -80,7 +81,7 @@ def confusion(y: Any, p: Any, threshold: float = 0.5) -> pd.DataFrame:
     return frame
 
 
-def pr_curve(y: Any, p: Any) -> pd.DataFrame:
+def pr_curve(y: ArrayLike, p: ArrayLike) -> pd.DataFrame:
     """threshold, precision, recall, f1 (the final recall-0 point has threshold NaN)."""
     y, p = _check(y, p)
     if y.sum() == 0:
@@ -94,7 +95,7 @@ def pr_curve(y: Any, p: Any) -> pd.DataFrame:
                          "recall": recall, "f1": f1})
 
 
-def roc_curve(y: Any, p: Any) -> pd.DataFrame:
+def roc_curve(y: ArrayLike, p: ArrayLike) -> pd.DataFrame:
     """fpr, tpr, threshold (the first point, nothing flagged, has threshold NaN)."""
     y, p = _check(y, p)
     if not _two_classes(y):
@@ -106,7 +107,7 @@ def roc_curve(y: Any, p: Any) -> pd.DataFrame:
     return pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": thresholds})
 
 
-def best_f1_threshold(y: Any, p: Any) -> float:
+def best_f1_threshold(y: ArrayLike, p: ArrayLike) -> float:
     """The threshold that maximises F1 on these labels (NaN without positives)."""
     curve = pr_curve(y, p)
     if curve.empty:
@@ -115,7 +116,7 @@ def best_f1_threshold(y: Any, p: Any) -> float:
     return float(curve["threshold"].iloc[int(curve["f1"].to_numpy().argmax())])
 
 
-def threshold_for_top_fraction(p: Any, frac: float) -> float:
+def threshold_for_top_fraction(p: ArrayLike, frac: float) -> float:
     """Threshold t such that ``p >= t`` flags the top ``frac`` of rows (ties may add a few)."""
     p = np.asarray(p, dtype=float).reshape(-1)
     if not 0.0 < float(frac) <= 1.0:
@@ -126,7 +127,7 @@ def threshold_for_top_fraction(p: Any, frac: float) -> float:
     return float(np.partition(p, len(p) - k)[len(p) - k])
 
 
-def lift_table(y: Any, p: Any, bins: int = 20) -> pd.DataFrame:
+def lift_table(y: ArrayLike, p: ArrayLike, bins: int = 20) -> pd.DataFrame:
     """Rows ranked by score, cut into ``bins`` equal groups; precision, lift and gains per top-k%.
 
     Columns: bin (1 = highest scores), top_fraction (share of rows down to this bin), n, positives,
@@ -152,10 +153,11 @@ def lift_table(y: Any, p: Any, bins: int = 20) -> pd.DataFrame:
 
 
 def _bin_index(p: np.ndarray, bins: int) -> np.ndarray:
-    return np.minimum((p * bins).astype(int), bins - 1)
+    index: np.ndarray = np.minimum((p * bins).astype(int), bins - 1)
+    return index
 
 
-def calibration_bins(y: Any, p: Any, bins: int = 10) -> pd.DataFrame:
+def calibration_bins(y: ArrayLike, p: ArrayLike, bins: int = 10) -> pd.DataFrame:
     """Equal-width probability bins: lower, upper, n, mean_p, frac_pos, gap; ``attrs["ece"]``."""
     y, p = _check(y, p)
     if int(bins) < 1:
@@ -173,9 +175,9 @@ def calibration_bins(y: Any, p: Any, bins: int = 10) -> pd.DataFrame:
     return frame
 
 
-def expected_calibration_error(y: Any, p: Any, bins: int = 10) -> float:
+def expected_calibration_error(y: ArrayLike, p: ArrayLike, bins: int = 10) -> float:
     """ECE: row-weighted mean |mean probability - positive share| over equal-width bins."""
-    return calibration_bins(y, p, bins).attrs["ece"]
+    return float(calibration_bins(y, p, bins).attrs["ece"])
 
 
 # -- bootstrap: many weighted evaluations at once -----------------------------------------
@@ -227,7 +229,7 @@ def _score_groups(p: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, p[1:] != p[:-1]])
 
 
-def bootstrap_metrics(y: Any, p: Any, *, threshold: float = 0.5, n_boot: int = 200, seed: int = 0,
+def bootstrap_metrics(y: ArrayLike, p: ArrayLike, *, threshold: float = 0.5, n_boot: int = 200, seed: int = 0,
                       bins: int = 10, level: float = 0.95) -> dict[str, tuple[float, float]]:
     """Percentile intervals (low, high) of every headline metric over ``n_boot`` resamples."""
     y, p = _check(y, p)
@@ -261,7 +263,7 @@ def bootstrap_metrics(y: Any, p: Any, *, threshold: float = 0.5, n_boot: int = 2
     return out
 
 
-def summary_metrics(y: Any, p: Any, *, threshold: float = 0.5, n_boot: int = 200,
+def summary_metrics(y: ArrayLike, p: ArrayLike, *, threshold: float = 0.5, n_boot: int = 200,
                     seed: int = 0) -> dict[str, Any]:
     """Headline metrics, each as {"value", "low", "high"} (bootstrap 95 % percentile interval).
 
@@ -295,7 +297,7 @@ def summary_metrics(y: Any, p: Any, *, threshold: float = 0.5, n_boot: int = 200
     out["best_f1_threshold"] = best_f1_threshold(y, p)
     out["threshold"] = float(threshold)
     out["positives"] = int(y.sum())
-    out["n"] = int(len(y))
+    out["n"] = len(y)
     out["notes"] = notes
     return out
 

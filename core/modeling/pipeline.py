@@ -7,48 +7,67 @@ evaluated on the same time-split validation rows with the same metrics.
 """
 from __future__ import annotations
 
-import re
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from core.errors import DataError, ModelError
 from core.modeling.labels import CutoffPlan, LabelSpec, build_examples, check_eligibility, plan_cutoffs
+from core.modeling.model_store import default_model_dir
 from core.progress import CancelToken, ProgressFn, report
-from core.settings import get_settings
+from models.artifact import MODEL_KINDS, VALIDATION_FILE, load_card, save_model
 
-MODEL_KINDS = ("transformer", "gbdt", "logreg", "ensemble")
-
-
-def models_root() -> Path:
-    """Where models are saved and listed (``INTENTLENS_MODELS`` or the repository's models/saved)."""
-    return get_settings().models_root
+if TYPE_CHECKING:
+    from core.data.store import Store
+    from core.modeling.sequences import SequenceBatch, Vocab
+    from models.transformer import TransformerConfig
 
 
-VALIDATION_FILE = "validation.parquet"
+@dataclass(frozen=True)
+class Preset:
+    """A model size and training budget: the Train page's "Size" and the CLI's ``--preset``."""
 
-# Size presets for the Train page and `--preset`; each field is what it implies for training.
-PRESETS: dict[str, dict[str, Any]] = {
-    # epochs: Transformer passes (early stopping may end sooner); lr: its peak learning rate;
-    # d_model/n_heads/n_layers/d_ff:
-    # its size; dropout/weight_decay: its regularisation; min_item_count: events an item needs
-    # for its own embedding (rarer items share hash buckets); max_train_cutoffs: training windows;
-    # max_train_rows: training rows kept (a seeded sample beyond); gbdt_trees: boosting rounds.
-    "fast": {"epochs": 10, "lr": 3e-4, "d_model": 64, "n_heads": 4, "n_layers": 1, "d_ff": 128, "dropout": 0.1,
-             "weight_decay": 0.05, "min_item_count": 100, "batch_size": 256, "max_train_cutoffs": 3,
-             "max_train_rows": 50_000, "gbdt_trees": 200},
-    "balanced": {"epochs": 10, "lr": 3e-4, "d_model": 64, "n_heads": 4, "n_layers": 2, "d_ff": 128, "dropout": 0.1,
-                 "weight_decay": 0.05, "min_item_count": 100, "batch_size": 256, "max_train_cutoffs": 6,
-                 "max_train_rows": 200_000, "gbdt_trees": 400},
-    "thorough": {"epochs": 20, "lr": 3e-4, "d_model": 96, "n_heads": 4, "n_layers": 2, "d_ff": 192, "dropout": 0.2,
-                 "weight_decay": 0.1, "min_item_count": 50, "batch_size": 256, "max_train_cutoffs": 10,
-                 "max_train_rows": 500_000, "gbdt_trees": 800},
+    epochs: int               # Transformer passes at most (early stopping may end sooner)
+    d_model: int              # Transformer width (TransformerConfig.d_model)
+    n_heads: int              # attention heads per block
+    n_layers: int             # encoder blocks
+    d_ff: int                 # hidden width of each block's MLP
+    max_train_cutoffs: int    # training windows (cutoffs) at most; fewer when LabelSpec asks
+    max_train_rows: int       # training rows kept (a seeded sample beyond; validation rows all kept)
+    gbdt_trees: int           # boosting rounds of the gbdt model (early stopping may end sooner)
+    lr: float = 3e-4          # the Transformer's peak learning rate (AdamW)
+    dropout: float = 0.1      # dropout in the Transformer (TransformerConfig.dropout)
+    weight_decay: float = 0.05   # AdamW decay (TrainConfig.weight_decay)
+    min_item_count: int = 100    # events an item needs for its own embedding (rarer items share buckets)
+    batch_size: int = 256     # rows per optimisation step
+    patience: int = 3         # epochs without a better validation PR-AUC before stopping
+    augment_crop: float = 0.1     # chance a training row keeps only its newest events (TrainConfig)
+    event_dropout: float = 0.05   # chance each event is hidden in a training row (TrainConfig)
+
+    def describe(self) -> str:
+        """One line for people: what this size trains (the Train page's caption)."""
+        layers = "layer" if self.n_layers == 1 else "layers"
+        return (f"{self.epochs} epochs at most · Transformer width {self.d_model}, {self.n_heads} heads, "
+                f"{self.n_layers} {layers}, feed-forward {self.d_ff}, dropout {self.dropout:g} · "
+                f"batch {self.batch_size} · up to {self.max_train_cutoffs} training cutoffs and "
+                f"{self.max_train_rows:,} training rows · {self.gbdt_trees:,} boosted trees")
+
+
+# Size presets for the Train page and `--preset`, smallest first.
+PRESETS: dict[str, Preset] = {
+    "fast": Preset(epochs=10, d_model=64, n_heads=4, n_layers=1, d_ff=128, max_train_cutoffs=3,
+                   max_train_rows=50_000, gbdt_trees=200),
+    "balanced": Preset(epochs=10, d_model=64, n_heads=4, n_layers=2, d_ff=128, max_train_cutoffs=6,
+                       max_train_rows=200_000, gbdt_trees=400),
+    "thorough": Preset(epochs=20, d_model=96, n_heads=4, n_layers=2, d_ff=192, max_train_cutoffs=10,
+                       max_train_rows=500_000, gbdt_trees=800, dropout=0.2, weight_decay=0.1,
+                       min_item_count=50),
 }
 
 GAP_STEPS = 4        # time-gap buckets per doubling of the gap (core.modeling.sequences)
@@ -63,15 +82,15 @@ class Inputs:
 
     plan: CutoffPlan
     examples: pd.DataFrame                 # user_id, cutoff, [category], label, split
-    vocab: Any = None                      # core.modeling.sequences.Vocab when a sequence model is trained
-    sequences: Any = None                  # core.modeling.sequences.SequenceBatch aligned with examples
+    vocab: Vocab | None = None             # when a sequence model is trained
+    sequences: SequenceBatch | None = None   # aligned with examples, when a sequence model is trained
     features: pd.DataFrame | None = None   # aggregate features aligned with examples
 
     def split_index(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.examples["split"].to_numpy() == split)
 
     def labels(self, split: str) -> np.ndarray:
-        return self.examples["label"].to_numpy()[self.split_index(split)].astype(np.float32)
+        return np.asarray(self.examples["label"].to_numpy()[self.split_index(split)], dtype=np.float32)
 
 
 @dataclass
@@ -103,6 +122,13 @@ def _fmt_interval(value: Any) -> str:
     return "n/a"
 
 
+def checkpoint_dir_for(out_dir: Path) -> Path:
+    """``<out_dir>.checkpoint``: where a Transformer fit saving to ``out_dir`` keeps its per-epoch
+    checkpoint, so the same command (or the Train page's same job) finds it after a kill and resumes;
+    deleted once the model is saved."""
+    return out_dir.parent / (out_dir.name + ".checkpoint")
+
+
 def _needs(kind: str) -> tuple[bool, bool]:
     """(needs sequences, needs features) for a model kind."""
     if kind not in MODEL_KINDS:
@@ -111,14 +137,7 @@ def _needs(kind: str) -> tuple[bool, bool]:
     return kind in ("transformer", "ensemble"), kind in ("gbdt", "logreg", "ensemble")
 
 
-def default_model_dir(dataset: str, kind: str, spec: LabelSpec, root: Path | None = None) -> Path:
-    """``<models root>/<dataset>-<kind>-<horizon>[-category]`` with the dataset name made path-safe."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset).strip("_.") or "dataset"
-    suffix = "" if spec.scope == "any" else "-category"
-    return (root or models_root()) / f"{safe}-{kind}-{spec.horizon}{suffix}"
-
-
-def prepare_inputs(store, dataset: str, spec: LabelSpec, *, sequences: bool, features: bool,
+def prepare_inputs(store: Store, dataset: str, spec: LabelSpec, *, sequences: bool, features: bool,
                    progress: ProgressFn | None = None, cancel: CancelToken | None = None,
                    log: LogFn | None = None, vocab_options: dict[str, Any] | None = None,
                    max_train_rows: int | None = None, seed: int = 0,
@@ -172,30 +191,32 @@ def _cap_training_rows(examples: pd.DataFrame, max_rows: int, seed: int) -> pd.D
     return examples.iloc[keep].reset_index(drop=True)
 
 
-def _transformer_config(inputs: Inputs, spec: LabelSpec, preset: dict[str, Any]):
+def _transformer_config(inputs: Inputs, spec: LabelSpec, preset: Preset) -> TransformerConfig:
     from core.modeling.sequences import N_BEHAVIOR_IDS
     from models.transformer import TransformerConfig
 
     vocab = inputs.vocab
+    assert vocab is not None, "prepare_inputs(sequences=True) builds it"
     return TransformerConfig(
         n_behaviors=N_BEHAVIOR_IDS, n_items=vocab.n_items, n_categories=vocab.n_categories,
         n_gaps=vocab.gap_buckets + 1, n_hours=25, n_query_buckets=vocab.query_buckets + 1,
-        max_len=spec.max_len, d_model=preset["d_model"], n_heads=preset["n_heads"],
-        n_layers=preset["n_layers"], d_ff=preset["d_ff"], dropout=preset["dropout"], scope=spec.scope)
+        max_len=spec.max_len, d_model=preset.d_model, n_heads=preset.n_heads,
+        n_layers=preset.n_layers, d_ff=preset.d_ff, dropout=preset.dropout, scope=spec.scope)
 
 
-def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: dict[str, Any], *, seed: int,
-                     search: int, checkpoint_dir: Path | None, progress, cancel, on_epoch,
-                     log, threads: int | None = None) -> dict[str, Any]:
+def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: Preset, *, seed: int,
+                     search: int, checkpoint_dir: Path | None, progress: ProgressFn | None,
+                     cancel: CancelToken | None, on_epoch: Callable[[dict], None] | None,
+                     log: LogFn | None, threads: int | None = None) -> dict[str, Any]:
     from core.modeling.training import TrainConfig, fit_transformer, search_transformer
 
+    assert inputs.sequences is not None, "prepare_inputs(sequences=True) builds them"
     train = inputs.sequences.subset(inputs.split_index("train"))
     valid = inputs.sequences.subset(inputs.split_index("valid"))
     config = _transformer_config(inputs, spec, preset)
-    tc = TrainConfig(epochs=preset["epochs"], batch_size=preset["batch_size"], seed=seed,
-                     weight_decay=preset["weight_decay"], lr=preset.get("lr", 1e-3),
-                     patience=preset.get("patience", 3), augment_crop=preset.get("augment_crop", 0.1),
-                     event_dropout=preset.get("event_dropout", 0.05), threads=threads)
+    tc = TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, seed=seed,
+                     weight_decay=preset.weight_decay, lr=preset.lr, patience=preset.patience,
+                     augment_crop=preset.augment_crop, event_dropout=preset.event_dropout, threads=threads)
     trials: list[dict[str, Any]] = []
     if search > 0:
         _log(log, f"transformer: hyper-parameter search, {search} trials")
@@ -206,7 +227,7 @@ def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: dict[str, Any], *,
         fit, config, tc, trials = result.best_fit, result.best_config, result.best_train_config, result.trials
     else:
         fit = fit_transformer(config, train, valid, tc, progress=progress, cancel=cancel,
-                              on_epoch=on_epoch, checkpoint_dir=checkpoint_dir)
+                              on_epoch=on_epoch, checkpoint_dir=checkpoint_dir, log=log)
     _log(log, f"transformer: best epoch {fit.best_epoch}, valid PR-AUC {fit.best_valid_pr_auc:.4f}, "
               f"{fit.seconds:.1f}s")
     return {"model": fit.model, "config": config.to_dict(), "train_config": tc.to_dict(),
@@ -214,17 +235,18 @@ def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: dict[str, Any], *,
             "seconds": fit.seconds}
 
 
-def _fit_baseline(kind: str, inputs: Inputs, preset: dict[str, Any], *, seed: int,
-                  log) -> dict[str, Any]:
+def _fit_baseline(kind: str, inputs: Inputs, preset: Preset, *, seed: int,
+                  log: LogFn | None) -> dict[str, Any]:
     from models.baselines import GBDTBaseline, LogisticBaseline
 
+    assert inputs.features is not None, "prepare_inputs(features=True) builds them"
     started = time.perf_counter()
     train_idx, valid_idx = inputs.split_index("train"), inputs.split_index("valid")
     X_train = inputs.features.iloc[train_idx].reset_index(drop=True)
     X_valid = inputs.features.iloc[valid_idx].reset_index(drop=True)
     y_train, y_valid = inputs.labels("train"), inputs.labels("valid")
     if kind == "gbdt":
-        model = GBDTBaseline(n_estimators=preset["gbdt_trees"], random_state=seed).fit(
+        model = GBDTBaseline(n_estimators=preset.gbdt_trees, random_state=seed).fit(
             X_train, y_train, X_valid, y_valid)
     else:
         model = LogisticBaseline().fit(X_train, y_train)
@@ -234,7 +256,7 @@ def _fit_baseline(kind: str, inputs: Inputs, preset: dict[str, Any], *, seed: in
             "seconds": seconds}
 
 
-def _segments(store, dataset: str, valid_rows: pd.DataFrame) -> pd.DataFrame:
+def _segments(store: Store, dataset: str, valid_rows: pd.DataFrame) -> pd.DataFrame:
     """Per validation row: events before its cutoff and the user's top category then."""
     keys = valid_rows[["user_id", "cutoff"]].drop_duplicates().reset_index(drop=True)
     with store.cursor() as cur:
@@ -248,7 +270,7 @@ def _segments(store, dataset: str, valid_rows: pd.DataFrame) -> pd.DataFrame:
     return valid_rows.merge(frame, on=["user_id", "cutoff"], how="left")
 
 
-def train_model(store, dataset: str, *, kind: str = "transformer", spec: LabelSpec | None = None,
+def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: LabelSpec | None = None,
                 epochs: int | None = None, search: int = 0, seed: int = 0,
                 out: str | Path | None = None, preset: str = "balanced",
                 progress: ProgressFn | None = None, cancel: CancelToken | None = None,
@@ -262,28 +284,27 @@ def train_model(store, dataset: str, *, kind: str = "transformer", spec: LabelSp
     a job runs. None: torch's default.
     """
     from core.modeling.metrics import summary_metrics
-    from models.artifact import save_model
 
     spec = spec or LabelSpec()
     if preset not in PRESETS:
         raise DataError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}.",
                         title="Unknown preset")
-    settings = dict(PRESETS[preset])
+    settings = PRESETS[preset]
     if epochs is not None:
         if int(epochs) < 1:
             raise DataError(f"epochs must be >= 1; got {epochs}.", title="Bad epochs")
-        settings["epochs"] = int(epochs)
-    if spec.max_train_cutoffs > settings["max_train_cutoffs"]:
-        spec = LabelSpec.from_dict({**spec.to_dict(), "max_train_cutoffs": settings["max_train_cutoffs"]})
+        settings = replace(settings, epochs=int(epochs))
+    if spec.max_train_cutoffs > settings.max_train_cutoffs:
+        spec = LabelSpec.from_dict({**spec.to_dict(), "max_train_cutoffs": settings.max_train_cutoffs})
     need_seq, need_feat = _needs(kind)
     started = time.perf_counter()
     info = store.dataset(dataset)
     out_dir = Path(out) if out else default_model_dir(dataset, kind, spec, models_root)
     inputs = prepare_inputs(store, dataset, spec, sequences=need_seq, features=need_feat,
                             progress=progress, cancel=cancel, log=log,
-                            vocab_options={"min_count": settings["min_item_count"],
+                            vocab_options={"min_count": settings.min_item_count,
                                            "gap_steps": GAP_STEPS, "gap_buckets": GAP_BUCKETS},
-                            max_train_rows=settings["max_train_rows"], seed=seed, plan=plan)
+                            max_train_rows=settings.max_train_rows, seed=seed, plan=plan)
     y_valid = inputs.labels("valid")
     members: dict[str, dict[str, Any]] = {}
     member_kinds = ("transformer", "gbdt", "logreg") if kind == "ensemble" else (kind,)
@@ -293,7 +314,7 @@ def train_model(store, dataset: str, *, kind: str = "transformer", spec: LabelSp
         if member == "transformer":
             members[member] = _fit_transformer(
                 inputs, spec, settings, seed=seed, search=search,
-                checkpoint_dir=out_dir.parent / (out_dir.name + ".checkpoint"),
+                checkpoint_dir=checkpoint_dir_for(out_dir),
                 progress=progress, cancel=cancel, on_epoch=on_epoch, log=log, threads=threads)
         else:
             members[member] = _fit_baseline(member, inputs, settings, seed=seed, log=log)
@@ -310,8 +331,8 @@ def train_model(store, dataset: str, *, kind: str = "transformer", spec: LabelSp
     metrics = summary_metrics(y_valid, valid_pred, seed=seed)
     valid_rows = inputs.examples.iloc[inputs.split_index("valid")].reset_index(drop=True).copy()
     valid_rows["score"] = valid_pred
-    for name, member in members.items():
-        valid_rows[f"score_{name}"] = member["valid_pred"]
+    for name, fitted in members.items():
+        valid_rows[f"score_{name}"] = fitted["valid_pred"]
     valid_rows = _segments(store, dataset, valid_rows)
     card = {
         "kind": kind,
@@ -322,7 +343,7 @@ def train_model(store, dataset: str, *, kind: str = "transformer", spec: LabelSp
         "cutoffs": inputs.plan.to_dict(),
         "preset": preset,
         "seed": seed,
-        "rows": {"train": int(len(inputs.split_index("train"))), "valid": int(len(y_valid)),
+        "rows": {"train": len(inputs.split_index("train")), "valid": len(y_valid),
                  "train_positives": int(inputs.labels("train").sum()), "valid_positives": int(y_valid.sum())},
         "metrics": metrics,
         "members": {name: {"metrics": m["metrics"], "seconds": m["seconds"], "config": m["config"]}
@@ -340,45 +361,11 @@ def train_model(store, dataset: str, *, kind: str = "transformer", spec: LabelSp
         ensemble=ensemble, vocab=inputs.vocab,
         feature_names=list(inputs.features.columns) if inputs.features is not None else None)
     valid_rows.to_parquet(Path(model_dir) / VALIDATION_FILE, index=False)
-    checkpoint = out_dir.parent / (out_dir.name + ".checkpoint")
-    if checkpoint.is_dir():
-        shutil.rmtree(checkpoint)          # the run finished: nothing left to resume
-    from models.artifact import load_card
-
+    if checkpoint_dir_for(out_dir).is_dir():
+        shutil.rmtree(checkpoint_dir_for(out_dir))       # the run finished: nothing left to resume
     saved = load_card(model_dir)
     return TrainResult(model_dir=Path(model_dir), card=saved, metrics=metrics,
                        members={k: m["metrics"] for k, m in members.items()} if kind == "ensemble" else {})
-
-
-# -- registry -------------------------------------------------------------------------------
-def list_models(root: str | Path | None = None, dataset: str | None = None) -> pd.DataFrame:
-    """The leaderboard: one row per valid model directory under ``root`` (newest first)."""
-    from models.artifact import load_card
-
-    rows = []
-    root = Path(root) if root is not None else models_root()
-    for card_file in sorted(root.glob("*/card.json")) if root.exists() else []:
-        try:
-            card = load_card(card_file.parent)
-        except ModelError:
-            continue  # not an IntentLens model (or an incompatible one): not on the leaderboard
-        if dataset is not None and card.get("dataset") != dataset:
-            continue
-        metrics = card.get("metrics", {})
-        row = {"model_id": card.get("model_id"), "path": str(card_file.parent), "kind": card.get("kind"),
-               "dataset": card.get("dataset"), "horizon": card.get("label", {}).get("horizon"),
-               "scope": card.get("label", {}).get("scope"), "created_at": card.get("created_at"),
-               "train_seconds": card.get("train_seconds"),
-               "size_mb": sum(f.stat().st_size for f in card_file.parent.iterdir() if f.is_file()) / 1e6}
-        for name in ("roc_auc", "pr_auc", "log_loss", "brier"):
-            value = metrics.get(name)
-            if isinstance(value, dict):
-                row[name], row[name + "_low"], row[name + "_high"] = value["value"], value["low"], value["high"]
-            else:
-                row[name] = value
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    return frame.sort_values("created_at", ascending=False).reset_index(drop=True) if not frame.empty else frame
 
 
 def load_validation(model_dir: str | Path) -> pd.DataFrame:

@@ -26,19 +26,23 @@ the same for every run and every chunking.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from numpy.typing import ArrayLike
 
+from core.data.schema import BEHAVIOR_CODE, BEHAVIORS
 from core.errors import DataError, NotFoundError
-from core.modeling.labels import LabelSpec, _to_datetime
+from core.modeling.labels import LabelSpec, TimeLike, _to_datetime
 from core.progress import CancelToken, ProgressFn, report
-from core.data.schema import BEHAVIORS, BEHAVIOR_CODE
 
 if TYPE_CHECKING:
+    import torch
+
     from core.data.store import Store
 
 PAD = 0
@@ -112,7 +116,8 @@ class SequenceBatch:
     def max_len(self) -> int:
         return int(self.behavior.shape[1])
 
-    def subset(self, index: Any) -> SequenceBatch:
+    def subset(self, index: ArrayLike) -> SequenceBatch:
+        """The rows at ``index`` (positions or a boolean mask), in that order."""
         index = np.asarray(index)
         return SequenceBatch(
             keys=self.keys.iloc[index].reset_index(drop=True),
@@ -120,7 +125,7 @@ class SequenceBatch:
             target_category=None if self.target_category is None else self.target_category[index],
         )
 
-    def tensors(self, *, widen: bool = True) -> dict[str, Any]:
+    def tensors(self, *, widen: bool = True) -> dict[str, torch.Tensor]:
         """torch tensors keyed like IntentTransformer.forward's arguments.
 
         widen: ids as int64 (``torch.long``, what embeddings take; a copy). False shares the
@@ -192,7 +197,7 @@ _TOP_VALUES_SQL = {
 }
 
 
-def build_vocab(store: Store, dataset: str, before: Any, *, max_items: int = 20000,
+def build_vocab(store: Store, dataset: str, before: TimeLike, *, max_items: int = 20000,
                 max_categories: int = 2000, item_buckets: int = 1024, category_buckets: int = 128,
                 query_buckets: int = 1024, gap_buckets: int = 32, min_count: int = 1,
                 gap_steps: int = 1) -> Vocab:
@@ -228,7 +233,7 @@ def _vocab_frame(mapping: dict[str, int]) -> pa.Table:
                      "id": pa.array(list(mapping.values()), pa.int32())})
 
 
-def map_ids(values: Any, mapping: dict[str, int], buckets: int) -> np.ndarray:
+def map_ids(values: Iterable[object], mapping: dict[str, int], buckets: int) -> np.ndarray:
     """Vocabulary ids of source values in Python (the twin of the SQL mapping): top-K id, else
     ``2 + K + stable_hash % buckets``, else OOV; missing values map to OOV."""
     series = pd.Series(values, dtype=object)
@@ -443,7 +448,7 @@ ORDER BY position
 """
 
 
-def user_events(store: Store, dataset: str, user_id: Any, cutoff: Any,
+def user_events(store: Store, dataset: str, user_id: object, cutoff: TimeLike,
                 spec: LabelSpec) -> pd.DataFrame:
     """The raw events behind one user's sequence at ``cutoff``, one row per filled position.
 

@@ -13,12 +13,16 @@
   augmentation and dropout from a generator seeded by (seed, epoch), inside ``torch.random.fork_rng``
   so the caller's random state is untouched. Same seed -> same weights on CPU.
 * A checkpoint per epoch in ``checkpoint_dir`` (model, optimizer, scheduler, RNG state, history and the
-  best weights so far). Called again with the same directory, a cancelled or killed run resumes after
-  its last finished epoch and ends exactly where an uninterrupted run would. A checkpoint of another
-  run (other data, model size or settings; ``epochs`` and ``patience`` may change) is ignored and
-  overwritten; an unreadable one raises ModelError.
-* Callbacks: ``progress(done, total, message)`` per batch, ``on_epoch(record)`` per epoch,
-  ``cancel.check()`` before every step (raises ``core.progress.Cancelled``).
+  best weights so far), written atomically, so even ``kill -9`` leaves the last finished epoch's.
+  Called again with the same directory, a cancelled or killed run resumes after its last finished
+  epoch, says so through ``log`` ("resumed from the checkpoint at epoch 3 of 8") and ends exactly
+  where an uninterrupted run would (same weights on CPU). A checkpoint of another run (other data,
+  model size or settings; ``epochs`` and ``patience`` may change) is ignored, said so, and
+  overwritten; an unreadable one raises ModelError. Deleting the directory after a finished run is
+  the caller's job (``core.modeling.pipeline.train_model`` does it once the model is saved).
+* Callbacks: ``progress(done, total, message)`` per batch, ``on_epoch(record)`` per epoch (on resume,
+  the restored epochs first, so a live chart shows the whole run), ``log(line)`` for what a person
+  should read, ``cancel.check()`` before every step (raises ``core.progress.Cancelled``).
 
 ``search_transformer`` runs an Optuna TPE search over a small space and records every trial.
 """
@@ -33,7 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import torch
@@ -41,12 +45,26 @@ import torch.nn.functional as F
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from core.errors import EligibilityError, ModelError
-from core.progress import CancelToken, ProgressFn, report
 from core.modeling.sequences import SequenceBatch
+from core.progress import CancelToken, ProgressFn, report
 from models.transformer import IntentTransformer, TransformerConfig, model_inputs
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
+
+LogFn = Callable[[str], None]
+
+
+class _Best(TypedDict):
+    """The best epoch so far (a plain dict at run time, so a weights-only checkpoint can hold it)."""
+
+    score: float                      # validation PR-AUC (or -loss when it has one class)
+    epoch: int                        # 1-based; 0 before the first epoch
+    bad_epochs: int                   # epochs since the last improvement
+    state: dict[str, torch.Tensor]    # the model's weights at that epoch (CPU copies)
 
 
 @dataclass
@@ -163,10 +181,7 @@ def _lr_lambda(tc: TrainConfig, total_steps: int) -> Callable[[int], float]:
         if tc.schedule == "constant":
             return 1.0
         progress = min(1.0, (step - warm) / max(1, total_steps - warm))
-        if tc.schedule == "cosine":
-            decay = 0.5 * (1.0 + math.cos(math.pi * progress))
-        else:
-            decay = 1.0 - progress
+        decay = 0.5 * (1.0 + math.cos(math.pi * progress)) if tc.schedule == "cosine" else 1.0 - progress
         return tc.min_lr_ratio + (1.0 - tc.min_lr_ratio) * decay
     return factor
 
@@ -219,19 +234,25 @@ def _save_checkpoint(directory: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, directory / CHECKPOINT_FILE)      # atomic: a kill never leaves half a file
 
 
-def _load_checkpoint(directory: Path, signature: str) -> dict[str, Any] | None:
+def _load_checkpoint(directory: Path, signature: str, log: LogFn | None = None) -> dict[str, Any] | None:
+    """This run's checkpoint in ``directory``; None when there is none or it is another run's."""
     path = directory / CHECKPOINT_FILE
     if not path.is_file():
         return None
-    from pickle import UnpicklingError   # only the error class torch.load raises on bad files
+    from pickle import UnpicklingError  # only the error class torch.load raises on bad files
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, EOFError, ValueError, UnpicklingError) as err:
         raise ModelError(f"the checkpoint {path} cannot be read ({err}).",
                          hint="Delete it to start training from scratch.") from err
-    if state.get("version") != CHECKPOINT_VERSION or state.get("signature") != signature:
-        return None          # a stale checkpoint of another run: start afresh and overwrite it
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION \
+            or state.get("signature") != signature:
+        # a stale checkpoint of another run: start afresh (the first epoch overwrites it)
+        if log is not None:
+            log(f"ignored the checkpoint in {directory}: it belongs to another run (other data, model "
+                "size or settings); training from the first epoch")
+        return None
     return state
 
 
@@ -244,7 +265,7 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
                     tc: TrainConfig, *, progress: ProgressFn | None = None,
                     cancel: CancelToken | None = None,
                     on_epoch: Callable[[dict[str, float]], None] | None = None,
-                    checkpoint_dir: str | Path | None = None) -> FitResult:
+                    checkpoint_dir: str | Path | None = None, log: LogFn | None = None) -> FitResult:
     """Train an IntentTransformer on ``train``, early-stopping on ``valid``; see the module doc."""
     started = time.perf_counter()
     y_train, y_valid = _labels(train, "training"), _labels(valid, "validation")
@@ -276,22 +297,31 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
     with _threads(tc.threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(tc.seed)
         model = IntentTransformer(config).to(device)
-        model.logit_offset.fill_(-math.log(prior_shift))
+        offset = model.logit_offset
+        assert isinstance(offset, torch.Tensor)                 # a registered buffer
+        offset.fill_(-math.log(prior_shift))
         optimizer = _optimizer(model, tc)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(tc, total_steps))
         loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(loss_weight, device=device))
         history: list[dict[str, float]] = []
-        best = {"score": -math.inf, "epoch": 0, "bad_epochs": 0, "state": _state_copy(model)}
+        best: _Best = {"score": -math.inf, "epoch": 0, "bad_epochs": 0, "state": _state_copy(model)}
         done_epochs = 0
-        state = _load_checkpoint(ckpt_dir, signature) if ckpt_dir is not None else None
+        state = _load_checkpoint(ckpt_dir, signature, log) if ckpt_dir is not None else None
         if state is not None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["torch_rng"])
             history = list(state["history"])
-            best = dict(state["best"])
+            best = state["best"]
             done_epochs = int(state["epoch"])
+            message = f"resumed from the checkpoint at epoch {done_epochs} of {tc.epochs}"
+            if log is not None:
+                log(message)
+            report(progress, min(done_epochs, tc.epochs) * steps_per_epoch, total_steps, message)
+            if on_epoch is not None:
+                for record in history:
+                    on_epoch(dict(record))
         resumed_from = done_epochs
 
         for epoch in range(done_epochs + 1, tc.epochs + 1):
@@ -343,7 +373,7 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
             history.append(record)
             score = pr_auc if valid_two_classes else -valid_loss
             if score > best["score"]:
-                best = {"score": score, "epoch": epoch, "bad_epochs": 0, "state": _state_copy(model)}
+                best = _Best(score=score, epoch=epoch, bad_epochs=0, state=_state_copy(model))
             else:
                 best["bad_epochs"] += 1
             if ckpt_dir is not None:
@@ -375,7 +405,7 @@ class SearchResult:
     best_train_config: TrainConfig
     best_fit: FitResult
 
-    def trials_frame(self):
+    def trials_frame(self) -> pd.DataFrame:
         import pandas as pd
 
         rows = [{"trial": t["number"], **t["params"], "valid_pr_auc": t["valid_pr_auc"],
@@ -407,8 +437,8 @@ def search_transformer(train: SequenceBatch, valid: SequenceBatch, base_config: 
     kept: dict[str, Any] = {}          # the best trial so far: its value, fit and configs
 
     def objective(trial: optuna.Trial) -> float:
-        d_model = trial.suggest_categorical("d_model", list(SEARCH_SPACE["d_model"]))
-        n_layers = trial.suggest_categorical("n_layers", list(SEARCH_SPACE["n_layers"]))
+        d_model = int(trial.suggest_categorical("d_model", list(SEARCH_SPACE["d_model"])))
+        n_layers = int(trial.suggest_categorical("n_layers", list(SEARCH_SPACE["n_layers"])))
         lr = trial.suggest_float("lr", *SEARCH_SPACE["lr"], log=True)
         dropout = trial.suggest_float("dropout", *SEARCH_SPACE["dropout"])
         weight_decay = trial.suggest_float("weight_decay", *SEARCH_SPACE["weight_decay"], log=True)

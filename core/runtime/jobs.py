@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import IntentLensError, NotFoundError
-from core.progress import CancelToken, Cancelled
+from core.progress import Cancelled, CancelToken
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 MAX_LOG_LINES = 500
@@ -42,7 +42,7 @@ class JobState:
     started_at: float | None = None
     finished_at: float | None = None
     error: str | None = None
-    result: Any = None
+    result: Any = None              # what the job function returned (its type depends on ``kind``)
 
     @property
     def fraction(self) -> float | None:
@@ -89,7 +89,7 @@ class JobRegistry:
         self._tokens: dict[str, CancelToken] = {}
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="intentlens-job")
 
-    def submit(self, kind: str, fn: Callable[[JobContext], Any], params: dict[str, Any] | None = None) -> str:
+    def submit(self, kind: str, fn: Callable[[JobContext], object], params: dict[str, Any] | None = None) -> str:
         job_id = uuid.uuid4().hex[:12]
         token = CancelToken()
         with self._lock:
@@ -98,7 +98,7 @@ class JobRegistry:
         self._pool.submit(self._run, job_id, fn, JobContext(self, job_id, token))
         return job_id
 
-    def _run(self, job_id: str, fn: Callable[[JobContext], Any], ctx: JobContext) -> None:
+    def _run(self, job_id: str, fn: Callable[[JobContext], object], ctx: JobContext) -> None:
         if ctx.cancel.cancelled:
             return                                   # cancelled while queued (already marked)
         self._update(job_id, status="running", started_at=time.time())
@@ -108,7 +108,7 @@ class JobRegistry:
             self._update(job_id, status="cancelled", finished_at=time.time(), message="cancelled")
         except IntentLensError as err:
             self._update(job_id, status="failed", finished_at=time.time(), error=str(err))
-        except Exception as err:  # noqa: BLE001 - a worker must record every failure, not die silently
+        except Exception as err:  # a worker must record every failure, not die silently
             self._append(job_id, "log", traceback.format_exc(limit=5))
             self._update(job_id, status="failed", finished_at=time.time(),
                          error=f"Unexpected error: {type(err).__name__}: {err}")
@@ -116,13 +116,13 @@ class JobRegistry:
             self._update(job_id, status="done", finished_at=time.time(), result=result,
                          message="finished")
 
-    def _update(self, job_id: str, **values: Any) -> None:
+    def _update(self, job_id: str, **values: object) -> None:
         with self._lock:
             job = self._jobs[job_id]
             for key, value in values.items():
                 setattr(job, key, value)
 
-    def _append(self, job_id: str, attr: str, value: Any) -> None:
+    def _append(self, job_id: str, attr: str, value: object) -> None:
         with self._lock:
             items = getattr(self._jobs[job_id], attr)
             items.append(value)

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.errors import ConflictError
 from core.progress import ProgressFn, report
 from core.settings import DEFAULT_MODELS_ROOT, SAMPLE_DIR
 
+if TYPE_CHECKING:
+    from core.data.ingest import IngestReport
+    from core.data.store import Store
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,8 @@ def get_sample(name: str) -> Sample:
     raise KeyError(name)
 
 
-def ingest_sample(store, sample: Sample, *, root: Path | None = None, replace: bool = False,
-                  progress: ProgressFn | None = None):
+def ingest_sample(store: Store, sample: Sample, *, root: Path | None = None, replace: bool = False,
+                  progress: ProgressFn | None = None) -> IngestReport:
     """Ingest one sample under its own name; returns the IngestReport."""
     from core.data.ingest import ingest_file
 
@@ -76,7 +80,7 @@ def ingest_sample(store, sample: Sample, *, root: Path | None = None, replace: b
                        progress=progress)
 
 
-def ensure_default_data(store, progress: ProgressFn | None = None, *,
+def ensure_default_data(store: Store, progress: ProgressFn | None = None, *,
                         root: Path | None = None) -> list[str]:
     """Ingest every default sample that exists on disk but not in the store; returns their names.
 
@@ -103,7 +107,7 @@ DEMO_MODEL_DIRS: tuple[str, ...] = ("demo", "demo-gbdt")
 DEMO_DATASET = "demo"
 
 
-def ensure_demo_scores(store, progress: ProgressFn | None = None, *,
+def ensure_demo_scores(store: Store, progress: ProgressFn | None = None, *,
                        models_root: Path | None = None) -> list[str]:
     """Score the shipped demo models on the demo dataset when they have no scoring run yet, so
     the Cohorts and Explain pages work on a fresh machine. Returns the model ids scored."""
@@ -113,7 +117,7 @@ def ensure_demo_scores(store, progress: ProgressFn | None = None, *,
     root = models_root or DEMO_MODELS_ROOT
     if DEMO_DATASET not in store.dataset_names():
         return []
-    scored = []
+    scored: list[str] = []
     for name in DEMO_MODEL_DIRS:
         model_dir = root / name
         if not (model_dir / "card.json").is_file():

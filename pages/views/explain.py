@@ -1,105 +1,88 @@
 """Explain: why the model scores one user the way it does, and what drives scores in a cohort.
 
-Pick a user (an id with prefix suggestions, a random user from a score band, or a link from the
-Cohorts page with ``?user=``); see the score, its rank and a one-sentence summary; the timeline
-coloured by each method's attribution; attention per layer and head; the faithfulness check; a
-what-if editor. Below, global drivers for the cohort built on the Cohorts page (or everyone), and
-the tree baseline's SHAP plots when the model has one.
+The page opens on a user at once: the one a link names (``?user=``), else the one this session
+last looked at, else the top-scored user of the model's scoring run; type an id (with prefix
+suggestions), draw a random user from a score band, or open one from the Cohorts page to change
+it. For that user: the score, its rank and a one-sentence summary; the timeline coloured by each
+method's attribution; attention per layer and head; the faithfulness check; a what-if editor.
+Below, global drivers for the cohort built on the Cohorts page (or everyone), and the tree
+baseline's SHAP plots when the model has one.
 
-Explanations are cached per model (directory + card mtime), dataset version and user; global
-drivers per model, dataset version, cohort and sample size.
+Each section is one ``core.insight.drivers`` call, cached here per model (directory + card
+stamp), dataset version and user, or per cohort and sample size.
 """
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
 from core import charts
-from core.insight import cohorts as C
-from core.insight import explain as E
-from core.errors import IntentLensError
 from core.data.schema import BEHAVIORS
-from pages import common
+from core.errors import IntentLensError
+from core.insight import cohorts as C
+from core.insight import drivers as D
+from core.insight import explain as E
+from core.modeling.model_store import card_stamp
+from pages.shared import cached, display, feedback, session
 
 USER_KEY, SUGGEST_KEY, LAST_PARAM = "explain_user", "explain_suggestion", "_explain_last_user_param"
+SAVED_USER_KEY = "_explain_saved_user"      # the session's last user (kept while the page is closed)
 BAND_KEY, SEED_KEY, METHOD_KEY = "explain_band", "_explain_seed", "explain_method"
 COHORT_SPEC_KEY, COHORT_MODEL_KEY = "cohort_spec", "cohort_model"       # written by the Cohorts page
 EDGES = C.DEFAULT_BAND_EDGES
 SAMPLE_SIZES = (100, 250, 500, 1000)
+Added = tuple[tuple[str, str | None, float, int], ...]   # what-if events: behaviour, category, seconds, hour
 
 
 # -- cached computations ------------------------------------------------------------------------
-def _card_mtime(model_dir: str) -> int:
-    card = Path(model_dir) / "card.json"
-    return card.stat().st_mtime_ns if card.exists() else 0
-
-
 @st.cache_resource(show_spinner=False, max_entries=32)
-def _explanation(db: str, model_dir: str, card_mtime: int, dataset: str, version: str,
+def _explanation(db: str, model_dir: str, stamp: int, dataset: str, version: str,
                  user: str) -> E.Explanation:
     """Every method for one user. A resource (not data): it holds the model and the user's
-    sequence for the what-if and faithfulness checks; pages read it and never change it.
-    Scope 'category' models get SHAP and attention only (core.insight.explain has no IG for them yet)."""
-    scope = getattr(common.loaded_model(model_dir).spec, "scope", "any")
-    methods = tuple(m for m in E.METHODS if scope != "category" or m != "ig")
-    return E.explain_user(common.get_store(), model_dir, dataset, user, methods=methods)
+    sequence for the what-if and faithfulness checks; pages read it and never change it."""
+    return D.explain(cached.get_store(), model_dir, dataset, user)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _faithfulness(db: str, model_dir: str, card_mtime: int, dataset: str, version: str,
+def _faithfulness(db: str, model_dir: str, stamp: int, dataset: str, version: str,
                   user: str) -> pd.DataFrame:
-    exp = _explanation(db, model_dir, card_mtime, dataset, version, user)
-    by_method = {m: exp.events.set_index("position")[m] for m in exp.methods}
-    return E.faithfulness(exp.model, exp.sequence, by_method)
+    return D.faithfulness_of(_explanation(db, model_dir, stamp, dataset, version, user))
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def _what_if(db: str, model_dir: str, card_mtime: int, dataset: str, version: str, user: str,
-             removed: tuple[int, ...], added: tuple[tuple[str, str | None, float, int], ...]) -> dict:
-    exp = _explanation(db, model_dir, card_mtime, dataset, version, user)
-    events = [{"behavior": b, "category": c, "gap_seconds": g, "hour": h} for b, c, g, h in added]
-    return E.what_if(exp.model, exp.sequence, remove_positions=removed, add_events=events,
-                     vocab=exp.model.vocab)
+def _what_if(db: str, model_dir: str, stamp: int, dataset: str, version: str, user: str,
+             removed: tuple[int, ...], added: Added) -> dict[str, float]:
+    return D.what_if_of(_explanation(db, model_dir, stamp, dataset, version, user), removed, added)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _suggestions(db: str, dataset: str, version: str, prefix: str) -> list[str]:
-    return C.search_users(common.get_store(), dataset, prefix)
+    return C.search_users(cached.get_store(), dataset, prefix)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _drivers(db: str, model_dir: str, card_mtime: int, dataset: str, version: str, run: str | None,
+def _first_user(db: str, model_id: str, dataset: str, run: str) -> str | None:
+    return D.first_user(cached.get_store(), model_id, dataset)
+
+
+def _cohort(cohort_json: str | None) -> C.CohortSpec | None:
+    return None if cohort_json is None else C.CohortSpec.from_json(cohort_json)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _drivers(db: str, model_dir: str, stamp: int, dataset: str, version: str, run: str | None,
              cohort_json: str | None, n_users: int, method: str) -> dict[str, pd.DataFrame]:
     """Global drivers of everyone (``cohort_json`` None) or of a cohort sample of ``n_users``."""
-    store = common.get_store()
-    users = None
-    if cohort_json is not None:
-        users = C.cohort_sample(store, common.model_id(model_dir), dataset,
-                                C.CohortSpec.from_json(cohort_json), n_users)
-    return E.global_drivers(store, model_dir, dataset, users, method, max_users=n_users)
+    return D.cohort_drivers(cached.get_store(), model_dir, dataset, _cohort(cohort_json), n_users, method)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _tree_shap(db: str, model_dir: str, card_mtime: int, dataset: str, version: str, run: str | None,
+def _tree_shap(db: str, model_dir: str, stamp: int, dataset: str, version: str, run: str | None,
                cohort_json: str | None, n_users: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Tree SHAP values of the model's GBDT member for a sample of users (the cohort or everyone)."""
-    from core.modeling.features import build_features
-
-    store = common.get_store()
-    loaded = common.loaded_model(model_dir)
-    spec = (C.CohortSpec.from_json(cohort_json) if cohort_json is not None
-            else C.CohortSpec(mode="top", top_percent=100))
-    users = C.cohort_sample(store, common.model_id(model_dir), dataset, spec, n_users)
-    cutoff = pd.Timestamp(common.dataset_info(dataset)["ts_max"])
-    examples = pd.DataFrame({"user_id": users, "cutoff": pd.Series([cutoff] * len(users), dtype="datetime64[us]"),
-                             "label": np.nan, "split": "score"})
-    features = build_features(store, dataset, examples, loaded.spec)
-    values, _ = E.tree_shap(loaded.gbdt, features)
-    return values, features
+    return D.tree_shap_drivers(cached.get_store(), model_dir, dataset, _cohort(cohort_json), n_users)
 
 
 # -- user selection -------------------------------------------------------------------------------
@@ -114,41 +97,50 @@ def _random_user(model_id: str, dataset: str) -> None:
     seed = st.session_state.get(SEED_KEY, 0) + 1
     st.session_state[SEED_KEY] = seed
     try:
-        st.session_state[USER_KEY] = C.random_user(common.get_store(), model_id, dataset,
+        st.session_state[USER_KEY] = C.random_user(cached.get_store(), model_id, dataset,
                                                    st.session_state[BAND_KEY], EDGES, seed=seed)
     except IntentLensError as err:
-        common.flash("warning", f"**{err.title}.** {err.message} {err.hint or ''}")
+        feedback.flash("warning", f"**{err.title}.** {err.message} {err.hint or ''}")
 
 
-def _user_from_link() -> None:
-    """?user= preselects, once per distinct link (typing another id afterwards wins)."""
-    wanted = st.query_params.get("user")
-    if wanted and wanted != st.session_state.get(LAST_PARAM):
-        st.session_state[USER_KEY] = wanted
-    st.session_state.setdefault(USER_KEY, "")
+def _seed_user(first: str | None) -> None:
+    """The user shown before the box is drawn: a new ``?user=`` link wins (once per distinct
+    link; typing another id afterwards wins), else the box keeps its value, else the session's
+    last user (Streamlit drops the box's value while the page is closed), else ``first``."""
+    state = st.session_state
+    wanted = session.query_param("user")
+    if wanted and wanted != state.get(LAST_PARAM):
+        state[USER_KEY] = wanted
+    elif USER_KEY not in state:
+        state[USER_KEY] = state.get(SAVED_USER_KEY, first or "")
 
 
-def _event_label(row) -> str:
-    return f"#{int(row.position)} {row.behavior} · cat {row.category} · {pd.Timestamp(row.ts):%m-%d %H:%M}"
+def _event_labels(events: pd.DataFrame) -> dict[int, str]:
+    """'#3 cart · cat 42 · 06-04 13:05' per event position, oldest first."""
+    ordered = events.sort_values("position")
+    return {int(pos): f"#{int(pos)} {beh} · cat {cat} · {pd.Timestamp(ts):%m-%d %H:%M}"
+            for pos, beh, cat, ts in zip(ordered["position"], ordered["behavior"], ordered["category"],
+                                         ordered["ts"], strict=True)}
 
 
 # -- page ---------------------------------------------------------------------------------------
 st.title("Explain")
 st.caption("Why does the model think this user will buy? Attributions on the user's own timeline, "
            "checked for faithfulness, and what drives scores across a cohort.")
-common.show_flash()
+feedback.show_flash()
 
-dataset, model_dir = common.require_dataset_and_model(
+dataset, model_dir = session.require_dataset_and_model(
     "No trained model yet. Train one on the **Train** page to explain its scores.")
 model_id = None
-with common.guard():
-    model_id = common.model_id(model_dir)
+with feedback.guard():
+    model_id = cached.model_id(model_dir)
 if model_id is None:
     st.stop()
-db, version, mtime = common.db_path(), common.data_version(dataset), _card_mtime(model_dir)
-run = common.run_stamp(model_id, dataset)
+db, version, mtime = cached.db_path(), cached.data_version(dataset), card_stamp(model_dir)
+run = cached.run_stamp(model_id, dataset)
+first = None if run is None else _first_user(db, model_id, dataset, run)
 
-_user_from_link()
+_seed_user(first)
 pick, rand = st.columns([3, 2], gap="large")
 with pick:
     st.text_input("User id", key=USER_KEY, placeholder="type a user id (or its first characters)",
@@ -175,6 +167,7 @@ with rand:
 
 user = st.session_state[USER_KEY].strip()
 st.session_state[LAST_PARAM] = user or st.query_params.get("user")
+st.session_state[SAVED_USER_KEY] = user
 if user:
     st.query_params["user"] = user
 else:
@@ -183,9 +176,14 @@ else:
 exp = None
 if not user:
     st.info("Type a user id above, pick a random user from a score band, or open a user from the "
-            "**Cohorts** page's user table.")
+            "**Cohorts** page's user table."
+            + (" Once this model has scored the dataset (Re-score on the **Cohorts** page), its "
+               "top-scored user is shown here first." if run is None else ""))
 else:
-    with common.guard(), st.spinner(f"Explaining user {user}…"):
+    if user == first:
+        st.caption(":material/star: The top-scored user of this model's scoring run; type another id "
+                   "or draw one to change it.")
+    with feedback.guard(), st.spinner(f"Explaining user {user}…"):
         exp = _explanation(db, model_dir, mtime, dataset, version, user)
 
 if exp is not None:
@@ -193,14 +191,14 @@ if exp is not None:
     m[0].metric("Score", f"{exp.score:.3f}", help="Predicted probability that the user buys within the "
                                                   "model's horizon after T.")
     pct = exp.top_percent
-    m[1].metric("Rank", "–" if exp.rank is None else f"top {pct:.1f} %" if pct >= 0.1 else f"top {pct:.2f} %",
+    m[1].metric("Rank", "–" if pct is None else f"top {pct:.1f} %" if pct >= 0.1 else f"top {pct:.2f} %",
                 help="Share of users in the model's scoring run scoring at least as high."
                      if exp.rank is not None else "This model has not scored the dataset yet (Cohorts page).")
     m[2].metric("Position", "–" if exp.rank is None else f"#{exp.rank:,} of {exp.n_scored:,}",
                 help="1 = the highest score in the scoring run.")
-    m[3].metric("Events", common.fmt_int(len(exp.events)), help="Events the model reads for this user, up to T.")
+    m[3].metric("Events", display.fmt_int(len(exp.events)), help="Events the model reads for this user, up to T.")
     st.markdown(f"> {exp.summary}")
-    st.caption(f"T = {common.fmt_ts(exp.cutoff)} (UTC), the dataset's last event · model `{exp.model_id}`"
+    st.caption(f"T = {display.fmt_ts(exp.cutoff)} (UTC), the dataset's last event · model `{exp.model_id}`"
                + (f" · target category {exp.category}" if exp.category else ""))
 
     if not exp.methods:
@@ -224,14 +222,14 @@ if exp is not None:
         by_order = st.toggle("Space events evenly", key="explain_by_order",
                              help="Draw events in their order (1 = oldest) instead of at their time, so a "
                                   "burst of events within minutes does not pile up.")
-        common.chart(charts.attribution_timeline(exp.events, method, cutoff=exp.cutoff, by_order=by_order),
+        display.chart(charts.attribution_timeline(exp.events, method, cutoff=exp.cutoff, by_order=by_order),
                      key="explain_timeline")
         left, right = st.columns(2)
         with left:
-            common.chart(charts.attribution_bars(exp.events, method), key="explain_bars")
+            display.chart(charts.attribution_bars(exp.events, method), key="explain_bars")
         with right:
-            with common.guard():
-                common.chart(charts.faithfulness_curves(
+            with feedback.guard():
+                display.chart(charts.faithfulness_curves(
                     _faithfulness(db, model_dir, mtime, dataset, version, user)), key="explain_faithfulness")
             st.caption("Remove the k events each method ranks highest and re-score; a faithful method "
                        "lowers the score more than removing k random events (grey band: ± 1 sd).")
@@ -247,19 +245,19 @@ if exp is not None:
             head = b.selectbox("Head", [None] + [int(x) for x in heads], key="explain_head",
                                format_func=lambda x: "all heads" if x is None else f"head {x + 1}",
                                help="Which attention head to show.")
-            common.chart(charts.attention_heatmap(exp.attention, exp.events, layer=layer, head=head),
+            display.chart(charts.attention_heatmap(exp.attention, exp.events, layer=layer, head=head),
                          key="explain_attention")
 
         st.subheader("What if")
         events = exp.events.sort_values("position")
-        labels = {int(r.position): _event_label(r) for r in events.itertuples()}
+        labels = _event_labels(events)
         a, b = st.columns([3, 2], gap="large")
-        removed = a.multiselect("Remove events", list(labels), format_func=labels.get, key="explain_remove",
+        removed = a.multiselect("Remove events", list(labels), format_func=lambda p: labels[p], key="explain_remove",
                                 help="Re-score the user as if these events had not happened.")
         with b:
             add = st.toggle("Add a hypothetical event", key="explain_add",
                             help="Append one event just before T and re-score.")
-            added: tuple = ()
+            added: Added = ()
             if add:
                 cats = list(dict.fromkeys(events["category"].dropna().astype(str).tolist()[::-1]))
                 behavior = st.selectbox("Behaviour", list(BEHAVIORS), index=BEHAVIORS.index("cart"),
@@ -274,7 +272,7 @@ if exp is not None:
                 added = ((behavior, None if category == "(unknown)" else str(category),
                           float(hours) * 3600.0, int(when.hour)),)
         if removed or added:
-            with common.guard():
+            with feedback.guard():
                 result = _what_if(db, model_dir, mtime, dataset, version, user, tuple(sorted(removed)), added)
                 c1, c2 = st.columns(2)
                 c1.metric("Score now", f"{result['before']:.4f}")
@@ -289,7 +287,7 @@ st.subheader("Global drivers")
 cohort = st.session_state.get(COHORT_SPEC_KEY)
 use_cohort = cohort is not None and st.session_state.get(COHORT_MODEL_KEY) == model_dir and run is not None
 cohort_json = json.dumps(cohort, sort_keys=True) if use_cohort else None
-if use_cohort:
+if cohort_json is not None:
     st.caption(f"Cohort from the Cohorts page: **{C.CohortSpec.from_json(cohort_json).describe()}**, "
                "against everyone.")
 else:
@@ -310,36 +308,36 @@ saved.update({key: st.session_state[key] for key in DRIVER_KEYS})
 if not show:
     st.info("Switch **Compute** on to see mean attribution by behaviour, time before T and category.")
 else:
-    with common.guard(), st.spinner("Explaining the sampled users…"):
+    with feedback.guard(), st.spinner("Explaining the sampled users…"):
         everyone = _drivers(db, model_dir, mtime, dataset, version, run, None, n_users, driver_method)
         frames = everyone
-        if use_cohort:
+        if cohort_json is not None:
             mine = _drivers(db, model_dir, mtime, dataset, version, run, cohort_json, n_users, driver_method)
-            frames = {k: E.compare_drivers(mine[k], everyone[k]) for k in everyone}
+            frames = D.contrast_drivers(mine, everyone)
         left, right = st.columns(2)
         with left:
-            common.chart(charts.driver_bars(frames["behavior"], title="By behaviour", group_title="behaviour",
+            display.chart(charts.driver_bars(frames["behavior"], title="By behaviour", group_title="behaviour",
                                             order=list(BEHAVIORS)), key="drivers_behavior")
         with right:
-            common.chart(charts.driver_bars(frames["gap"], title="By time before T", group_title="time before T",
+            display.chart(charts.driver_bars(frames["gap"], title="By time before T", group_title="time before T",
                                             order=list(E.GAP_LABELS)), key="drivers_gap")
-        common.chart(charts.driver_bars(frames["category"], title="By category (busiest)",
+        display.chart(charts.driver_bars(frames["category"], title="By category (busiest)",
                                         group_title="category"), key="drivers_category")
 
     loaded = None
-    with common.guard():
-        loaded = common.loaded_model(model_dir)
+    with feedback.guard():
+        loaded = cached.loaded_model(model_dir)
     if loaded is not None and getattr(loaded, "gbdt", None) is not None:
         if run is None:
             st.info("Tree SHAP needs a scoring run: press Re-score on the Cohorts page first.")
         else:
-            with common.guard(), st.spinner("Tree SHAP on the baseline's features…"):
+            with feedback.guard(), st.spinner("Tree SHAP on the baseline's features…"):
                 values, feats = _tree_shap(db, model_dir, mtime, dataset, version, run, cohort_json, n_users)
                 left, right = st.columns(2)
                 with left:
-                    common.chart(charts.shap_beeswarm(values, feats), key="drivers_beeswarm")
+                    display.chart(charts.shap_beeswarm(values, feats), key="drivers_beeswarm")
                 with right:
-                    common.chart(charts.shap_bar(values), key="drivers_shap_bar")
+                    display.chart(charts.shap_bar(values), key="drivers_shap_bar")
     elif loaded is not None:
         st.caption("This model has no gradient-boosted member, so there are no tree SHAP plots; train a "
                    "'gbdt' or 'ensemble' model to see them.")

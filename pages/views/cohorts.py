@@ -18,9 +18,11 @@ import pandas as pd
 import streamlit as st
 
 from core import charts
-from core.insight import cohorts as C
 from core.errors import IntentLensError
-from pages import common
+from core.insight import cohorts as C
+from core.modeling.model_store import card_stamp
+from core.runtime.jobs import JobContext
+from pages.shared import cached, display, feedback, registry, session
 
 # session_state keys of the cohort's widgets, and the query parameter each one is mirrored to
 K_MODE, K_TOP, K_THRESHOLD, K_BAND = "cohort_mode", "cohort_top", "cohort_threshold", "cohort_band"
@@ -41,49 +43,49 @@ EDGES = C.DEFAULT_BAND_EDGES
 # -- cached queries: keyed on the database, the model, the dataset and the scoring run ---------
 @st.cache_data(show_spinner=False, max_entries=32)
 def _histogram(db: str, model_id: str, dataset: str, run: str) -> pd.DataFrame:
-    return C.score_histogram(common.get_store(), model_id, dataset)
+    return C.score_histogram(cached.get_store(), model_id, dataset)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _summary(db: str, model_id: str, dataset: str, run: str, spec_json: str, model_dir: str,
-             card_mtime: int) -> C.CohortSummary:
-    return C.cohort_summary(common.get_store(), model_id, dataset, C.CohortSpec.from_json(spec_json),
+             stamp: int) -> C.CohortSummary:
+    return C.cohort_summary(cached.get_store(), model_id, dataset, C.CohortSpec.from_json(spec_json),
                             validation=_validation(model_dir))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _contrast(db: str, model_id: str, dataset: str, run: str, spec_json: str) -> dict[str, pd.DataFrame]:
-    return C.cohort_contrast(common.get_store(), model_id, dataset, C.CohortSpec.from_json(spec_json))
+    return C.cohort_contrast(cached.get_store(), model_id, dataset, C.CohortSpec.from_json(spec_json))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _value(db: str, model_id: str, dataset: str, run: str, spec_json: str, margin: float, cost: float,
            budget: int | None) -> tuple[pd.DataFrame, dict]:
-    return C.value_curve(common.get_store(), model_id, dataset, C.CohortSpec.from_json(spec_json),
+    return C.value_curve(cached.get_store(), model_id, dataset, C.CohortSpec.from_json(spec_json),
                          margin=margin, cost=cost, budget=budget)
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
 def _users(db: str, model_id: str, dataset: str, run: str, spec_json: str, order_by: str,
            descending: bool, limit: int, offset: int) -> pd.DataFrame:
-    return C.cohort_users(common.get_store(), model_id, dataset, C.CohortSpec.from_json(spec_json),
+    return C.cohort_users(cached.get_store(), model_id, dataset, C.CohortSpec.from_json(spec_json),
                           order_by=order_by, descending=descending, limit=limit, offset=offset)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _categories(db: str, dataset: str, run: str) -> list[str]:
-    return C.cohort_categories(common.get_store(), dataset)["category"].astype(str).tolist()
+    return C.cohort_categories(cached.get_store(), dataset)["category"].astype(str).tolist()
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _days_range(db: str, dataset: str, run: str) -> tuple[float, float]:
-    return C.days_since_last_range(common.get_store(), dataset)
+    return C.days_since_last_range(cached.get_store(), dataset)
 
 
 def _validation(model_dir: str) -> pd.DataFrame | None:
     """The model's validation rows, or None when it has none (older or hand-made models)."""
     try:
-        return common.validation_rows(model_dir)
+        return cached.validation_rows(model_dir)
     except (IntentLensError, OSError):
         return None
 
@@ -169,14 +171,14 @@ def _reset_page() -> None:
 
 # -- re-scoring through the job registry ------------------------------------------------------
 def _start_scoring(model_dir: str, dataset: str) -> None:
-    common.require_writable("Re-scoring")
-    store = common.get_store()                     # captured here: the worker never calls st.*
+    session.require_writable("Re-scoring")
+    store = cached.get_store()                     # captured here: the worker never calls st.*
 
-    def job(ctx):
+    def job(ctx: JobContext) -> int:
         frame = C.score_dataset(store, model_dir, dataset, progress=ctx.progress, cancel=ctx.cancel)
         return len(frame)
 
-    st.session_state[K_SCORE_JOB] = common.get_jobs().submit(
+    st.session_state[K_SCORE_JOB] = cached.get_jobs().submit(
         "score", job, {"model_dir": model_dir, "dataset": dataset})
 
 
@@ -185,25 +187,25 @@ def _scoring_progress() -> None:
     job_id = st.session_state.get(K_SCORE_JOB)
     if job_id is None:
         return
-    with common.guard():
-        job = common.get_jobs().snapshot(job_id)
+    with feedback.guard():
+        job = cached.get_jobs().snapshot(job_id)
         if not job.finished:
             st.progress(job.fraction or 0.0, text=f"Scoring users… {job.message}")
             if st.button("Cancel scoring", key="cohort_cancel_scoring", help="Stop the scoring job."):
-                common.get_jobs().cancel(job_id)
+                cached.get_jobs().cancel(job_id)
             return
         st.session_state.pop(K_SCORE_JOB, None)
         if job.status == "done":
-            common.flash("success", f"Scored {common.fmt_int(job.result)} users.")
+            feedback.flash("success", f"Scored {display.fmt_int(job.result)} users.")
         elif job.status == "cancelled":
-            common.flash("info", "Scoring was cancelled; the previous run is unchanged.")
+            feedback.flash("info", "Scoring was cancelled; the previous run is unchanged.")
         else:
-            common.flash("warning", f"Scoring failed: {job.error}")
+            feedback.flash("warning", f"Scoring failed: {job.error}")
         st.rerun(scope="app")
 
 
 def _rescore_controls(model_dir: str, dataset: str) -> None:
-    if common.is_demo():
+    if session.is_demo():
         return
     if st.session_state.get(K_SCORE_JOB):
         _scoring_progress()
@@ -211,7 +213,7 @@ def _rescore_controls(model_dir: str, dataset: str) -> None:
     if st.button("Re-score", icon=":material/refresh:", key="cohort_rescore",
                  help="Score every user of this dataset with the current model at T = the last "
                       "event (replaces this model's previous run). Runs in the background."):
-        with common.guard():
+        with feedback.guard():
             _start_scoring(model_dir, dataset)
             st.rerun()
 
@@ -220,18 +222,18 @@ def _rescore_controls(model_dir: str, dataset: str) -> None:
 st.title("Cohorts")
 st.caption("Pick high-intent users: a score cut plus filters, what sets them apart, what they are "
            "worth, and a file to hand to a campaign tool.")
-common.show_flash()
+feedback.show_flash()
 
-dataset, model_dir = common.require_dataset_and_model(
+dataset, model_dir = session.require_dataset_and_model(
     "No trained model yet. Train one on the **Train** page, then score this dataset here.")
 
-db = common.db_path()
+db = cached.db_path()
 model_id = None
-with common.guard():
-    model_id = common.model_id(model_dir)
+with feedback.guard():
+    model_id = cached.model_id(model_dir)
 if model_id is None:
     st.stop()
-run = common.run_stamp(model_id, dataset)
+run = cached.run_stamp(model_id, dataset)
 
 head_left, head_right = st.columns([4, 1], vertical_alignment="bottom")
 with head_right:
@@ -240,18 +242,18 @@ if run is None:
     with head_left:
         st.info(f"Model **{model_id}** has not scored dataset **{dataset}** yet. "
                 + ("Press **Re-score** to score every user (it runs in the background)."
-                   if not common.is_demo() else "Scoring is switched off in this read-only demo session."))
+                   if not session.is_demo() else "Scoring is switched off in this read-only demo session."))
     st.stop()
 
-runs = C.scoring_runs(common.get_store(), dataset)
+runs = C.scoring_runs(cached.get_store(), dataset)
 run_row = runs[runs["model_id"] == model_id].iloc[0]
 with head_left:
-    st.caption(f"Scoring run of **{model_id}** on **{dataset}**: {common.fmt_int(run_row['rows'])} users "
-               f"scored at T = {common.fmt_ts(run_row['cutoff'])} (UTC) · run made "
-               f"{common.fmt_ts(run_row['scored_at'])} · mean score {run_row['mean_score']:.3f}")
+    st.caption(f"Scoring run of **{model_id}** on **{dataset}**: {display.fmt_int(run_row['rows'])} users "
+               f"scored at T = {display.fmt_ts(run_row['cutoff'])} (UTC) · run made "
+               f"{display.fmt_ts(run_row['scored_at'])} · mean score {run_row['mean_score']:.3f}")
 
 low_days, high_days = _days_range(db, dataset, run)
-max_days = max(1, int(math.ceil(high_days)))
+max_days = max(1, math.ceil(high_days))
 _seed(max_days)
 
 st.subheader("Build a cohort")
@@ -297,7 +299,7 @@ with filter_col:
 _save()
 _to_query(max_days)
 spec = None
-with common.guard():
+with feedback.guard():
     spec = _current_spec(max_days)
 if spec is None:
     st.stop()
@@ -305,29 +307,27 @@ spec_json = json.dumps(spec.to_dict(), sort_keys=True)
 st.session_state[SPEC_KEY] = spec.to_dict()
 st.session_state[SPEC_MODEL_KEY] = model_dir
 
-card = Path(model_dir) / "card.json"
-summary = _summary(db, model_id, dataset, run, spec_json, model_dir,
-                   card.stat().st_mtime_ns if card.exists() else 0)
+summary = _summary(db, model_id, dataset, run, spec_json, model_dir, card_stamp(model_dir))
 st.markdown(f"**Cohort:** {summary.description}")
 m = st.columns(5)
-m[0].metric("Users", common.fmt_int(summary.size), help="Scored users in the cohort.")
-m[1].metric("Share of users", common.fmt_pct(summary.share), help="Cohort size / users scored.")
+m[0].metric("Users", display.fmt_int(summary.size), help="Scored users in the cohort.")
+m[1].metric("Share of users", display.fmt_pct(summary.share), help="Cohort size / users scored.")
 m[2].metric("Expected buyers", f"{summary.expected_buyers:,.1f}",
             help="Sum of the cohort's predicted probabilities: buyers expected within the horizon.")
 val = summary.validation
-m[3].metric("Precision at this cut", common.fmt_pct(val.get("precision")),
+m[3].metric("Precision at this cut", display.fmt_pct(val.get("precision")),
             help="On the model's validation window: the share of users picked by the same cut who "
                  "did buy. Filters are not applied there (they describe users as of T).")
 m[4].metric("Lift at this cut", "–" if not val or pd.isna(val.get("lift")) else f"{val['lift']:.2f}×",
             help="Precision at the cut / the base rate on the validation window (filters not applied).")
 if val:
-    st.caption(f"Validation window: the same cut picks {common.fmt_int(val['rows'])} rows, recall "
-               f"{common.fmt_pct(val['recall'])}, base rate {common.fmt_pct(val['base_rate'])}. "
+    st.caption(f"Validation window: the same cut picks {display.fmt_int(val['rows'])} rows, recall "
+               f"{display.fmt_pct(val['recall'])}, base rate {display.fmt_pct(val['base_rate'])}. "
                "Filters are not applied on the validation window.")
 else:
     st.caption("This model has no saved validation rows, so precision and lift at the cut are unknown.")
 
-common.chart(charts.cohort_score_histogram(_histogram(db, model_id, dataset, run), cut=summary.min_score,
+display.chart(charts.cohort_score_histogram(_histogram(db, model_id, dataset, run), cut=summary.min_score,
                                            band_edges=EDGES), key="cohort_histogram")
 
 # Stateful tabs: only the open one runs its queries (a contrast over a million users is not free).
@@ -343,17 +343,17 @@ with apart:
         contrast = _contrast(db, model_id, dataset, run, spec_json)
         left, right = st.columns(2)
         with left:
-            common.chart(charts.cohort_contrast(contrast["categories"], title="Top categories",
+            display.chart(charts.cohort_contrast(contrast["categories"], title="Top categories",
                                                 key_title="most-touched category"), key="contrast_categories")
-            common.chart(charts.cohort_contrast(contrast["recency"], title="Recency",
+            display.chart(charts.cohort_contrast(contrast["recency"], title="Recency",
                                                 key_title="since the last visit",
                                                 order=["< 1 hour", "1-24 hours", "1-3 days", "3-7 days", "7+ days"]),
                          key="contrast_recency")
         with right:
-            common.chart(charts.cohort_contrast(contrast["behaviors"], title="Behaviour mix",
+            display.chart(charts.cohort_contrast(contrast["behaviors"], title="Behaviour mix",
                                                 key_title="behaviour", order=["view", "cart", "fav", "buy"]),
                          key="contrast_behaviors")
-            common.chart(charts.cohort_contrast(contrast["patterns"], title="Over-represented last-3 patterns",
+            display.chart(charts.cohort_contrast(contrast["patterns"], title="Over-represented last-3 patterns",
                                                 key_title="last three behaviours"), key="contrast_patterns")
 
 with value_tab:
@@ -370,15 +370,15 @@ with value_tab:
         filtered = C.CohortSpec(**{**spec.to_dict(), "mode": "top", "top_percent": 100.0,
                                    "band_edges": EDGES, "categories": spec.categories,
                                    "activity": spec.activity})
-        with common.guard():
+        with feedback.guard():
             curve, best = _value(db, model_id, dataset, run, json.dumps(filtered.to_dict(), sort_keys=True),
                                  float(margin), float(cost), int(budget) or None)
             prefix_cut = spec.mode != "band" or spec.band == "high"
-            common.chart(charts.value_curve(curve, best, cohort_size=summary.size if prefix_cut else None,
+            display.chart(charts.value_curve(curve, best, cohort_size=summary.size if prefix_cut else None,
                                             budget=int(budget) or None), key="cohort_value")
             if best["k"]:
                 v = st.columns(4)
-                v[0].metric("Best cut", f"{common.fmt_int(best['k'])} users")
+                v[0].metric("Best cut", f"{display.fmt_int(best['k'])} users")
                 v[1].metric("Expected value", f"{best['expected_value']:,.0f}")
                 v[2].metric("Expected buyers", f"{best['expected_buyers']:,.1f}")
                 v[3].metric("Lowest score", f"{best['min_score']:.3f}")
@@ -392,8 +392,8 @@ with users_tab:
         st.info("The cohort is empty. Loosen the score cut or the filters.")
     else:
         a, b, c, d = st.columns(4)
-        order_by = a.selectbox("Sort by", list(SORT_LABELS), key=K_SORT, format_func=SORT_LABELS.get,
-                               on_change=_reset_page, help="The column the table is sorted on.")
+        order_by = a.selectbox("Sort by", list(SORT_LABELS), key=K_SORT, format_func=lambda k: SORT_LABELS[k],
+                               on_change=_reset_page, help="The column the table is sorted on.") or "score"
         descending = b.toggle("Descending", value=True, key=K_DESC, on_change=_reset_page,
                               help="Highest values first.")
         page_size = c.selectbox("Rows per page", PAGE_SIZES, index=1, key=K_PAGE_SIZE, on_change=_reset_page,
@@ -427,15 +427,15 @@ with users_tab:
                 "top_category": st.column_config.TextColumn("top category"),
             })
         first = (int(page_no) - 1) * page_size
-        st.caption(f"Page {common.fmt_int(page_no)} of {common.fmt_int(pages)}: rows "
-                   f"{common.fmt_int(first + 1)}–{common.fmt_int(first + len(rows))} of "
-                   f"{common.fmt_int(summary.size)}.")
+        st.caption(f"Page {display.fmt_int(page_no)} of {display.fmt_int(pages)}: rows "
+                   f"{display.fmt_int(first + 1)}–{display.fmt_int(first + len(rows))} of "
+                   f"{display.fmt_int(summary.size)}.")
         pick, go_col = st.columns([3, 1], vertical_alignment="bottom")
         chosen = pick.selectbox("Explain a user of this page", rows["user_id"].tolist(), key="cohort_explain_user",
                                 help="Open the Explain page with this user selected.")
         if go_col.button("Explain", icon=":material/psychology:", key="cohort_explain_go",
                          help="Why does the model score this user the way it does?"):
-            st.switch_page("pages/explain.py", query_params={**link_params, "user": chosen})
+            st.switch_page(registry.page_path("explain"), query_params={**link_params, "user": chosen})
 
 with export_tab:
     if export_tab.open is not False:
@@ -445,20 +445,20 @@ with export_tab:
         export_key = f"{model_id}|{dataset}|{run}|{spec_json}|{fmt}"
         if st.button("Prepare the export file", icon=":material/description:", key="cohort_prepare_export",
                      help="Write the whole cohort (every user, not only this page) with its audit stamp."):
-            with common.guard(), st.spinner("Writing the cohort…"):
-                with tempfile.TemporaryDirectory(prefix="intentlens-export-") as tmp:
-                    path = Path(tmp) / f"cohort-{model_id}.{fmt}"
-                    stamp = C.export_cohort(common.get_store(), model_id, dataset, spec, path, fmt=fmt)
-                    st.session_state[K_EXPORT] = {"key": export_key, "data": path.read_bytes(),
-                                                  "name": path.name, "stamp": stamp,
-                                                  "sidecar": Path(str(path) + ".audit.json").read_text()}
+            with feedback.guard(), st.spinner("Writing the cohort…"), \
+                    tempfile.TemporaryDirectory(prefix="intentlens-export-") as tmp:
+                path = Path(tmp) / f"cohort-{model_id}.{fmt}"
+                stamp = C.export_cohort(cached.get_store(), model_id, dataset, spec, path, fmt=fmt)
+                st.session_state[K_EXPORT] = {"key": export_key, "data": path.read_bytes(),
+                                              "name": path.name, "stamp": stamp,
+                                              "sidecar": Path(str(path) + ".audit.json").read_text()}
         ready = st.session_state.get(K_EXPORT)
         if ready and ready["key"] == export_key:
             a, b = st.columns(2)
             a.download_button(f"Download {ready['name']}", ready["data"], file_name=ready["name"],
                               mime="text/csv" if fmt == "csv" else "application/vnd.apache.parquet",
                               icon=":material/download:", key="cohort_download", on_click="ignore",
-                              help=f"{common.fmt_int(ready['stamp']['rows'])} users with the audit stamp.")
+                              help=f"{display.fmt_int(ready['stamp']['rows'])} users with the audit stamp.")
             b.download_button("Download the audit sidecar (.json)", ready["sidecar"],
                               file_name=ready["name"] + ".audit.json", mime="application/json",
                               key="cohort_download_sidecar", on_click="ignore",

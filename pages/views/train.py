@@ -1,0 +1,390 @@
+"""Train: pick the label and the model kinds, check eligibility, train in the background, compare
+models on a leaderboard, add a saved model from a directory or a .zip upload.
+
+Training runs in the job registry's worker thread (``core.runtime.jobs``): the job function calls
+``core.modeling.pipeline.train_model`` with the job context's progress / log / epoch callbacks and
+cancel token and never touches ``st.*``. A fragment polls the registry and draws the live state;
+Cancel sets the token, which the training loop checks every step. A model is saved where the CLI
+saves it (``core.modeling.model_store.default_model_dir``), so a run killed or cancelled after some
+epochs resumes from its checkpoint when the same training is started again, and its job says so.
+Adding and deleting models go through ``core.modeling.model_store`` (its checks, its one listing).
+The ids of this session's jobs live in ``st.session_state``.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from core import charts
+from core.errors import IntentLensError
+from core.modeling.labels import CutoffPlan, Eligibility, LabelSpec, parse_duration
+from core.modeling.model_store import default_model_dir
+from core.modeling.pipeline import PRESETS, checkpoint_dir_for
+from core.runtime.jobs import JobContext, JobState
+from models.artifact import KIND_LABELS, MODEL_KINDS
+from pages.shared import actions, cached, display, feedback, session
+
+HORIZONS = ("30min", "1h", "6h", "1d", "7d")
+OTHER = "other…"
+JOBS_KEY = "train_jobs"              # ids of the jobs this session started, oldest first
+ANNOUNCED_KEY = "train_jobs_seen"    # ids whose end already triggered a full rerun
+CANCELLING_KEY = "train_jobs_cancelling"   # ids whose Cancel was clicked (a queued job ends when its turn comes)
+POLL_SECONDS = 1.5
+# A job trains on every core but one, so pages stay responsive while it runs.
+JOB_THREADS = max(1, (os.cpu_count() or 2) - 1)
+RESUMED = "resumed from"             # how the training loop's log says it picked up a checkpoint
+
+
+# -- helpers (no st.* inside the job function) ----------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=64)
+def _eligibility_cached(db: str, dataset: str, version: str,
+                        spec: tuple[tuple[str, Any], ...]) -> tuple[Eligibility, CutoffPlan]:
+    from core.modeling.labels import check_eligibility, plan_cutoffs
+
+    store = cached.get_store()
+    label = LabelSpec.from_dict(dict(spec))
+    plan = plan_cutoffs(store, dataset, label)
+    return check_eligibility(store, dataset, label, plan), plan
+
+
+def eligibility(dataset: str, spec: LabelSpec) -> tuple[Eligibility, CutoffPlan]:
+    """(Eligibility, CutoffPlan) of ``dataset`` under ``spec``, cached until the data changes."""
+    return _eligibility_cached(cached.db_path(), dataset, cached.data_version(dataset),
+                               tuple(sorted(spec.to_dict().items())))
+
+
+def make_job(dataset: str, kind: str, spec: LabelSpec, preset: str, epochs: int | None, search: int,
+             seed: int, out: Path) -> Callable[[JobContext], dict[str, Any]]:
+    """The function the worker thread runs for one model kind (reports through ``ctx`` only)."""
+    store = cached.get_store()                     # captured here: the worker never calls st.*
+
+    def run(ctx: JobContext) -> dict[str, Any]:
+        from core.modeling.pipeline import train_model
+
+        result = train_model(store, dataset, kind=kind, spec=spec, preset=preset, epochs=epochs,
+                             search=search, seed=seed, out=out, progress=ctx.progress,
+                             cancel=ctx.cancel, log=ctx.log, on_epoch=ctx.on_epoch,
+                             threads=JOB_THREADS)
+        return {"model_dir": str(result.model_dir), "kind": kind, "metrics": result.metrics,
+                "summary": result.summary()}
+    return run
+
+
+def cancel_job(job_id: str) -> None:
+    """Cancel button callback: set the job's cancel token (the loop stops at its next step)."""
+    try:
+        cached.get_jobs().cancel(job_id)
+    except IntentLensError as err:
+        feedback.flash("warning", f"Could not cancel: {err}")
+        return
+    st.session_state.setdefault(CANCELLING_KEY, set()).add(job_id)
+
+
+def interval(metrics: dict[str, Any], name: str) -> str:
+    """'0.812 [0.790, 0.833]' for a metric with its interval ('–' when unknown)."""
+    value = metrics.get(name)
+    if isinstance(value, dict):
+        if pd.isna(value.get("low")):
+            return f"{value['value']:.3f}"
+        return f"{value['value']:.3f} [{value['low']:.3f}, {value['high']:.3f}]"
+    return "–" if value is None or pd.isna(value) else f"{value:.3f}"
+
+
+def ci_column(board: pd.DataFrame, name: str) -> list[str]:
+    """'[low, high]' per leaderboard row ('–' where the interval is unknown)."""
+    return ["–" if pd.isna(lo) or pd.isna(hi) else f"[{lo:.3f}, {hi:.3f}]"
+            for lo, hi in zip(board[f"{name}_low"], board[f"{name}_high"], strict=True)]
+
+
+# -- page -----------------------------------------------------------------------------------------
+st.title("Train")
+st.caption("Teach a model who buys within a horizon, from the events before a cutoff. Every model "
+           "is validated on the last complete time window and lands on the leaderboard below.")
+feedback.show_flash()
+dataset = session.current_dataset()
+demo = session.is_demo()
+
+if dataset is None:
+    st.info("No dataset yet. Ingest one on the **Data** page, then come back to train a model.")
+    st.stop()
+
+# -- label and model ------------------------------------------------------------------------------
+spec: LabelSpec | None = None
+settings: dict[str, Any] = {}
+if demo:
+    st.info(":material/lock: Demo mode: training, uploads and deletes are switched off. The "
+            "leaderboard below shows the models already trained.")
+else:
+    st.subheader(f"Train on **{dataset}**")
+    left, mid, right = st.columns([1, 1.3, 1], gap="medium")
+    with left:
+        choice = st.selectbox(
+            "Horizon", [*HORIZONS, OTHER], index=HORIZONS.index("1d"), key="train_horizon",
+            help="A user is a buyer when they buy within this time after the cutoff. Short "
+                 "horizons (30min, 1h) capture real-time intent; 1d or 7d, planned purchases.")
+        horizon = choice
+        if choice == OTHER:
+            horizon = st.text_input("Custom horizon", value="12h", key="train_horizon_text",
+                                    help="A number and a unit: 45min, 12h, 2d, 2w.")
+        scope = st.radio(
+            "Scope", ["any", "category"], horizontal=True, key="train_scope",
+            format_func={"any": "buys anything", "category": "buys in a category"}.get,
+            help="'buys anything': one row per user. 'buys in a category': one row per user and "
+                 "category the user touched before the cutoff; the label is a buy in that category.")
+    with mid:
+        kinds = st.multiselect(
+            "Model kinds", list(MODEL_KINDS), default=["transformer", "gbdt"], key="train_kinds",
+            format_func=lambda k: KIND_LABELS[k],
+            help="One training job per kind; they run one after another and all land on the "
+                 "leaderboard. The ensemble trains all three and weights them on validation PR-AUC.")
+        preset = st.radio(
+            "Size", list(PRESETS), index=0, horizontal=True, key="train_preset",
+            help="How much compute to spend: the numbers each size implies are listed below it.")
+        st.caption(PRESETS[preset].describe())
+    with right, st.expander("Advanced", expanded=False):
+        epochs = st.number_input(
+            "Epochs", min_value=1, max_value=500, value=None, step=1, key="train_epochs",
+            placeholder=f"size's {PRESETS[preset].epochs}",
+            help="Most passes over the training rows (the Transformer stops earlier when "
+                 "validation PR-AUC stops improving). Empty: the size's number.")
+        search = st.number_input(
+            "Search trials", min_value=0, max_value=50, value=0, step=1, key="train_search",
+            help="Transformer hyper-parameter search (Optuna TPE): this many trials, each a "
+                 "full training; the best one is kept. 0 = no search.")
+        seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1,
+                               key="train_seed",
+                               help="Same seed, same data, same settings: same model.")
+        lookback = st.text_input(
+            "Lookback", value="", key="train_lookback", placeholder="all history",
+            help="Only events this long before the cutoff count (e.g. 3d). Empty: all history.")
+        max_len = st.number_input(
+            "Max events per user", min_value=1, max_value=1000, value=100, step=10,
+            key="train_max_len", help="The most recent events kept per user and cutoff.")
+    with feedback.guard():
+        parse_duration(horizon)
+        spec = LabelSpec(horizon=horizon.strip(), scope=scope, lookback=lookback.strip() or None,
+                         max_len=int(max_len),
+                         max_train_cutoffs=PRESETS[preset].max_train_cutoffs)
+        settings = {"kinds": list(kinds), "preset": preset,
+                    "epochs": int(epochs) if epochs is not None else None,
+                    "search": int(search), "seed": int(seed)}
+
+# -- eligibility card, then the button ------------------------------------------------------------
+if spec is not None:
+    ready = False
+    with feedback.guard(), st.container(border=True):
+        st.markdown("**Eligibility** · positives and negatives the time split gives")
+        elig, plan = eligibility(dataset, spec)
+        cols = st.columns(5)
+        cols[0].metric("Training positives", display.fmt_int(elig.train_pos),
+                       help="Rows labelled 1 (a buy within the horizon) over all training cutoffs.")
+        cols[1].metric("Training negatives", display.fmt_int(elig.train_neg),
+                       help="Rows labelled 0 over all training cutoffs.")
+        cols[2].metric("Validation positives", display.fmt_int(elig.valid_pos),
+                       help="Rows labelled 1 at the validation cutoff (the last complete window).")
+        cols[3].metric("Validation negatives", display.fmt_int(elig.valid_neg),
+                       help="Rows labelled 0 at the validation cutoff.")
+        cols[4].metric("Training windows", display.fmt_int(elig.windows),
+                       help="Training cutoffs, each one horizon apart, all before validation.")
+        train_span = (f"{display.fmt_ts(plan.train_cutoffs[0])} → {display.fmt_ts(plan.train_cutoffs[-1])}"
+                      if plan.train_cutoffs else "none")
+        st.caption(f"Training cutoffs (UTC): {train_span} · validation cutoff "
+                   f"{display.fmt_ts(plan.valid_cutoff)}, labels up to "
+                   f"{display.fmt_ts(plan.valid_cutoff + spec.horizon_td)} · positive share in "
+                   f"validation {display.fmt_pct(elig.valid_pos / max(elig.valid_pos + elig.valid_neg, 1))}")
+        (st.success if elig.ok else st.warning)(elig.message)
+        ready = elig.ok
+    kinds = settings.get("kinds", [])
+    label = f"Train {len(kinds)} model{'s' if len(kinds) != 1 else ''}" if kinds else "Train"
+    if st.button(label, type="primary", key="train_start", disabled=not (ready and kinds),
+                 icon=":material/play_arrow:",
+                 help="Starts one background job per model kind. The app stays usable; come back "
+                      "here to follow the jobs." if ready else
+                      "Pick at least one model kind and a label the data can support."):
+        with feedback.guard():
+            session.require_writable("Training")
+            registry = cached.get_jobs()
+            for kind in kinds:
+                out = default_model_dir(dataset, kind, spec)
+                job_id = registry.submit("train", make_job(
+                    dataset, kind, spec, settings["preset"], settings["epochs"],
+                    settings["search"], settings["seed"], out),
+                    {"dataset": dataset, "kind": kind, "horizon": spec.horizon, "scope": spec.scope,
+                     "preset": settings["preset"], "out": str(out)})
+                st.session_state.setdefault(JOBS_KEY, []).append(job_id)
+
+
+# -- jobs (polled) ---------------------------------------------------------------------------------
+def _job_states() -> list[JobState]:
+    registry = cached.get_jobs()
+    states = []
+    for job_id in st.session_state.get(JOBS_KEY, []):
+        try:
+            states.append(registry.snapshot(job_id))
+        except IntentLensError:
+            continue     # the app process restarted: that job is gone
+    return states
+
+
+def _resumed(state: JobState) -> str | None:
+    """The job's log line saying it resumed from a checkpoint (None when it started afresh)."""
+    return next((line for line in state.log if RESUMED in line.lower()), None)
+
+
+def _job_card(state: JobState) -> None:
+    params = state.params
+    badge = {"queued": ":gray-badge[queued]", "running": ":blue-badge[running]",
+             "done": ":green-badge[done]", "failed": ":red-badge[failed]",
+             "cancelled": ":orange-badge[cancelled]"}[state.status]
+    with st.container(border=True):
+        head, button = st.columns([5, 1], vertical_alignment="center")
+        kind = str(params.get("kind"))
+        head.markdown(f"{badge} **{KIND_LABELS.get(kind, kind)}** · "
+                      f"{params.get('dataset')} · horizon {params.get('horizon')} · "
+                      f"scope {params.get('scope')} · size {params.get('preset')}")
+        cancelling = state.id in st.session_state.get(CANCELLING_KEY, set())
+        if not state.finished and not cancelling:
+            button.button("Cancel", key=f"cancel_{state.id}", on_click=cancel_job, args=(state.id,),
+                          icon=":material/stop:", help="Stop this job at its next step; nothing is saved.")
+        if state.status in ("queued", "running") and cancelling:
+            st.info("Cancel requested: the job stops at its next step"
+                    + (" (or as soon as its turn comes)." if state.status == "queued" else "."),
+                    icon=":material/hourglass_top:")
+        elif state.status in ("queued", "running"):
+            eta, fraction = state.eta_seconds, state.fraction
+            text = state.message or ("waiting for the job before it" if state.status == "queued" else "starting")
+            if eta is not None and fraction is not None and 0 < fraction < 1:
+                text += f" · about {display.fmt_seconds(eta)} left"
+            st.progress(fraction or 0.0, text=text)
+            if state.epochs:
+                last = state.epochs[-1]
+                st.caption(f"Epoch {last['epoch']}: train loss {last['train_loss']:.4f}, validation "
+                           f"loss {last['valid_loss']:.4f}, validation PR-AUC {last['valid_pr_auc']:.3f}")
+        elif state.status == "done" and isinstance(state.result, dict):
+            result = state.result
+            cols = st.columns([1, 1, 1, 1.2])
+            cols[0].metric("ROC-AUC", interval(result["metrics"], "roc_auc"),
+                           help="Validation ROC-AUC with its bootstrap 95 % interval.")
+            cols[1].metric("PR-AUC", interval(result["metrics"], "pr_auc"),
+                           help="Validation PR-AUC (average precision) with its 95 % interval.")
+            cols[2].metric("Log-loss", interval(result["metrics"], "log_loss"),
+                           help="Validation log-loss (lower is better).")
+            with cols[3]:
+                current = st.session_state.get(session.MODEL_KEY) == result["model_dir"]
+                st.button("Current model" if current else "Use this model", key=f"use_{state.id}",
+                          disabled=current, on_click=session.use_model, args=(result["model_dir"],),
+                          icon=":material/check:",
+                          help="Make it the sidebar's model for the Performance, Cohorts and "
+                               "Explain pages.")
+            st.caption(f"Saved to `{result['model_dir']}` in "
+                       f"{display.fmt_seconds((state.finished_at or 0) - (state.started_at or 0))}.")
+        elif state.status == "failed":
+            st.error(state.error or "The job failed.", icon=":material/error:")
+        elif state.status == "cancelled":
+            kept = checkpoint_dir_for(Path(params["out"])).is_dir()
+            st.warning("Cancelled: training stopped and no model was saved."
+                       + (" The finished epochs are kept: start the same training again to resume."
+                          if kept else ""), icon=":material/stop:")
+        resumed = _resumed(state)
+        if resumed is not None:
+            st.info(f"This run {resumed}: the epochs before it were not trained again.",
+                    icon=":material/restart_alt:")
+        if params.get("kind") in ("transformer", "ensemble") and (state.epochs or not state.finished):
+            display.chart(charts.training_curves(pd.DataFrame(
+                state.epochs, columns=["epoch", "train_loss", "valid_loss", "valid_pr_auc"])),
+                key=f"curves_{state.id}")
+        if state.log:
+            with st.expander("Log", expanded=False):
+                st.code("\n".join(state.log[-40:]), language=None)
+
+
+def jobs_panel() -> None:
+    states = _job_states()
+    if not states:
+        return
+    st.subheader("Jobs")
+    seen = st.session_state.setdefault(ANNOUNCED_KEY, set())
+    for state in reversed(states):
+        _job_card(state)
+    ended = {s.id for s in states if s.finished} - seen
+    if ended:
+        seen |= ended
+        # Rerun the whole page: a new model is on disk for the sidebar and the leaderboard, and
+        # with nothing left running the fragment stops polling.
+        st.rerun(scope="app")
+
+
+_active = any(not s.finished for s in _job_states())
+st.fragment(jobs_panel, run_every=POLL_SECONDS if _active else None)()
+
+# -- leaderboard ----------------------------------------------------------------------------------
+st.subheader("Leaderboard")
+board = pd.DataFrame()
+with feedback.guard():
+    board = cached.saved_models(dataset)
+    if board.empty:
+        st.info(f"No model trained on **{dataset}** yet: train one above, or run "
+                f"`python -m core train --dataset {dataset}`.")
+    else:
+        table = pd.DataFrame({
+            "model": board["model_id"], "kind": board["kind"], "horizon": board["horizon"],
+            "scope": board["scope"], "ROC-AUC": board["roc_auc"], "ROC-AUC 95% CI": ci_column(board, "roc_auc"),
+            "PR-AUC": board["pr_auc"], "PR-AUC 95% CI": ci_column(board, "pr_auc"),
+            "log-loss": board["log_loss"], "size (MB)": board["size_mb"],
+            "time to train": [display.fmt_seconds(s) for s in board["train_seconds"]],
+            "created": pd.to_datetime(board["created_at"], errors="coerce", utc=True),
+        })
+        st.dataframe(table, hide_index=True, key="leaderboard_table", column_config={
+            "ROC-AUC": st.column_config.NumberColumn(format="%.3f", help="Validation ROC-AUC."),
+            "PR-AUC": st.column_config.NumberColumn(format="%.3f", help="Validation PR-AUC."),
+            "log-loss": st.column_config.NumberColumn(format="%.4f", help="Lower is better."),
+            "size (MB)": st.column_config.NumberColumn(format="%.2f"),
+            "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm", help="UTC"),
+        })
+        display.chart(charts.leaderboard(board), key="chart_leaderboard")
+
+# -- add or delete saved models --------------------------------------------------------------------
+if not demo:
+    st.subheader("Add a saved model")
+    from_dir, from_zip = st.tabs(["From a directory", "Upload a .zip"])
+    with from_dir:
+        path_text = st.text_input(
+            "Model directory", key="model_dir_path", placeholder="/path/to/models/saved/demo",
+            help="A directory written by `python -m core train` (it holds card.json), below the "
+                 "models folder or a folder the administrator allowed (INTENTLENS_MODEL_DIRS). It "
+                 "is checked, then copied into the models folder so every page can use it.")
+        if st.button("Add model", key="add_model_dir", disabled=not path_text.strip(),
+                     help="Check the directory and copy it into the models folder."):
+            with feedback.guard():
+                added = actions.add_model_dir(path_text)
+                feedback.flash("success", f"Added model **{added.name}**.")
+                st.rerun()
+    with from_zip:
+        uploaded = st.file_uploader(
+            "Model archive (.zip)", type=["zip"], key="model_zip",
+            help="A .zip of one model directory. Every entry is checked before anything is "
+                 "unpacked, the model is loaded, and only then copied into the models folder.")
+        if st.button("Add uploaded model", key="add_model_zip", disabled=uploaded is None,
+                     help="Check the archive and add the model it holds.") and uploaded is not None:
+            with feedback.guard():
+                added = actions.add_model_zip(uploaded)
+                feedback.flash("success", f"Added model **{added.name}**.")
+                st.rerun()
+    if not board.empty:
+        with st.expander("Delete a model", expanded=False):
+            victim = st.selectbox("Model to delete", board["path"].tolist(), key="delete_model_pick",
+                                  format_func=lambda p: Path(p).name,
+                                  help="Removes its folder from the models folder.")
+            sure = st.checkbox("Yes, delete it", key="delete_model_sure",
+                               help="Deleting cannot be undone.")
+            if st.button("Delete model", key="delete_model", disabled=not sure, type="secondary",
+                         help="Remove the model's folder for good."):
+                with feedback.guard():
+                    actions.delete_model(victim)
+                    feedback.flash("success", f"Deleted model **{Path(victim).name}**.")
+                    st.rerun()

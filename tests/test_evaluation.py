@@ -1,0 +1,173 @@
+"""core.insight.evaluation against hand-computed truth: length buckets, segment labels, per-segment
+rank metrics, the count-level bootstrap against a row bootstrap, cutoffs by probability and by
+top share, the metrics table, ensemble members and a saved model read from disk."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.errors import DataError, ModelError
+from core.insight import evaluation as ev_mod
+from core.insight.evaluation import (
+    Evaluation,
+    at_cutoff,
+    cutoff_intervals,
+    evaluate,
+    evaluate_model,
+    length_buckets,
+    member_metrics,
+    metrics_table,
+    operating_points,
+    segment_labels,
+    segment_rank_metrics,
+    segment_table,
+)
+from models.artifact import FORMAT, SCHEMA_VERSION
+
+
+def rows_frame(labels, scores, n_events, categories=None) -> pd.DataFrame:
+    frame = pd.DataFrame({"label": labels, "score": scores, "n_events": n_events})
+    if categories is not None:
+        frame["top_category"] = categories
+    return frame
+
+
+def test_length_buckets_end_with_the_full_window():
+    assert length_buckets(100) == [(1, 4), (5, 19), (20, 49), (50, 99), (100, 100)]
+    assert length_buckets(10) == [(1, 4), (5, 9), (10, 10)]
+    assert length_buckets(1) == [(1, 1)]
+    with pytest.raises(DataError, match="max_len must be at least 1"):
+        length_buckets(0)
+
+
+def test_segment_labels_by_activity_length_and_category():
+    rows = rows_frame([0] * 6, [0.5] * 6, [1, 2, 3, 4, 5, 6], ["a", "a", "b", None, "a", "c"])
+    seg = segment_labels(rows, max_len=5, top_categories=1)
+    # thirds of 1..6: quantiles 2.67 -> 3 and 4.33 -> 4
+    assert [str(v) for v in seg["activity"]] == ["low (≤ 3 events)"] * 3 + ["medium (4–4 events)"] + \
+        ["high (> 4 events)"] * 2
+    assert [str(v) for v in seg["sequence length"]] == ["1–4 events"] * 4 + ["5 events (full)"] * 2
+    assert list(seg["top category"]) == ["a", "a", "other", "other", "a", "other"]
+    assert list(seg["top category"].cat.categories) == ["a", "other"]
+    assert list(segment_labels(rows.drop(columns="top_category"), 5).columns) == ["activity", "sequence length"]
+
+
+def test_segment_rank_metrics_match_hand_counts():
+    # segment x: pairs (pos, neg) ordered right: (.9>.8), (.9>.1), (.3<.8), (.3>.1) -> ROC-AUC 3/4
+    y = np.array([1, 0, 1, 0, 1, 1], dtype=float)
+    p = np.array([0.9, 0.8, 0.3, 0.1, 0.6, 0.2])
+    segments = pd.DataFrame({"kind": pd.Categorical(["x", "x", "x", "x", "y", "y"])})
+    out = segment_rank_metrics(y, p, segments).set_index("segment")
+    assert out.loc["x", "roc_auc"] == pytest.approx(0.75)
+    # average precision of x: buyers at ranks 1 and 3 -> (1/1 + 2/3) / 2
+    assert out.loc["x", "pr_auc"] == pytest.approx((1 + 2 / 3) / 2)
+    assert np.isnan(out.loc["y", "roc_auc"])              # buyers only: ROC-AUC undefined
+    assert out.loc["y", "pr_auc"] == pytest.approx(1.0)
+    assert out["rows"].tolist() == [4, 2] and out["positives"].tolist() == [2, 2]
+
+
+def test_count_bootstrap_agrees_with_a_row_bootstrap():
+    counts = {"TP": 30, "FP": 20, "FN": 10, "TN": 140}
+    fast = cutoff_intervals(counts, n_boot=4000, seed=1)
+    y = np.r_[np.ones(40), np.zeros(160)]
+    flagged = np.r_[np.ones(30), np.zeros(10), np.ones(20), np.zeros(140)].astype(bool)
+    rng = np.random.default_rng(2)
+    draws = {"precision": [], "recall": []}
+    for _ in range(4000):
+        i = rng.integers(0, 200, 200)
+        ys, fs = y[i], flagged[i]
+        draws["precision"].append(ys[fs].mean())
+        draws["recall"].append(fs[ys == 1].mean())
+    for name, values in draws.items():
+        low, high = np.percentile(values, [2.5, 97.5])
+        assert fast[name][0] == pytest.approx(low, abs=0.03), name
+        assert fast[name][1] == pytest.approx(high, abs=0.03), name
+    assert fast["precision"][0] < 30 / 50 < fast["precision"][1]
+    # a perfect split has no spread; no rows at all is refused
+    perfect = cutoff_intervals({"TP": 5, "FP": 0, "FN": 0, "TN": 5})
+    assert perfect["precision"] == (1.0, 1.0) and perfect["recall"] == (1.0, 1.0)
+    with pytest.raises(DataError, match="every confusion count is 0"):
+        cutoff_intervals({"TP": 0, "FP": 0, "FN": 0, "TN": 0})
+
+
+@pytest.fixture
+def ten_rows() -> Evaluation:
+    # scores 0.95, 0.85, ..., 0.05; buyers at ranks 1, 2, 4 and 7
+    labels = [1, 1, 0, 1, 0, 0, 1, 0, 0, 0]
+    scores = [0.95 - 0.1 * i for i in range(10)]
+    rows = rows_frame(labels, scores, [1, 1, 2, 2, 3, 3, 40, 40, 60, 60], list("aabbaabbcc"))
+    card = {"kind": "gbdt", "label": {"max_len": 50}}
+    return evaluate("m", card, rows, n_boot=50)
+
+
+def test_cutoff_by_top_share_and_by_probability(ten_rows):
+    top = at_cutoff(ten_rows, "top", 30)
+    assert top.threshold == pytest.approx(0.75)            # the third highest score
+    counts = dict(zip(top.confusion["outcome"], top.confusion["count"], strict=True))
+    assert counts == {"TP": 2, "FP": 1, "FN": 2, "TN": 5}
+    assert top.values["precision"] == pytest.approx(2 / 3) and top.values["recall"] == pytest.approx(0.5)
+    assert top.fpr == pytest.approx(1 / 6)
+    for name in ("precision", "recall", "f1", "accuracy"):
+        low, high = top.intervals[name]
+        assert low <= top.values[name] <= high, name
+    prob = at_cutoff(ten_rows, "probability", 0.5)         # scores >= 0.5: the top 5
+    assert prob.values["flagged"] == 5 and prob.values["precision"] == pytest.approx(3 / 5)
+    with pytest.raises(DataError, match="cutoff mode"):
+        at_cutoff(ten_rows, "median", 1)
+
+
+def test_tables_at_a_cutoff(ten_rows):
+    cut = at_cutoff(ten_rows, "top", 30)
+    table = metrics_table([ten_rows], [cut]).set_index("metric")
+    assert list(table.index) == ["roc_auc", "pr_auc", "log_loss", "brier", "ece",
+                                 "accuracy", "precision", "recall", "f1"]
+    assert table.loc["precision", "m"] == pytest.approx(2 / 3)
+    assert bool(table.loc["precision", "at the cutoff"]) and not bool(table.loc["roc_auc", "at the cutoff"])
+    # ROC-AUC by hand: of 4 x 6 pairs the buyer outranks the non-buyer in 6+6+5+3 = 20
+    assert table.loc["roc_auc", "m"] == pytest.approx(20 / 24)
+    assert table.loc["roc_auc", "m 95% CI"].startswith("[")
+    points = operating_points([ten_rows], [cut])
+    assert points.iloc[0][["model", "recall", "tpr"]].tolist() == ["m", 0.5, 0.5]
+    assert points.iloc[0]["flagged_share"] == pytest.approx(0.3)
+    seg = segment_table(ten_rows, cut.threshold).set_index(["segment_type", "segment"])
+    # category "a" holds rows 1, 2, 5, 6: flagged rows 1 and 2, both buyers
+    assert seg.loc[("top category", "a"), "flagged"] == 2
+    assert seg.loc[("top category", "a"), "precision"] == pytest.approx(1.0)
+    # category "c" (rows 9, 10) has nothing flagged and no buyer
+    assert seg.loc[("top category", "c"), "flagged"] == 0
+    assert np.isnan(seg.loc[("top category", "c"), "precision"])
+    assert seg.groupby(level="segment_type")["rows"].sum().tolist() == [10, 10, 10]
+
+
+def test_ensemble_members_come_from_the_card():
+    summary = {"pr_auc": {"value": 0.4, "low": 0.3, "high": 0.5}}
+    card = {"kind": "ensemble", "ensemble": {"weights": {"gbdt": 0.7, "logreg": 0.3}},
+            "members": {"gbdt": {"metrics": {"pr_auc": {"value": 0.35, "low": 0.3, "high": 0.4}}},
+                        "logreg": {"metrics": {"pr_auc": {"value": 0.2, "low": 0.1, "high": 0.3}}},
+                        "broken": {"metrics": {}}}}
+    members = member_metrics(card, summary)
+    assert members["member"].tolist() == ["ensemble", "gbdt", "logreg"]
+    assert members["value"].tolist() == [0.4, 0.35, 0.2]
+    assert members["weight"].tolist()[1:] == [0.7, 0.3]
+    assert member_metrics({"kind": "gbdt"}, summary).empty
+
+
+def test_evaluate_model_reads_a_saved_model(tmp_path):
+    folder = tmp_path / "demo-gbdt"
+    folder.mkdir()
+    card = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "kind": "gbdt", "label": {"max_len": 20}}
+    (folder / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=r"validation\.parquet"):
+        evaluate_model(folder)
+    rows_frame([1, 0, 1, 0], [0.9, 0.8, 0.3, 0.1], [3, 5, 21, 1]).to_parquet(folder / "validation.parquet")
+    ev = evaluate_model(folder, n_boot=20)
+    assert ev.name == "demo-gbdt" and ev.base_rate == 0.5
+    assert ev.summary["roc_auc"]["value"] == pytest.approx(0.75)
+    assert [str(v) for v in ev.segments["sequence length"]] == ["1–4 events", "5–19 events",
+                                                                 "20 events (full)", "1–4 events"]
+    assert ev.members.empty and list(ev.segment_auc.columns) == ev_mod.SEGMENT_COLUMNS
+    with pytest.raises(ModelError):
+        evaluate_model(tmp_path / "missing")
