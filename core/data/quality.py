@@ -97,7 +97,7 @@ def quality_report(store: Store, dataset: str) -> QualityReport:
                      "reason": reason})
 
     users = meta.get("n_users")   # counted at ingest; counted here for a record made otherwise
-    if users is None:
+    if users is None or pd.isna(users):
         users = _row(store, "SELECT count(DISTINCT user_id) FROM events WHERE dataset = ?", [dataset])[0]
     n, miss_item, miss_cat, miss_sess, miss_price, miss_brand, ts_min, ts_max = _row(store,
         """SELECT count(*),

@@ -46,9 +46,21 @@ def user_methods(model_dir: str | Path) -> tuple[str, ...]:
     return tuple(m for m in E.METHODS if scope != "category" or m != "ig")
 
 
-def explain(store: Store, model_dir: str | Path, dataset: str, user_id: str) -> E.Explanation:
-    """:func:`core.insight.explain.explain_user` with every method the model supports."""
-    return E.explain_user(store, model_dir, dataset, user_id, methods=user_methods(model_dir))
+def quick_methods(model_dir: str | Path) -> tuple[str, ...]:
+    """The methods to show first: :func:`user_methods` without SHAP when others remain. SHAP's
+    permutation explainer JIT-compiles its numba kernels on its first call in a process (about
+    15-20 s of one core here, measured with cProfile on the demo model), so a page shows the
+    other methods at once and computes SHAP when it is asked for."""
+    methods = user_methods(model_dir)
+    return tuple(m for m in methods if m != "shap") or methods
+
+
+def explain(store: Store, model_dir: str | Path, dataset: str, user_id: str,
+            methods: Sequence[str] | None = None) -> E.Explanation:
+    """:func:`core.insight.explain.explain_user` with ``methods`` (default: every method the
+    model supports, :func:`user_methods`)."""
+    return E.explain_user(store, model_dir, dataset, user_id,
+                          methods=tuple(methods) if methods is not None else user_methods(model_dir))
 
 
 def faithfulness_of(exp: E.Explanation) -> pd.DataFrame:

@@ -137,7 +137,11 @@ def _model_picker(dataset: str | None) -> None:
     if st.session_state.get(MODEL_KEY) not in paths:
         wanted = query_param("model")
         match = [p for p in paths if Path(p).name == wanted]
-        st.session_state[MODEL_KEY] = match[0] if match else paths[0]
+        # no choice yet: the newest model that reads event sequences (the headline Transformer or
+        # an ensemble holding one), else the newest model
+        sequential = [str(row["path"]) for _, row in usable.iterrows()
+                      if row["kind"] in ("transformer", "ensemble")]
+        st.session_state[MODEL_KEY] = match[0] if match else (sequential or paths)[0]
     st.selectbox("Model", paths, key=MODEL_KEY, format_func=lambda p: labels[p],
                  help="Models saved under the models folder; the Performance, Cohorts and Explain "
                       "pages use this one.")

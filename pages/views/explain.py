@@ -39,22 +39,22 @@ Added = tuple[tuple[str, str | None, float, int], ...]   # what-if events: behav
 # -- cached computations ------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False, max_entries=32)
 def _explanation(db: str, model_dir: str, stamp: int, dataset: str, version: str,
-                 user: str) -> E.Explanation:
-    """Every method for one user. A resource (not data): it holds the model and the user's
+                 user: str, methods: tuple[str, ...]) -> E.Explanation:
+    """``methods`` for one user. A resource (not data): it holds the model and the user's
     sequence for the what-if and faithfulness checks; pages read it and never change it."""
-    return D.explain(cached.get_store(), model_dir, dataset, user)
+    return D.explain(cached.get_store(), model_dir, dataset, user, methods)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _faithfulness(db: str, model_dir: str, stamp: int, dataset: str, version: str,
-                  user: str) -> pd.DataFrame:
-    return D.faithfulness_of(_explanation(db, model_dir, stamp, dataset, version, user))
+                  user: str, methods: tuple[str, ...]) -> pd.DataFrame:
+    return D.faithfulness_of(_explanation(db, model_dir, stamp, dataset, version, user, methods))
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def _what_if(db: str, model_dir: str, stamp: int, dataset: str, version: str, user: str,
-             removed: tuple[int, ...], added: Added) -> dict[str, float]:
-    return D.what_if_of(_explanation(db, model_dir, stamp, dataset, version, user), removed, added)
+             methods: tuple[str, ...], removed: tuple[int, ...], added: Added) -> dict[str, float]:
+    return D.what_if_of(_explanation(db, model_dir, stamp, dataset, version, user, methods), removed, added)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -184,7 +184,12 @@ else:
         st.caption(":material/star: The top-scored user of this model's scoring run; type another id "
                    "or draw one to change it.")
     with feedback.guard(), st.spinner(f"Explaining user {user}…"):
-        exp = _explanation(db, model_dir, mtime, dataset, version, user)
+        all_methods, quick = D.user_methods(model_dir), D.quick_methods(model_dir)
+        if st.session_state.get(METHOD_KEY) not in all_methods:
+            st.session_state[METHOD_KEY] = quick[0]
+        # SHAP only once it is picked: its first run in a server compiles kernels (seconds)
+        methods = all_methods if st.session_state[METHOD_KEY] not in quick else quick
+        exp = _explanation(db, model_dir, mtime, dataset, version, user, methods)
 
 if exp is not None:
     m = st.columns(4)
@@ -208,11 +213,12 @@ if exp is not None:
             st.dataframe(exp.features, hide_index=True,
                          column_config={"shap": st.column_config.NumberColumn("SHAP (log-odds)", format="%+.4f")})
     else:
-        st.radio("Attribution method", list(exp.methods), key=METHOD_KEY, horizontal=True,
+        st.radio("Attribution method", list(all_methods), key=METHOD_KEY, horizontal=True,
                  format_func=charts.METHOD_LABELS.get,
                  help="Integrated gradients: what each event's content adds to the logit against a "
                       "blank event. SHAP: each event's Shapley value for being present. Attention "
-                      "rollout: how much [CLS] reads each event (not a signed effect).")
+                      "rollout: how much [CLS] reads each event (not a signed effect). SHAP is computed when "
+                      "picked; its first run on a server compiles its kernels (up to ~20 s).")
         method = st.session_state[METHOD_KEY]
         if method == "ig" and exp.ig_delta is not None:
             st.caption(f"Integrated gradients: completeness error {exp.ig_delta:+.4f} logit units.")
@@ -230,7 +236,7 @@ if exp is not None:
         with right:
             with feedback.guard():
                 display.chart(charts.faithfulness_curves(
-                    _faithfulness(db, model_dir, mtime, dataset, version, user)), key="explain_faithfulness")
+                    _faithfulness(db, model_dir, mtime, dataset, version, user, methods)), key="explain_faithfulness")
             st.caption("Remove the k events each method ranks highest and re-score; a faithful method "
                        "lowers the score more than removing k random events (grey band: ± 1 sd).")
 
@@ -273,7 +279,8 @@ if exp is not None:
                           float(hours) * 3600.0, int(when.hour)),)
         if removed or added:
             with feedback.guard():
-                result = _what_if(db, model_dir, mtime, dataset, version, user, tuple(sorted(removed)), added)
+                result = _what_if(db, model_dir, mtime, dataset, version, user, methods,
+                                  tuple(sorted(removed)), added)
                 c1, c2 = st.columns(2)
                 c1.metric("Score now", f"{result['before']:.4f}")
                 c2.metric("What-if score", f"{result['after']:.4f}", delta=f"{result['delta']:+.4f}",
