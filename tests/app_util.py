@@ -44,10 +44,16 @@ def tiny_app_env(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path,
     db, saved = tiny_app_data(tmp_path_factory)
     mine = tmp_path / "app.duckdb"
     shutil.copy(db, mine)
-    monkeypatch.setenv("INTENTLENS_DB", str(mine))
-    monkeypatch.delenv("INTENTLENS_DEMO", raising=False)
-    monkeypatch.setenv("INTENTLENS_MODELS", str(saved))
+    point_app_at(monkeypatch, mine, saved)
     return mine
+
+
+def point_app_at(monkeypatch: pytest.MonkeyPatch, db: Path, models: Path | None = None) -> None:
+    """Serve the app from ``db`` (and ``models`` as its models root), outside demo mode."""
+    monkeypatch.setenv("INTENTLENS_DB", str(db))
+    monkeypatch.delenv("INTENTLENS_DEMO", raising=False)
+    if models is not None:
+        monkeypatch.setenv("INTENTLENS_MODELS", str(models))
 
 
 def run_app(timeout: float, **query: str) -> AppTest:

@@ -145,6 +145,22 @@ def page(browser, app_server) -> Iterator[object]:
 
 
 # -- page helpers ---------------------------------------------------------------------------------
+def forward_msg(payload):
+    """A websocket frame decoded as Streamlit's ForwardMsg protobuf, or None for a text frame or a
+    frame of some other protocol."""
+    if not isinstance(payload, (bytes, bytearray)):
+        return None
+    from google.protobuf.message import DecodeError
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    msg = ForwardMsg()
+    try:
+        msg.ParseFromString(bytes(payload))
+    except DecodeError:
+        return None
+    return msg
+
+
 class RunWatcher:
     """Counts the script runs the server starts and finishes for one page, from the messages on
     its websocket (Streamlit's ForwardMsg protobufs: ``new_session`` when a run starts,
@@ -156,20 +172,14 @@ class RunWatcher:
         page.on("websocket", lambda ws: ws.on("framereceived", self._frame))
 
     def _frame(self, payload) -> None:
-        if not isinstance(payload, (bytes, bytearray)):
-            return
-        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
-
-        msg = ForwardMsg()
-        try:
-            msg.ParseFromString(bytes(payload))
-        except Exception:   # not a ForwardMsg (a frame of some other protocol)
+        msg = forward_msg(payload)
+        if msg is None:
             return
         kind = msg.WhichOneof("type")
         if kind == "new_session":
             self.started += 1
         elif kind == "script_finished" and msg.script_finished in (
-                ForwardMsg.FINISHED_SUCCESSFULLY, ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY):
+                msg.FINISHED_SUCCESSFULLY, msg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY):
             self.finished += 1
 
 
@@ -248,16 +258,8 @@ def record_navigation(page) -> list[list[str]]:
     sent: list[list[str]] = []
 
     def frame(payload) -> None:
-        if not isinstance(payload, (bytes, bytearray)):
-            return
-        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
-
-        msg = ForwardMsg()
-        try:
-            msg.ParseFromString(bytes(payload))
-        except Exception:   # not a ForwardMsg (a frame of some other protocol)
-            return
-        if msg.WhichOneof("type") == "navigation":
+        msg = forward_msg(payload)
+        if msg is not None and msg.WhichOneof("type") == "navigation":
             sent.append([p.page_name for p in msg.navigation.app_pages])
 
     page.add_init_script(NAV_RECORDER)

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.data.ingest import ingest_file
 from core.data.store import Store
-from tests.app_util import open_app_page, open_app_tab
+from tests.app_util import open_app_page, open_app_tab, point_app_at
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_data"
@@ -21,8 +21,7 @@ TIMEOUT = 60
 @pytest.fixture
 def db(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "app.duckdb"
-    monkeypatch.setenv("INTENTLENS_DB", str(path))
-    monkeypatch.delenv("INTENTLENS_DEMO", raising=False)
+    point_app_at(monkeypatch, path)
     with Store(path) as store:
         ingest_file(store, SAMPLES / "taobao" / "UserBehavior_head.csv", dataset="head")
         ingest_file(store, SAMPLES / "rees46" / "2019-Oct_head2000.csv", dataset="rees46")

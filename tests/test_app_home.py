@@ -23,8 +23,7 @@ TIMEOUT = 90
 @pytest.fixture
 def empty_db(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "app.duckdb"
-    monkeypatch.setenv("INTENTLENS_DB", str(path))
-    monkeypatch.delenv("INTENTLENS_DEMO", raising=False)
+    app_util.point_app_at(monkeypatch, path)
     return path
 
 

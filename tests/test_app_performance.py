@@ -22,7 +22,7 @@ from core.data.store import Store
 from core.modeling import metrics
 from core.modeling.labels import LabelSpec
 from core.modeling.pipeline import load_validation, train_model
-from tests.app_util import open_app_page
+from tests.app_util import open_app_page, point_app_at
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 90
@@ -46,9 +46,7 @@ def models(trained, tmp_path, monkeypatch) -> Path:
     db, saved = trained
     root = tmp_path / "saved"
     shutil.copytree(saved, root)
-    monkeypatch.setenv("INTENTLENS_DB", str(db))
-    monkeypatch.delenv("INTENTLENS_DEMO", raising=False)
-    monkeypatch.setenv("INTENTLENS_MODELS", str(root))
+    point_app_at(monkeypatch, db, root)
     return root
 
 

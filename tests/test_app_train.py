@@ -22,7 +22,7 @@ from core.data.store import Store
 from core.modeling.labels import LabelSpec, check_eligibility
 from core.modeling.pipeline import PRESETS, train_model
 from pages.shared import cached
-from tests.app_util import open_app_page
+from tests.app_util import open_app_page, point_app_at
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 90
@@ -45,9 +45,7 @@ def env(trained, tmp_path, monkeypatch) -> tuple[Path, Path]:
     db, saved = trained
     models = tmp_path / "saved"
     shutil.copytree(saved, models)
-    monkeypatch.setenv("INTENTLENS_DB", str(db))
-    monkeypatch.delenv("INTENTLENS_DEMO", raising=False)
-    monkeypatch.setenv("INTENTLENS_MODELS", str(models))
+    point_app_at(monkeypatch, db, models)
     return db, models
 
 

@@ -314,7 +314,8 @@ def test_summary_sentence():
 
 
 def test_tree_shap_on_lightgbm():
-    lgb = pytest.importorskip("lightgbm")
+    import lightgbm as lgb
+
     rng = np.random.default_rng(0)
     X = pd.DataFrame({"carts": rng.poisson(1.0, 400).astype(float), "views": rng.poisson(5.0, 400).astype(float),
                       "noise": rng.normal(size=400)})

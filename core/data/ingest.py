@@ -85,6 +85,12 @@ _COUNT_DUPKEYS = "SELECT count(*) FROM " + _DUPKEYS
 _DROP_DUPKEYS = "DROP TABLE " + _DUPKEYS
 _DROP_STAGE = "DROP TABLE " + _STAGE
 _SET_TIMEZONE = "SET SESSION TimeZone = ?"
+_CREATE_STAGE = "CREATE TEMP TABLE " + _STAGE + " AS "          # + the reader's SELECT
+_COUNT_GOOD = "SELECT count(*) FROM " + _STAGE + " WHERE reason IS NULL"
+_COUNT_STAGE = "SELECT count(*), count(*) FILTER (WHERE reason IS NULL) FROM " + _STAGE
+_STAGE_REASONS = "SELECT reason, count(*) FROM " + _STAGE + " WHERE reason IS NOT NULL GROUP BY reason"
+_STAGE_SPAN = ("SELECT count(DISTINCT user_id), count(DISTINCT item_id), min(ts), max(ts) FROM " + _STAGE
+               + " WHERE reason IS NULL")
 # Control bytes in quarantined raw text are shown as the replacement character.
 _SHOW_RAW = "regexp_replace({raw}, '" + CONTROL_CLASS + "', '\ufffd', 'g')"
 _FORMAT_HINT = ("Use strptime directives, e.g. '%Y-%m-%d %H:%M:%S', '%d/%m/%Y %H:%M', '%Y%m%d' or "
@@ -305,6 +311,7 @@ _QUARANTINE_ROWS_SQL = f"""
     SELECT ?, bad.k + 1 + ? + coalesce(steps.j, 0), bad.reason, bad.raw
     FROM bad ASOF LEFT JOIN steps ON bad.k >= steps.accepted_before
 """
+_QUARANTINE_SKIPPED_SQL = f"INSERT INTO quarantine VALUES (?, ?, ?, left({_SHOW_RAW.format(raw='?')}, {MAX_RAW_LEN}))"
 _QUARANTINE_PARQUET_SQL = f"""
     INSERT INTO quarantine
     SELECT ?, rowid - (SELECT min(rowid) FROM {_STAGE}) + 1, reason, raw
@@ -344,7 +351,7 @@ def _insert_events(cur: Cursor, name: str, plan: ReadPlan, drop: bool) -> tuple[
                 UNION ALL
                 SELECT {project} FROM (SELECT DISTINCT {row} {suspects})""")
         stored = cur.execute(insert_sql, [name, name]).fetchall()[0][0]
-        good = cur.execute(f"SELECT count(*) FROM {_STAGE} WHERE reason IS NULL").fetchall()[0][0]
+        good = cur.execute(_COUNT_GOOD).fetchall()[0][0]
         identical = int(good) - int(stored)
     else:
         stored = cur.execute(insert_all, [name]).fetchall()[0][0]
@@ -535,16 +542,14 @@ def ingest_file(store: Store, path: str | Path, *, dataset: str | None = None, l
         cur.execute(_SET_TIMEZONE, [plan.session_tz])   # text times without a zone are local there
         report(progress, 0, STEPS, f"reading {source_file}")
         try:
-            cur.execute(f"CREATE TEMP TABLE {_STAGE} AS {rows_sql}", rows_params)
+            cur.execute(_CREATE_STAGE + rows_sql, rows_params)
         except Exception as e:  # inside a transaction duckdb's own errors arrive untranslated
             if not _is_reader_error(e):
                 raise
             raise _reader_failed(source_file, plan, e) from e
         report(progress, 1, STEPS, "validating rows")
-        total, good = cur.execute(
-            f"SELECT count(*), count(*) FILTER (WHERE reason IS NULL) FROM {_STAGE}").fetchall()[0]
-        quarantined = dict(cur.execute(
-            f"SELECT reason, count(*) FROM {_STAGE} WHERE reason IS NOT NULL GROUP BY reason").fetchall())
+        total, good = cur.execute(_COUNT_STAGE).fetchall()[0]
+        quarantined = dict(cur.execute(_STAGE_REASONS).fetchall())
         rejected = 0
         if plan.info.kind == "csv":
             for reason, n in cur.execute(_COUNT_REJECTED_SQL).fetchall():
@@ -570,13 +575,10 @@ def ingest_file(store: Store, path: str | Path, *, dataset: str | None = None, l
             cur.execute(_QUARANTINE_ROWS_SQL, [plan.skip, name, plan.skip])
             cur.execute(_QUARANTINE_REJECTS_SQL, [name])
             for k, text in enumerate(skipped):
-                cur.execute(f"INSERT INTO quarantine VALUES (?, ?, ?, left({_SHOW_RAW.format(raw='?')}, "
-                            f"{MAX_RAW_LEN}))", [name, k + 1, R_BINARY, text])
+                cur.execute(_QUARANTINE_SKIPPED_SQL, [name, k + 1, R_BINARY, text])
         else:
             cur.execute(_QUARANTINE_PARQUET_SQL, [name])
-        n_users, n_items, ts_min, ts_max = cur.execute(
-            f"SELECT count(DISTINCT user_id), count(DISTINCT item_id), min(ts), max(ts) "
-            f"FROM {_STAGE} WHERE reason IS NULL").fetchall()[0]
+        n_users, n_items, ts_min, ts_max = cur.execute(_STAGE_SPAN).fetchall()[0]
         digest = hasher.result()
         options = {**plan.options(), "duplicates": {"policy": policy, "asked": asked, "reason": why,
                                                     "day_resolution": day is not None,
