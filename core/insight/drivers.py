@@ -48,9 +48,9 @@ def user_methods(model_dir: str | Path) -> tuple[str, ...]:
 
 def quick_methods(model_dir: str | Path) -> tuple[str, ...]:
     """The methods to show first: :func:`user_methods` without SHAP when others remain. SHAP's
-    permutation explainer JIT-compiles its numba kernels on its first call in a process (about
-    15-20 s of one core here, measured with cProfile on the demo model), so a page shows the
-    other methods at once and computes SHAP when it is asked for."""
+    permutation explainer JIT-compiles its numba kernels on its first call in a process (the
+    demo's first explanation: 10.3 s with SHAP against 1.4 s without, ``bench/explain_cold.py``),
+    so a page shows the other methods at once and computes SHAP when it is asked for."""
     methods = user_methods(model_dir)
     return tuple(m for m in methods if m != "shap") or methods
 

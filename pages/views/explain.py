@@ -218,7 +218,7 @@ if exp is not None:
                  help="Integrated gradients: what each event's content adds to the logit against a "
                       "blank event. SHAP: each event's Shapley value for being present. Attention "
                       "rollout: how much [CLS] reads each event (not a signed effect). SHAP is computed when "
-                      "picked; its first run on a server compiles its kernels (up to ~20 s).")
+                      "picked; its first run on a server compiles its kernels (about 10 s).")
         method = st.session_state[METHOD_KEY]
         if method == "ig" and exp.ig_delta is not None:
             st.caption(f"Integrated gradients: completeness error {exp.ig_delta:+.4f} logit units.")
