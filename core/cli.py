@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from core.errors import IntentLensError
+from core.errors import DataError, IntentLensError
 from core.progress import ProgressFn
 
 if TYPE_CHECKING:
@@ -123,6 +123,23 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 # -- model commands -------------------------------------------------------------------
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from core.modeling.pipeline import PRESETS
+    from core.modeling.pretrain import pretrain
+
+    preset = PRESETS[args.preset]
+    bar, progress = _progress_bar("pretrain")
+    with _store(args) as store, bar:
+        # log lines (examples, per-epoch losses, "resumed from the checkpoint at epoch 2 of 4") go to stderr
+        result = pretrain(store, args.dataset, args.out, max_len=args.max_len, epochs=args.epochs,
+                          d_model=preset.d_model, n_heads=preset.n_heads, n_layers=preset.n_layers,
+                          d_ff=preset.d_ff, dropout=preset.dropout, cutoffs=args.step, until=args.until,
+                          seed=args.seed, threads=args.threads, hashed_vocab=args.hashed_vocab,
+                          progress=progress, log=lambda line: bar.write(line, file=sys.stderr))
+    print(result.summary())
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from core.modeling.labels import LabelSpec
     from core.modeling.pipeline import train_model
@@ -134,27 +151,65 @@ def cmd_train(args: argparse.Namespace) -> int:
         # log lines (cutoffs, rows, "resumed from the checkpoint at epoch 3 of 8", ...) go to stderr
         result = train_model(store, args.dataset, kind=args.model, spec=spec, epochs=args.epochs,
                              search=args.search, seed=args.seed, out=args.out, preset=args.preset,
-                             progress=progress, threads=args.threads,
+                             progress=progress, threads=args.threads, refit=args.refit,
+                             label_share=args.label_share, compare_random_split=args.compare_random_split,
                              log=lambda line: bar.write(line, file=sys.stderr))
     print(result.summary())
+    if args.compare_random_split:
+        print()
+        _print_split_comparison(result.card)
     return 0
+
+
+def _print_metric_block(title: str, metrics: dict[str, Any]) -> None:
+    print(title)
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            print(f"  {key:>18}: {value:.4f}" if isinstance(value, float) else f"  {key:>18}: {value:,}")
+        elif isinstance(value, dict) and {"value", "low", "high"} <= set(value):
+            print(f"  {key:>18}: {value['value']:.4f}  [{value['low']:.4f}, {value['high']:.4f}]")
+
+
+def _print_split_comparison(card: dict[str, Any]) -> None:
+    """Time split (test window) beside the random 80/20 split of the same rows."""
+    from core.modeling.pipeline import split_comparison
+
+    frame = split_comparison(card)
+    print("time split (test window) vs random 80/20 split of the same rows:")
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(card["random_split"]["why"])
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from models.artifact import load_card
 
     card = load_card(args.model)
+    split = card.get("metrics_split", "valid")
     if args.json:
-        _print_json(card.get("metrics", {}))
+        _print_json({"split": split, "metrics": card.get("metrics", {}),
+                     "valid_metrics": card.get("valid_metrics", {}),
+                     "calibration": card.get("calibration"), "random_split": card.get("random_split")})
+        return 0
+    print(f"{card.get('kind')} model {card.get('model_id')} on {card.get('dataset')} "
+          f"(horizon {card.get('label', {}).get('horizon')}):")
+    if split == "test":
+        _print_metric_block("test window (reported; nothing was selected on it):", card.get("metrics", {}))
+        _print_metric_block("validation window (early stopping, search, ensemble weights and calibration "
+                            "were selected on it):", card.get("valid_metrics", {}))
     else:
-        metrics = card.get("metrics", {})
-        print(f"{card.get('kind')} model {card.get('model_id')} on {card.get('dataset')} "
-              f"(horizon {card.get('label', {}).get('horizon')}):")
-        for key, value in metrics.items():
-            if isinstance(value, (int, float)):
-                print(f"  {key:>12}: {value:.4f}")
-            elif isinstance(value, dict) and {"value", "low", "high"} <= set(value):
-                print(f"  {key:>12}: {value['value']:.4f}  [{value['low']:.4f}, {value['high']:.4f}]")
+        _print_metric_block("validation window (this model predates the test window: these figures come "
+                            "from the window it was selected on, so they are optimistic):",
+                            card.get("metrics", {}))
+    if card.get("refit"):
+        print(f"refitted on every labelled window ({card['refit']['rows']:,} rows); the figures above are "
+              f"the evaluated fit's")
+    if args.compare_random_split:
+        if not card.get("random_split"):
+            raise DataError("this model was trained without the random-split comparison.",
+                            title="No random-split figures",
+                            hint="Train it again with `train --compare-random-split`.")
+        print()
+        _print_split_comparison(card)
     return 0
 
 
@@ -264,6 +319,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", help="where to write the true purchase probabilities (parquet/csv)")
     p.set_defaults(func=cmd_synth)
 
+    p = with_db(sub.add_parser("pretrain", help="pre-train a Transformer encoder on every user's events "
+                                                "(masked event modelling; no labels needed)"))
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", required=True, help="encoder directory; a killed run keeps a checkpoint beside it, "
+                                                "in <out>.checkpoint, and the same command resumes from it")
+    p.add_argument("--epochs", type=_positive_int, default=4, help="passes over the sequences (default 4)")
+    p.add_argument("--hashed-vocab", action="store_true",
+                   help="map items and categories by stable hash only, so the encoder transfers to other datasets")
+    p.add_argument("--preset", choices=tuple(PRESETS), default="balanced",
+                   help="encoder size (core.modeling.pipeline.PRESETS); fine-tune with the same")
+    p.add_argument("--max-len", type=_positive_int, default=100, help="events per user sequence")
+    p.add_argument("--step", default="1d", help="distance between cutoffs, back from the last event (default 1d)")
+    p.add_argument("--until", default=None,
+                   help="read no event after this time (ISO, UTC); for an honest test, the first evaluation cutoff")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch CPU threads (default: torch's choice)")
+    p.set_defaults(func=cmd_pretrain)
+
     p = with_db(sub.add_parser("train", help="train an intent model on a dataset"))
     p.add_argument("--dataset", required=True)
     p.add_argument("--model", choices=MODEL_KINDS, default="transformer")
@@ -281,11 +355,21 @@ def build_parser() -> argparse.ArgumentParser:
                                                "and the same command resumes from it")
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="torch CPU threads for the Transformer (default: torch's choice)")
+    p.add_argument("--refit", action="store_true",
+                   help="after evaluating on the test window, fit again on every window up to the latest "
+                        "(same budget) and save that model; its card keeps the evaluated fit's test figures")
+    p.add_argument("--label-share", type=float, default=1.0,
+                   help="share of training users whose labels are used (label-efficiency runs; default 1)")
+    p.add_argument("--compare-random-split", action="store_true",
+                   help="also measure a random 80/20 split of the same rows, to show how much it over-states "
+                        "quality against the time split")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="print a saved model's validation metrics")
+    p = sub.add_parser("evaluate", help="print a saved model's test-window metrics (validation beside them)")
     p.add_argument("--model", required=True)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--compare-random-split", action="store_true",
+                   help="print the random 80/20 split's figures beside the time split's (when trained with them)")
     p.set_defaults(func=cmd_evaluate)
 
     p = with_db(sub.add_parser("score", help="score every user of a dataset"))

@@ -7,9 +7,12 @@ Layout of a model directory::
     vocab.json     the core.modeling.sequences.Vocab the transformer was trained with
     logreg.json    LogisticBaseline coefficients (models/baselines.py)
     gbdt.txt       LightGBM text model + gbdt.json, its feature names and logit offset
+    svm.json       SVMBaseline: scaling, linear weights and Platt sigmoid
+    forest.skops   ForestBaseline's trees (skops.io, loaded with an explicit trusted-type list) + forest.json
+    mlp.json       MLPBaseline: scaling and layer weights
 
 ``card.json`` holds: ``format`` ("intentlens-model/1"), ``schema_version`` (core.data.schema), ``model_id``,
-``kind`` (transformer | gbdt | logreg | ensemble), ``components`` (the member models stored here),
+``kind`` (transformer | gbdt | logreg | svm | forest | mlp | ensemble), ``components`` (the member models stored here),
 ``config`` (per component: TransformerConfig as a dict, baseline parameters, ensemble weights),
 ``ensemble`` (weights and their validation PR-AUC), ``vocab_file``, ``feature_names``, ``label``
 (LabelSpec.to_dict()), ``files``, ``created_at``, ``libraries`` (versions) and whatever the caller
@@ -49,7 +52,8 @@ from core.errors import ModelError
 if TYPE_CHECKING:   # types only: modeling sits above models; torch and scikit-learn load when needed
     from core.modeling.labels import LabelSpec
     from core.modeling.sequences import SequenceBatch, Vocab
-    from models.baselines import EnsembleModel, GBDTBaseline, LogisticBaseline
+    from models.baselines import EnsembleModel, ForestBaseline, GBDTBaseline, LogisticBaseline, MLPBaseline, SVMBaseline
+    from models.calibration import Calibrator
     from models.transformer import IntentTransformer
 
 # The files of a model directory (see above).
@@ -60,18 +64,27 @@ VOCAB_FILE = "vocab.json"
 LOGREG_FILE = "logreg.json"              # written by models.baselines.LogisticBaseline.save
 GBDT_MODEL_FILE = "gbdt.txt"             # written by models.baselines.GBDTBaseline.save
 GBDT_META_FILE = "gbdt.json"             # ... beside it
-VALIDATION_FILE = "validation.parquet"   # written beside the model by core.modeling.pipeline
+SVM_FILE = "svm.json"                    # written by models.baselines.SVMBaseline.save
+FOREST_MODEL_FILE = "forest.skops"       # written by models.baselines.ForestBaseline.save
+FOREST_META_FILE = "forest.json"         # ... beside it
+MLP_FILE = "mlp.json"                    # written by models.baselines.MLPBaseline.save
+EVALUATION_FILE = "evaluation.parquet"   # validation + test rows, written by core.modeling.pipeline
+VALIDATION_FILE = "validation.parquet"   # validation rows of models trained before the test window
 # Every file a model directory may hold: what a zip upload or a copy may bring along.
 MODEL_FILES = frozenset({CARD_FILE, WEIGHTS_FILE, VOCAB_FILE, LOGREG_FILE, GBDT_MODEL_FILE,
-                         GBDT_META_FILE, VALIDATION_FILE})
+                         GBDT_META_FILE, SVM_FILE, FOREST_MODEL_FILE, FOREST_META_FILE, MLP_FILE,
+                         VALIDATION_FILE, EVALUATION_FILE})
 MAX_CARD_BYTES = 16 * 2**20       # a card is some kB (history and search trials included)
 WEIGHTS_OVERHEAD_BYTES = 2**20    # torch.save's zip headers and pickled structure beyond the values
 
 # The model kinds, in the order the CLI and the Train page offer them, with their display names.
-MODEL_KINDS = ("transformer", "gbdt", "logreg", "ensemble")
+MODEL_KINDS = ("transformer", "gbdt", "logreg", "svm", "forest", "mlp", "ensemble")
 KIND_LABELS = {"transformer": "Transformer (event sequences)", "gbdt": "Gradient-boosted trees",
-               "logreg": "Logistic regression", "ensemble": "Ensemble of the three"}
-COMPONENTS = ("transformer", "gbdt", "logreg")   # the kinds an ensemble is made of
+               "logreg": "Logistic regression", "svm": "Linear SVM (Platt-calibrated)",
+               "forest": "Random forest", "mlp": "Multi-layer perceptron", "ensemble": "Ensemble (Transformer, trees, logistic)"}
+# The models on aggregate features (models.baselines.FEATURE_KINDS holds their classes).
+FEATURE_COMPONENTS = ("gbdt", "logreg", "svm", "forest", "mlp")
+COMPONENTS = ("transformer", *FEATURE_COMPONENTS)   # what a model directory may hold; an ensemble, several
 
 
 def json_default(value: Any) -> Any:
@@ -98,7 +111,7 @@ def json_default(value: Any) -> Any:
 def library_versions() -> dict[str, str]:
     """Versions of the libraries a model depends on (read from package metadata, not imports)."""
     out = {"python": platform.python_version()}
-    for name in ("torch", "scikit-learn", "lightgbm", "duckdb", "numpy", "pandas"):
+    for name in ("torch", "scikit-learn", "lightgbm", "skops", "duckdb", "numpy", "pandas"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -127,12 +140,14 @@ def _components(kind: str, ensemble: EnsembleModel | None) -> list[str]:
 
 def save_model(out_dir: str | Path, *, kind: str, card: dict[str, Any],
                transformer: IntentTransformer | None = None, logreg: LogisticBaseline | None = None,
-               gbdt: GBDTBaseline | None = None, vocab: Vocab | None = None,
+               gbdt: GBDTBaseline | None = None, svm: SVMBaseline | None = None,
+               forest: ForestBaseline | None = None, mlp: MLPBaseline | None = None, vocab: Vocab | None = None,
                weights: EnsembleModel | dict[str, float] | None = None,
                ensemble: EnsembleModel | None = None, feature_names: list[str] | None = None) -> Path:
     """Write a model directory atomically and return its path.
 
-    kind: transformer | gbdt | logreg | ensemble. card: the caller's facts (dataset, label, cutoffs,
+    kind: one of MODEL_KINDS; each component is passed by its kind's name (transformer=, gbdt=,
+    logreg=, svm=, forest=, mlp=), so ``**{kind: model}`` works. card: the caller's facts (dataset, label, cutoffs,
     metrics, history, ...); this function adds format, schema_version, model_id (unless given),
     components, config, feature_names, files, created_at and libraries. ensemble: a fitted
     ``EnsembleModel`` (``weights``: the same, or a {member: weight} dict). vocab is required
@@ -148,14 +163,15 @@ def save_model(out_dir: str | Path, *, kind: str, card: dict[str, Any],
     if kind == "ensemble" and ensemble is None:
         raise ModelError("an ensemble needs its weights: pass ensemble= (a fitted EnsembleModel).")
     members = _components(kind, ensemble)
-    objects: dict[str, Any] = {"transformer": transformer, "logreg": logreg, "gbdt": gbdt}
+    objects: dict[str, Any] = {"transformer": transformer, "logreg": logreg, "gbdt": gbdt, "svm": svm,
+                               "forest": forest, "mlp": mlp}
     missing = [m for m in members if objects.get(m) is None]
     if missing or not members:
         raise ModelError(f"a {kind} model needs its fitted component(s): {', '.join(missing) or kind}.")
     if "transformer" in members and vocab is None:
         raise ModelError("a transformer model needs the vocabulary it was trained with (vocab=).")
     if feature_names is None:
-        for name in ("gbdt", "logreg"):
+        for name in FEATURE_COMPONENTS:
             if name in members:
                 feature_names = list(objects[name].feature_names_in_)
                 break
@@ -175,7 +191,7 @@ def save_model(out_dir: str | Path, *, kind: str, card: dict[str, Any],
         "config": {m: (objects[m].config.to_dict() if m == "transformer" else objects[m].get_params())
                    for m in members},
         "feature_names": list(feature_names) if feature_names is not None
-        and any(m in members for m in ("gbdt", "logreg")) else [],
+        and any(m in members for m in FEATURE_COMPONENTS) else [],
         "vocab_file": VOCAB_FILE if "transformer" in members else None,
         "created_at": card.get("created_at") or created.isoformat(timespec="seconds"),
         "libraries": library_versions(),
@@ -192,10 +208,9 @@ def save_model(out_dir: str | Path, *, kind: str, card: dict[str, Any],
             state = {k: v.detach().cpu() for k, v in transformer.state_dict().items()}
             torch.save(state, tmp / WEIGHTS_FILE)
             (tmp / VOCAB_FILE).write_text(json.dumps(vocab.to_dict()))
-        if logreg is not None and "logreg" in members:
-            logreg.save(tmp)
-        if gbdt is not None and "gbdt" in members:
-            gbdt.save(tmp)
+        for name in FEATURE_COMPONENTS:
+            if name in members:
+                objects[name].save(tmp)
         full["files"] = sorted([p.name for p in tmp.iterdir()] + [CARD_FILE])
         (tmp / CARD_FILE).write_text(json.dumps(full, indent=1, default=json_default))
         old = None
@@ -257,7 +272,11 @@ class LoadedModel:
     transformer: IntentTransformer | None = None    # in eval mode
     logreg: LogisticBaseline | None = None
     gbdt: GBDTBaseline | None = None                # SHAP reads .gbdt.booster_
+    svm: SVMBaseline | None = None
+    forest: ForestBaseline | None = None
+    mlp: MLPBaseline | None = None
     ensemble: EnsembleModel | None = None
+    calibration: Calibrator | None = None           # fitted on the validation window; None = raw
 
     @property
     def components(self) -> list[str]:
@@ -275,7 +294,7 @@ class LoadedModel:
 
     @property
     def needs_features(self) -> bool:
-        return any(m in self._active() for m in ("gbdt", "logreg"))
+        return any(m in self._active() for m in FEATURE_COMPONENTS)
 
     def _check_sequences(self, transformer: IntentTransformer, seq: SequenceBatch) -> None:
         config = transformer.config
@@ -314,15 +333,17 @@ class LoadedModel:
             raise ModelError(f"the inputs differ in rows: {lengths}.")
         if self.ensemble is not None:
             weights = self.ensemble.weights_
-            return np.asarray(np.sum([weights[m] * probs[m] for m in probs], axis=0), dtype=float)
-        return probs[self.kind]
+            raw = np.asarray(np.sum([weights[m] * probs[m] for m in probs], axis=0), dtype=float)
+        else:
+            raw = probs[self.kind]
+        return raw if self.calibration is None else self.calibration.apply(raw)
 
 
 def load_model(model_dir: str | Path) -> LoadedModel:
     """Read a model directory written by ``save_model``; ModelError with what to do otherwise."""
     from core.modeling.labels import LabelSpec
     from core.modeling.sequences import Vocab
-    from models.baselines import EnsembleModel, GBDTBaseline, LogisticBaseline
+    from models.baselines import FEATURE_KINDS, EnsembleModel
 
     model_dir = Path(model_dir)
     card = load_card(model_dir)
@@ -350,10 +371,9 @@ def load_model(model_dir: str | Path) -> LoadedModel:
             raise ModelError(f"{model_dir / VOCAB_FILE} is not a vocabulary ({err}).",
                              hint=hint) from err
         _check_vocab(loaded.transformer, loaded.vocab, model_dir / VOCAB_FILE, hint)
-    if "logreg" in members:
-        loaded.logreg = LogisticBaseline.load(model_dir)
-    if "gbdt" in members:
-        loaded.gbdt = GBDTBaseline.load(model_dir)
+    for name in FEATURE_COMPONENTS:
+        if name in members:
+            setattr(loaded, name, FEATURE_KINDS[name].load(model_dir))
     if loaded.kind == "ensemble":
         try:
             loaded.ensemble = EnsembleModel.from_dict(card["ensemble"])
@@ -367,6 +387,14 @@ def load_model(model_dir: str | Path) -> LoadedModel:
     elif members != [loaded.kind]:
         raise ModelError(f"{model_dir / CARD_FILE}: a {loaded.kind} model cannot hold {members}.",
                          hint=hint)
+    if card.get("calibration"):
+        from models.calibration import Calibrator
+
+        try:
+            loaded.calibration = Calibrator.from_dict(card["calibration"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ModelError(f"{model_dir / CARD_FILE} has no usable calibration map ({err}).",
+                             hint=hint) from err
     return loaded
 
 

@@ -21,7 +21,7 @@ from core.data.ingest import ingest_file
 from core.data.store import Store
 from core.modeling import metrics
 from core.modeling.labels import LabelSpec
-from core.modeling.pipeline import load_validation, train_model
+from core.modeling.pipeline import load_evaluation, train_model
 from tests.app_util import open_app_page, point_app_at
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +98,7 @@ def test_the_page_draws_every_view_of_the_model(models):
     table = metrics_table(at)
     assert list(table["metric"]) == ["ROC-AUC", "PR-AUC", "log-loss", "Brier", "ECE", "accuracy",
                                      "precision", "recall", "F1"]
-    rows = load_validation(models / "demo-gbdt-1d")
+    rows = load_evaluation(models / "demo-gbdt-1d")
     expected = metrics.summary_metrics(rows["label"], rows["score"], n_boot=0)
     roc = table.set_index("metric").loc["ROC-AUC"]
     assert roc["demo-gbdt-1d"] == pytest.approx(expected["roc_auc"]["value"])
@@ -116,7 +116,7 @@ def test_the_page_draws_every_view_of_the_model(models):
 
 def test_moving_the_cutoff_changes_the_confusion_matrix(models):
     at = pick_model(performance_page(), models / "demo-gbdt-1d")
-    rows = load_validation(models / "demo-gbdt-1d")
+    rows = load_evaluation(models / "demo-gbdt-1d")
     at.slider(key="perf_cut_prob").set_value(0.2).run()
     low = confusion_cells(at, "demo-gbdt-1d")
     at.slider(key="perf_cut_prob").set_value(0.6).run()
@@ -137,7 +137,7 @@ def test_moving_the_cutoff_changes_the_confusion_matrix(models):
 
 def test_top_share_mode_flags_that_share_and_is_in_the_link(models):
     at = pick_model(performance_page(), models / "demo-gbdt-1d")
-    rows = load_validation(models / "demo-gbdt-1d")
+    rows = load_evaluation(models / "demo-gbdt-1d")
     at.radio(key="perf_cut_mode").set_value("top").run()
     at.slider(key="perf_cut_top").set_value(10.0).run()
     assert not at.exception

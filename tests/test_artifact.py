@@ -140,8 +140,8 @@ def test_refuses_other_versions_and_kinds(parts, tmp_path):
     _edit_card(path, format=FORMAT, schema_version=SCHEMA_VERSION + 1)
     with pytest.raises(ModelError, match=f"schema version {SCHEMA_VERSION + 1}.*reads {SCHEMA_VERSION}"):
         load_model(path)
-    _edit_card(path, schema_version=SCHEMA_VERSION, kind="forest")
-    with pytest.raises(ModelError, match="unknown model kind 'forest'"):
+    _edit_card(path, schema_version=SCHEMA_VERSION, kind="knn")
+    with pytest.raises(ModelError, match="unknown model kind 'knn'"):
         load_model(path)
 
 
@@ -192,7 +192,7 @@ def test_save_replaces_a_model_but_not_other_directories(parts, tmp_path):
     with pytest.raises(ModelError, match="vocab"):
         save_model(tmp_path / "x", kind="transformer", card=_card(), transformer=parts["transformer"])
     with pytest.raises(ModelError, match="kind must be one of"):
-        save_model(tmp_path / "x", kind="forest", card=_card())
+        save_model(tmp_path / "x", kind="knn", card=_card())
 
 
 class _Payload:

@@ -14,9 +14,9 @@ from core.insight.cohorts import (
     cohort_summary,
     cohort_users,
     export_cohort,
+    measured_at_cut,
     refresh_user_stats,
     score_histogram,
-    validation_at_cut,
     value_curve,
 )
 
@@ -159,9 +159,9 @@ def test_value_curve_marks_the_best_cut(scored):
     assert limited["k"] == 5
 
 
-def test_validation_at_cut():
+def test_measured_at_cut():
     val = pd.DataFrame({"label": [1, 1, 0, 0, 0, 0, 0, 0, 0, 1], "score": np.linspace(1, 0.1, 10)})
-    out = validation_at_cut(val, CohortSpec(mode="top", top_percent=20))
+    out = measured_at_cut(val, CohortSpec(mode="top", top_percent=20))
     assert out["precision"] == 1.0 and out["lift"] == pytest.approx(1 / 0.3)
     assert out["recall"] == pytest.approx(2 / 3)
 

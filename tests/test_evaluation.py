@@ -24,6 +24,7 @@ from core.insight.evaluation import (
     segment_labels,
     segment_rank_metrics,
     segment_table,
+    window_table,
 )
 from models.artifact import FORMAT, SCHEMA_VERSION
 
@@ -160,10 +161,21 @@ def test_evaluate_model_reads_a_saved_model(tmp_path):
     folder.mkdir()
     card = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "kind": "gbdt", "label": {"max_len": 20}}
     (folder / "card.json").write_text(json.dumps(card))
-    with pytest.raises(ModelError, match=r"validation\.parquet"):
+    with pytest.raises(ModelError, match=r"evaluation\.parquet"):
         evaluate_model(folder)
+    # a model older than the test window: its validation rows, labelled as such
     rows_frame([1, 0, 1, 0], [0.9, 0.8, 0.3, 0.1], [3, 5, 21, 1]).to_parquet(folder / "validation.parquet")
     ev = evaluate_model(folder, n_boot=20)
+    assert ev.split == "valid" and "validation window" in ev.window
+    with pytest.raises(ModelError, match=r"evaluation\.parquet"):
+        evaluate_model(folder, split="test")
+    # today's layout: validation and test rows in one file; the test window is the default
+    valid = rows_frame([0, 0, 1, 1], [0.9, 0.8, 0.3, 0.1], [3, 5, 21, 1]).assign(split="valid")
+    test = rows_frame([1, 0, 1, 0], [0.9, 0.8, 0.3, 0.1], [3, 5, 21, 1]).assign(split="test")
+    pd.concat([valid, test], ignore_index=True).to_parquet(folder / "evaluation.parquet")
+    ev = evaluate_model(folder, n_boot=20)
+    assert ev.split == "test" and ev.window == "test window"
+    assert evaluate_model(folder, split="valid", n_boot=20).summary["roc_auc"]["value"] == pytest.approx(0.0)
     assert ev.name == "demo-gbdt" and ev.base_rate == 0.5
     assert ev.summary["roc_auc"]["value"] == pytest.approx(0.75)
     assert [str(v) for v in ev.segments["sequence length"]] == ["1–4 events", "5–19 events",
@@ -171,3 +183,13 @@ def test_evaluate_model_reads_a_saved_model(tmp_path):
     assert ev.members.empty and list(ev.segment_auc.columns) == ev_mod.SEGMENT_COLUMNS
     with pytest.raises(ModelError):
         evaluate_model(tmp_path / "missing")
+
+
+def test_window_table_puts_the_validation_figures_beside_the_test_ones():
+    card = {"metrics_split": "test", "metrics": {"roc_auc": {"value": 0.71, "low": 0.6, "high": 0.8}},
+            "valid_metrics": {"roc_auc": {"value": 0.75, "low": 0.7, "high": 0.8}}}
+    table = window_table(card).set_index("metric")
+    assert table.loc["roc_auc", "test window"] == 0.71 and table.loc["roc_auc", "validation window"] == 0.75
+    assert np.isnan(table.loc["pr_auc", "test window"])
+    old = window_table({"metrics": {"roc_auc": {"value": 0.8, "low": 0.7, "high": 0.9}}}).set_index("metric")
+    assert np.isnan(old.loc["roc_auc", "test window"]) and old.loc["roc_auc", "validation window"] == 0.8

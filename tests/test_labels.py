@@ -63,18 +63,22 @@ def test_real_two_hour_slice_plan_with_30min_horizon(store, samples):
     ingest_file(store, samples / "taobao" / "UserBehavior_slice_2h.csv", dataset="slice")
     spec = LabelSpec(horizon="30min")
     plan = plan_cutoffs(store, "slice", spec)
-    # events 09:00-11:10:11 +08:00 = 01:00-03:10:11 UTC: validation history up to 10:40 local,
-    # label = a buy by 11:10; training cutoffs every 30 minutes before, each with >= 30min history
-    assert plan.valid_cutoff == datetime(2017, 11, 26, 2, 40)
-    assert plan.train_cutoffs == [datetime(2017, 11, 26, 1, 40), datetime(2017, 11, 26, 2, 10)]
+    # events 09:00-11:10:11 +08:00 = 01:00-03:10:11 UTC: test history up to 10:40 local, label = a
+    # buy by 11:10; validation 30 minutes before (labels end where the test window starts); training
+    # cutoffs every 30 minutes before that, each with >= 30min history
+    assert plan.test_cutoff == datetime(2017, 11, 26, 2, 40)
+    assert plan.valid_cutoff == datetime(2017, 11, 26, 2, 10)
+    assert plan.train_cutoffs == [datetime(2017, 11, 26, 1, 40)]
     assert plan.score_cutoff == datetime(2017, 11, 26, 3, 10, 11)
+    assert CutoffPlan.from_dict(plan.to_dict()) == plan
     examples = build_examples(store, "slice", spec, plan)
     # every row and label against the raw events: a row per user with an event at or before T,
     # label 1 when the user buys in (T, T + 30min]
     events = store.df("SELECT user_id, behavior::VARCHAR AS behavior, ts FROM events WHERE dataset = 'slice'")
     buys = events[events.behavior == "buy"]
     expected = []
-    for split, cutoff in [("train", t) for t in plan.train_cutoffs] + [("valid", plan.valid_cutoff)]:
+    for split, cutoff in ([("train", t) for t in plan.train_cutoffs] + [("valid", plan.valid_cutoff)]
+                          + [("test", plan.test_cutoff)]):
         users = set(events.loc[events.ts <= cutoff, "user_id"])
         buyers = set(buys.loc[(buys.ts > cutoff) & (buys.ts <= cutoff + timedelta(minutes=30)), "user_id"])
         expected += [(u, cutoff, int(u in buyers), split) for u in users]
@@ -87,7 +91,8 @@ def test_shorter_step_keeps_training_windows_out_of_validation(store):
     add_events(store, "d", [("u", "i", "c", "view", DAY0 + timedelta(hours=h)) for h in range(0, 240, 3)])
     spec = LabelSpec(horizon="1d", cutoff_step="6h", max_train_cutoffs=5)
     plan = plan_cutoffs(store, "d", spec)
-    assert plan.valid_cutoff == datetime(2024, 1, 10, 21) - timedelta(days=1)
+    assert plan.test_cutoff == datetime(2024, 1, 10, 21) - timedelta(days=1)
+    assert plan.valid_cutoff == plan.test_cutoff - timedelta(days=1)
     assert len(plan.train_cutoffs) == 5
     assert plan.train_cutoffs == sorted(plan.train_cutoffs)
     for t in plan.train_cutoffs:
@@ -159,6 +164,31 @@ def test_eligibility_counts_and_refusal_message(tiny):
     assert "longer history" in text and "shorter horizon" in text and "another dataset" in text
 
 
+def test_eligibility_counts_the_test_window_and_refuses_a_thin_one(tiny):
+    spec = LabelSpec(horizon="1h")
+    plan = CutoffPlan(train_cutoffs=[at(0, 30)], valid_cutoff=at(1), score_cutoff=at(5), test_cutoff=at(2))
+    ok = check_eligibility(tiny, "tiny", spec, plan, min_pos=1, min_neg=1, min_test_pos=1)
+    # the test window at 02:00 is the old validation cutoff of TINY_PLAN: 1 buyer, 4 non-buyers
+    assert (ok.test_pos, ok.test_neg) == (1, 4) and (ok.valid_pos, ok.valid_neg) == (2, 2)
+    assert ok.ok and "test window" in ok.message
+    thin = check_eligibility(tiny, "tiny", spec, plan, min_pos=1, min_neg=1, min_test_pos=5)
+    assert not thin.ok
+    assert "test positives: 1 < 5" in thin.message and "1 positives and 4 negatives" in thin.message
+    # training and validation alone would have been enough: the refusal is the test window's
+    assert "training positives" not in thin.message and "validation positives" not in thin.message
+
+
+def test_examples_of_the_three_windows_never_share_a_cutoff(tiny):
+    spec = LabelSpec(horizon="1h")
+    plan = CutoffPlan(train_cutoffs=[at(0, 30)], valid_cutoff=at(1), score_cutoff=at(5), test_cutoff=at(2))
+    examples = build_examples(tiny, "tiny", spec, plan)
+    by_split = examples.groupby("split")["cutoff"].unique()
+    assert {s: list(v) for s, v in by_split.items()} == {
+        "train": [pd.Timestamp(at(0, 30))], "valid": [pd.Timestamp(at(1))], "test": [pd.Timestamp(at(2))]}
+    # the validation labels (01:00, 02:00] end where the test history begins
+    assert plan.valid_cutoff + spec.horizon_td <= plan.test_cutoff
+
+
 def test_eligibility_when_the_data_is_shorter_than_the_windows(tiny):
     spec = LabelSpec(horizon="2h")
     plan = plan_cutoffs(tiny, "tiny", spec)
@@ -171,3 +201,6 @@ def test_eligibility_when_the_data_is_shorter_than_the_windows(tiny):
 def test_plan_round_trips_through_dict():
     plan = CutoffPlan(train_cutoffs=[at(1), at(2)], valid_cutoff=at(3), score_cutoff=at(4, 30))
     assert CutoffPlan.from_dict(plan.to_dict()) == plan
+    with_test = CutoffPlan(train_cutoffs=[at(1)], valid_cutoff=at(2), score_cutoff=at(4), test_cutoff=at(3))
+    assert CutoffPlan.from_dict(with_test.to_dict()) == with_test
+    assert with_test.splits == ("train", "valid", "test") and plan.splits == ("train", "valid")

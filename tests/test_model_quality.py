@@ -1,7 +1,16 @@
-"""Model quality against the best achievable: on a synthetic log whose true purchase probabilities
-are known, the Transformer's ROC-AUC must reach 95 % of the Bayes-optimal AUC on the same rows.
-(bench/quality.py runs the same comparison larger, with every model kind.)"""
+"""Model quality against the best achievable, on the test window, over several seeds.
+
+On synthetic logs whose true purchase probabilities are known, the Transformer's chance-corrected
+ratio (AUC - 0.5) / (Bayes AUC - 0.5) on the TEST window (after the validation window that early
+stopping and calibration selected on) must reach ``MIN_RATIO`` on the median of three seeds and
+``MIN_RATIO_EACH`` on every one of them, and its calibrated probabilities must keep ECE small. The
+generator configuration differs from every one the presets or the bench were tuned on (its seeds,
+intent strength, activity and catalogue are its own). The test prints each ratio and the margin.
+(bench/quality.py runs the same comparison larger, with every model kind.)
+"""
 from __future__ import annotations
+
+import statistics
 
 import pandas as pd
 import pytest
@@ -9,22 +18,45 @@ import pytest
 from core.data.ingest import ingest_file
 from core.data.store import Store
 from core.modeling.labels import LabelSpec
-from core.modeling.pipeline import load_validation, train_model
+from core.modeling.pipeline import load_evaluation, train_model
 from core.modeling.synth import SynthConfig, compare_with_truth, generate, truth_plan
 
-CONFIG = SynthConfig(users=6000, days=8, seed=11, n_items=5000, n_categories=60)
+SEEDS = (0, 1, 2)            # each seed: its own generated log and its own model initialisation
+MIN_RATIO = 0.90             # median over the seeds
+MIN_RATIO_EACH = 0.85        # every seed
+MAX_ECE = 0.03               # test-window ECE after the validation-window calibration, median
+
+
+def _config(seed: int) -> SynthConfig:
+    return SynthConfig(users=5000, days=8, seed=4242 + seed, n_items=5000, n_categories=60,
+                       intent_strength=1.2, sessions_per_day=1.2, activity_sigma=0.8)
 
 
 @pytest.mark.slow
-def test_transformer_reaches_95_percent_of_the_bayes_auc(tmp_path):
-    generate(CONFIG, tmp_path / "events.csv", truth_out=tmp_path / "truth.csv")
-    truth = pd.read_csv(tmp_path / "truth.csv")
-    with Store(tmp_path / "db.duckdb") as store:
-        ingest_file(store, tmp_path / "events.csv", dataset="syn")
-        result = train_model(store, "syn", kind="transformer", spec=LabelSpec(horizon="1d"),
-                             preset="fast", seed=0, out=tmp_path / "model",
-                             plan=truth_plan(CONFIG, n_train=4))
-    report = compare_with_truth(load_validation(result.model_dir), truth)
-    print(report)
-    assert report["rows"] > 1000 and report["positives"] > 50
-    assert report["ratio"] >= 0.95, report
+def test_transformer_reaches_most_of_the_achievable_lift_on_the_test_window(tmp_path):
+    reports = []
+    for seed in SEEDS:
+        config = _config(seed)
+        generate(config, tmp_path / f"events{seed}.csv", truth_out=tmp_path / f"truth{seed}.csv")
+        truth = pd.read_csv(tmp_path / f"truth{seed}.csv")
+        with Store(tmp_path / f"db{seed}.duckdb") as store:
+            ingest_file(store, tmp_path / f"events{seed}.csv", dataset="syn")
+            result = train_model(store, "syn", kind="transformer", spec=LabelSpec(horizon="1d"),
+                                 preset="fast", seed=seed, out=tmp_path / f"model{seed}",
+                                 plan=truth_plan(config, n_train=4))
+        rows = load_evaluation(result.model_dir, "test")
+        assert rows.attrs["split"] == "test"
+        report = compare_with_truth(rows, truth)
+        assert report["rows"] > 1000 and report["positives"] > 50
+        reports.append(report)
+        print(f"seed {seed}: ratio {report['ratio']:.3f} (AUC {report['model_roc_auc']:.4f}, Bayes "
+              f"{report['bayes_roc_auc']:.4f}), ECE {report['ece']:.4f}")
+    ratios = [r["ratio"] for r in reports]
+    median = statistics.median(ratios)
+    ece = statistics.median(r["ece"] for r in reports)
+    print(f"median ratio {median:.3f}: margin {median - MIN_RATIO:+.3f} over {MIN_RATIO}; worst seed "
+          f"{min(ratios):.3f}: margin {min(ratios) - MIN_RATIO_EACH:+.3f} over {MIN_RATIO_EACH}; median "
+          f"ECE {ece:.4f}: margin {MAX_ECE - ece:+.4f} under {MAX_ECE}")
+    assert median >= MIN_RATIO, ratios
+    assert min(ratios) >= MIN_RATIO_EACH, ratios
+    assert ece <= MAX_ECE, [r["ece"] for r in reports]

@@ -17,7 +17,7 @@ from core.errors import EligibilityError
 from core.insight.cohorts import predict_at, score_dataset
 from core.modeling.labels import LabelSpec
 from core.modeling.model_store import list_models
-from core.modeling.pipeline import load_validation, train_model
+from core.modeling.pipeline import load_evaluation, train_model
 from core.modeling.synth import SynthConfig, generate
 from models.artifact import load_model
 
@@ -48,9 +48,16 @@ def test_each_kind_trains_saves_and_scores(world, kind):
     assert result.card["kind"] == kind and result.card["dataset"] == "syn"
     assert 0.5 < result.metrics["roc_auc"]["value"] <= 1
     assert result.metrics["roc_auc"]["low"] <= result.metrics["roc_auc"]["value"] <= result.metrics["roc_auc"]["high"]
-    valid = load_validation(result.model_dir)
-    assert {"user_id", "cutoff", "label", "score", "n_events"} <= set(valid.columns)
-    assert len(valid) == result.card["rows"]["valid"]
+    test = load_evaluation(result.model_dir)
+    assert {"user_id", "cutoff", "label", "score", "score_raw", "n_events"} <= set(test.columns)
+    assert test.attrs["split"] == "test" and len(test) == result.card["rows"]["test"]
+    assert len(load_evaluation(result.model_dir, "valid")) == result.card["rows"]["valid"]
+    # the reported figures are the test window's, with the validation window's beside them
+    assert result.card["metrics_split"] == "test"
+    assert result.card["metrics"]["n"] == len(test)
+    assert result.card["valid_metrics"]["n"] == result.card["rows"]["valid"]
+    cutoffs = result.card["cutoffs"]
+    assert cutoffs["train_cutoffs"][-1] < cutoffs["valid_cutoff"] < cutoffs["test_cutoff"]
     scores = score_dataset(store, result.model_dir, "syn")
     n_users = store.fetchone("SELECT count(DISTINCT user_id) FROM events WHERE dataset = 'syn'")[0]
     assert len(scores) == n_users and scores["score"].between(0, 1).all()
@@ -68,7 +75,7 @@ def test_saved_model_reproduces_its_validation_scores(world, kind):
     store, models, _ = world
     result = models[kind]
     model = load_model(result.model_dir)
-    valid = load_validation(result.model_dir)
+    valid = load_evaluation(result.model_dir)
     cutoff = valid["cutoff"].iloc[0]
     again = predict_at(store, model, "syn", cutoff)
     merged = valid[["user_id", "score"]].merge(again, on="user_id", suffixes=("_saved", "_loaded"))
@@ -117,8 +124,9 @@ def test_short_horizon_on_the_real_two_hour_slice(tmp_path):
         result = train_model(store, "t2h", kind="gbdt", spec=LabelSpec(horizon="30min"),
                              preset="fast", out=tmp_path / "m")
     cutoffs = result.card["cutoffs"]
-    assert str(cutoffs["valid_cutoff"]).startswith("2017-11-26T02:40") or \
-        str(cutoffs["valid_cutoff"]).startswith("2017-11-26 02:40")
+    assert str(cutoffs["test_cutoff"]).startswith("2017-11-26T02:40")
+    assert str(cutoffs["valid_cutoff"]).startswith("2017-11-26T02:10")
+    assert result.card["rows"]["test_positives"] >= 20
     assert result.metrics["roc_auc"]["value"] > 0.6
 
 
@@ -130,11 +138,16 @@ def test_cli_train_evaluate_score(world, tmp_path):
                                        capture_output=True, text=True, timeout=600)
     assert run("ingest", str(store_path), "--dataset", "syn", "--db", str(db)).returncode == 0
     out = run("train", "--dataset", "syn", "--model", "logreg", "--horizon", "1d", "--db", str(db),
-              "--out", str(tmp_path / "m"))
+              "--out", str(tmp_path / "m"), "--refit", "--compare-random-split")
     assert out.returncode == 0, out.stderr
-    assert "logreg" in out.stdout and "roc_auc" in out.stdout
-    metrics = json.loads(run("evaluate", "--model", str(tmp_path / "m"), "--json").stdout)
-    assert 0 < metrics["roc_auc"]["value"] <= 1
+    assert "logreg" in out.stdout and "roc_auc" in out.stdout and "test window" in out.stdout
+    assert "random 80/20 split" in out.stdout and "refitted on every labelled window" in out.stdout
+    report = json.loads(run("evaluate", "--model", str(tmp_path / "m"), "--json").stdout)
+    assert report["split"] == "test" and 0 < report["metrics"]["roc_auc"]["value"] <= 1
+    assert 0 < report["valid_metrics"]["roc_auc"]["value"] <= 1
+    assert 0 < report["random_split"]["metrics"]["roc_auc"]["value"] <= 1
+    text = run("evaluate", "--model", str(tmp_path / "m"), "--compare-random-split").stdout
+    assert "test window (reported; nothing was selected on it)" in text and "overstatement" in text
     scored = run("score", "--model", str(tmp_path / "m"), "--dataset", "syn", "--db", str(db),
                  "--out", str(tmp_path / "s.csv"))
     assert scored.returncode == 0, scored.stderr
@@ -151,3 +164,21 @@ def test_default_model_directory_is_under_the_models_root(tmp_path, monkeypatch)
     assert default_model_dir("demo", "gbdt", LabelSpec(horizon="1d")) == tmp_path / "demo-gbdt-1d"
     scoped = default_model_dir("../x y", "transformer", LabelSpec(horizon="6h", scope="category"))
     assert scoped == tmp_path / "x_y-transformer-6h-category"
+
+
+def test_refit_keeps_the_evaluated_figures_and_learns_from_every_window(world, tmp_path):
+    store, _, _ = world
+    spec = LabelSpec(horizon="1d")
+    evaluated = train_model(store, "syn", kind="gbdt", spec=spec, preset="fast", seed=0, out=tmp_path / "a")
+    refitted = train_model(store, "syn", kind="gbdt", spec=spec, preset="fast", seed=0, out=tmp_path / "b",
+                           refit=True)
+    assert refitted.card["metrics"] == evaluated.card["metrics"]          # the evaluated fit's test figures
+    rows = evaluated.card["rows"]
+    assert refitted.card["refit"]["rows"] == rows["train"] + rows["valid"] + rows["test"]
+    assert refitted.card["refit"]["cutoffs"][-1] == evaluated.card["cutoffs"]["test_cutoff"]
+    # the refitted trees keep the evaluated fit's budget but learn from the newer windows too
+    a, b = load_model(evaluated.model_dir), load_model(refitted.model_dir)
+    assert b.gbdt.n_iter_ == a.gbdt.n_iter_
+    T = pd.Timestamp(store.dataset("syn")["ts_max"])
+    pa_, pb = predict_at(store, a, "syn", T)["score"], predict_at(store, b, "syn", T)["score"]
+    assert not np.allclose(pa_.to_numpy(), pb.to_numpy())

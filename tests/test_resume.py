@@ -25,7 +25,7 @@ import torch
 from core.data.ingest import ingest_file
 from core.data.store import Store
 from core.modeling.labels import LabelSpec
-from core.modeling.pipeline import checkpoint_dir_for, load_validation, train_model
+from core.modeling.pipeline import checkpoint_dir_for, load_evaluation, train_model
 from core.modeling.synth import SynthConfig, generate
 from core.modeling.training import CHECKPOINT_FILE
 from core.runtime.jobs import JobContext, JobRegistry
@@ -92,8 +92,8 @@ def test_cli_training_killed_with_sigkill_resumes_with_the_same_command(database
     assert len(card["history"]) >= killed_at + 1
     assert _without_seconds(card["history"]) == _without_seconds(reference_card["history"])
     assert card["metrics"] == reference_card["metrics"]
-    np.testing.assert_array_equal(load_validation(out)["score"].to_numpy(),
-                                  load_validation(reference_out)["score"].to_numpy())
+    np.testing.assert_array_equal(load_evaluation(out)["score"].to_numpy(),
+                                  load_evaluation(reference_out)["score"].to_numpy())
 
 
 def test_train_page_job_resumes_and_its_log_says_so(database: Path, tmp_path: Path) -> None:

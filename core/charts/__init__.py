@@ -78,5 +78,6 @@ from core.charts.performance import (  # noqa: F401
     roc_curves,
     score_histogram,
     segment_quality,
+    split_comparison_chart,
     training_curves,
 )

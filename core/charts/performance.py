@@ -111,13 +111,13 @@ def training_curves(frame: pd.DataFrame, *,
 
 
 def leaderboard(frame: pd.DataFrame, *, metric: str = "pr_auc") -> go.Figure:
-    """Each model's validation ``metric`` with its 95 % interval, best at the top.
+    """Each model's test-window ``metric`` with its 95 % interval, best at the top.
 
     ``frame``: ``model_id``, ``kind``, ``<metric>`` and optionally ``<metric>_low``/``_high``
     (core.modeling.model_store.list_models).
     """
     label = METRIC_LABELS.get(metric, metric)
-    title = f"Validation {label} with 95 % intervals"
+    title = f"{label} on the test window, with 95 % intervals"
     if not require_columns(frame, ("model_id", "kind", metric), "leaderboard") or frame[metric].isna().all():
         return empty_figure("No model trained on this dataset yet: train one above.", title,
                             height=240)
@@ -301,10 +301,10 @@ def calibration_chart(frame: pd.DataFrame) -> go.Figure:
     """Observed buyer share against mean predicted probability per bin, with the diagonal a
     perfectly calibrated model follows. ``frame``: ``model``, ``mean_p``, ``frac_pos``, ``n``
     (core.modeling.metrics.calibration_bins plus a model column); empty bins are left out."""
-    title = "Calibration"
+    title = "Reliability diagram"
     if not require_columns(frame, ("model", "mean_p", "frac_pos", "n"), "calibration_chart") \
             or (frame["n"] > 0).sum() == 0:
-        return empty_figure("No validation rows to bin.", title)
+        return empty_figure("No rows to bin.", title)
     order = _models(frame)
     fig = base_figure(title, x_title="mean predicted probability", y_title="observed share of buyers")
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated",
@@ -382,13 +382,13 @@ def segment_quality(frame: pd.DataFrame, *, metrics: tuple[str, ...] = ("roc_auc
 
 
 def member_scores(frame: pd.DataFrame, *, metric: str = "pr_auc") -> go.Figure:
-    """An ensemble and its members side by side on one validation metric with 95 % intervals.
+    """An ensemble and its members side by side on one test-window metric with 95 % intervals.
 
     ``frame``: ``member``, ``value``, ``low``, ``high`` (and optionally ``weight``, the member's
     share of the ensemble score).
     """
     label = METRIC_LABELS.get(metric, metric)
-    title = f"Ensemble and members: validation {label}"
+    title = f"Ensemble and members: test-window {label}"
     if not require_columns(frame, ("member", "value", "low", "high"), "member_scores"):
         return empty_figure("This model is not an ensemble: it has no members to compare.", title,
                             height=280)
@@ -410,4 +410,25 @@ def member_scores(frame: pd.DataFrame, *, metric: str = "pr_auc") -> go.Figure:
     top = float(np.nanmax(tops)) if np.isfinite(tops).any() else 1.0
     fig.update_yaxes(range=[0, min(1.05, top * 1.2 + 0.02)], tickformat=".2f")
     fig.update_layout(showlegend=False)
+    return fig
+
+
+def split_comparison_chart(frame: pd.DataFrame) -> go.Figure:
+    """Time split (test window) beside a random 80/20 split of the same rows, per rank metric.
+
+    ``frame``: ``metric``, ``time_split``, ``random_split`` (core.modeling.pipeline.split_comparison);
+    only ROC-AUC and PR-AUC are drawn (the loss metrics are in the table beside it)."""
+    title = "Time split vs random 80/20 split"
+    if not require_columns(frame, ("metric", "time_split", "random_split"), "split_comparison_chart"):
+        return empty_figure("No random-split figures for this model.", title, height=300)
+    part = frame[frame["metric"].isin(["roc_auc", "pr_auc"])]
+    names = [METRIC_LABELS.get(m, m) for m in part["metric"]]
+    fig = base_figure(title, y_title="value", height=320)
+    for column, text, color in (("time_split", "time split (test window, honest)", ACCENT),
+                                ("random_split", "random 80/20 split (leaky)", NEUTRAL)):
+        fig.add_trace(go.Bar(x=names, y=part[column], name=text, marker=dict(color=color),
+                             text=[f"{v:.3f}" for v in part[column]], textposition="outside",
+                             hovertemplate="%{x}: %{y:.3f}<extra>" + text + "</extra>"))
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(range=[0, 1.05], tickformat=".2f")
     return fig

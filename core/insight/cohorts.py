@@ -308,7 +308,7 @@ class CohortSummary:
     mean_score: float
     min_score: float | None      # the score cut actually applied (lowest score in the cohort)
     description: str
-    validation: dict[str, float] = field(default_factory=dict)  # precision/lift/recall at the cut
+    measured: dict[str, float] = field(default_factory=dict)  # precision/lift/recall at the cut, on held-out rows
 
     @property
     def share(self) -> float:
@@ -316,8 +316,9 @@ class CohortSummary:
 
 
 def cohort_summary(store: Store, model_id: str, dataset: str, spec: CohortSpec,
-                   validation: pd.DataFrame | None = None) -> CohortSummary:
-    """Size, expected buyers and, given the model's validation rows, precision and lift at the cut."""
+                   held_out: pd.DataFrame | None = None) -> CohortSummary:
+    """Size, expected buyers and, given the model's held-out rows (its test window), precision and
+    lift at the cut."""
     require_run(store, model_id, dataset)
     sql, params = cohort_sql(model_id, dataset, spec)
     size, expected, mean, low = store.fetchone(
@@ -328,19 +329,20 @@ def cohort_summary(store: Store, model_id: str, dataset: str, spec: CohortSpec,
     summary = CohortSummary(size=int(size), total=int(total), expected_buyers=float(expected),
                             mean_score=float(mean), min_score=None if low is None else float(low),
                             description=spec.describe())
-    if validation is not None and not validation.empty:
-        summary.validation = validation_at_cut(validation, spec)
+    if held_out is not None and not held_out.empty:
+        summary.measured = measured_at_cut(held_out, spec)
     return summary
 
 
-def validation_at_cut(validation: pd.DataFrame, spec: CohortSpec) -> dict[str, float]:
-    """Precision, recall and lift of the same score cut on the model's validation window.
+def measured_at_cut(rows: pd.DataFrame, spec: CohortSpec) -> dict[str, float]:
+    """Precision, recall and lift of the same score cut on a model's held-out ``rows`` (label,
+    score: its test window).
 
-    Filters are not applied here (they describe users as of T, not the validation cutoff); the cut
-    is the same rule: the same top %, threshold or band.
+    Filters are not applied here (they describe users as of T, not the test cutoff); the cut is the
+    same rule: the same top %, threshold or band.
     """
-    y = validation["label"].to_numpy(dtype=float)
-    p = validation["score"].to_numpy(dtype=float)
+    y = rows["label"].to_numpy(dtype=float)
+    p = rows["score"].to_numpy(dtype=float)
     if spec.mode == "top":
         k = max(1, math.ceil(len(p) * spec.top_percent / 100.0))
         chosen = np.zeros(len(p), dtype=bool)

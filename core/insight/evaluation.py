@@ -1,6 +1,8 @@
-"""How well one saved model ranks buyers on its validation rows, overall, at a cutoff and by segment.
+"""How well one saved model ranks buyers on its test window, overall, at a cutoff and by segment.
 
-:func:`evaluate_model` reads a model's card and saved validation rows and computes everything that
+:func:`evaluate_model` reads a model's card and its saved rows of one window (the test window, which
+nothing was selected on; the validation window on request, or for models trained before the test
+window existed) and computes everything that
 does not depend on the cutoff once (an :class:`Evaluation`): rank metrics with bootstrap intervals,
 the PR and ROC curves, the lift table, calibration bins, segment labels per row and rank metrics per
 segment, and for an ensemble its members' PR-AUC. :func:`at_cutoff` then measures one cutoff (a
@@ -8,7 +10,7 @@ probability, or the top X % of rows) cheaply: the confusion counts, the threshol
 bootstrap intervals drawn from the counts (:func:`cutoff_intervals`). :func:`metrics_table`,
 :func:`operating_points` and :func:`segment_table` shape the results for the Performance page.
 
-Segments of the validation rows: activity (thirds of the users by events before the cutoff),
+Segments of the rows: activity (thirds of the users by events before the cutoff),
 sequence length (events the model saw, capped at its maximum) and the user's most frequent
 category (the busiest few by name, the rest "other").
 """
@@ -39,7 +41,7 @@ SEGMENT_COLUMNS = ["segment_type", "segment", "rows", "positives", "roc_auc", "p
 
 @dataclass
 class Evaluation:
-    """Everything about one model's validation rows that does not depend on the cutoff."""
+    """Everything about one model's rows of one window that does not depend on the cutoff."""
 
     name: str                       # the model's folder name, its label on charts and tables
     card: dict[str, Any]            # the model's card.json
@@ -53,11 +55,18 @@ class Evaluation:
     segments: pd.DataFrame          # per row: one ordered categorical column per segment type
     segment_auc: pd.DataFrame       # per segment: SEGMENT_COLUMNS
     members: pd.DataFrame = field(default_factory=pd.DataFrame)   # ensembles: member, value, low, high, weight
+    split: str = "test"             # the window the rows come from: test | valid
 
     @property
     def base_rate(self) -> float:
-        """Share of buyers among the validation rows."""
+        """Share of buyers among the rows."""
         return float(self.y.mean())
+
+    @property
+    def window(self) -> str:
+        """The window in words, for captions."""
+        return ("test window" if self.split == "test"
+                else "validation window (the one the model was selected on)")
 
 
 @dataclass
@@ -144,8 +153,9 @@ def member_metrics(card: dict[str, Any], summary: dict[str, Any]) -> pd.DataFram
 # -- one model ---------------------------------------------------------------------------------
 def evaluate(name: str, card: dict[str, Any], rows: pd.DataFrame, *, n_boot: int = N_BOOT,
              seed: int = 0) -> Evaluation:
-    """The cutoff-free evaluation of validation ``rows`` (label, score, n_events[, top_category])
-    of the model described by ``card``. DataError when the rows are empty or out of range."""
+    """The cutoff-free evaluation of ``rows`` (label, score, n_events[, top_category]) of the model
+    described by ``card``; ``rows.attrs["split"]`` names their window (default test). DataError when
+    the rows are empty or out of range."""
     y = rows["label"].to_numpy(dtype=float)
     p = rows["score"].to_numpy(dtype=float)
     summary = metrics.summary_metrics(y, p, threshold=0.5, n_boot=n_boot, seed=seed)   # checks y and p
@@ -155,17 +165,18 @@ def evaluate(name: str, card: dict[str, Any], rows: pd.DataFrame, *, n_boot: int
                       lift=metrics.lift_table(y, p, bins=20),
                       calibration=metrics.calibration_bins(y, p, bins=10), segments=segments,
                       segment_auc=segment_rank_metrics(y, p, segments),
-                      members=member_metrics(card, summary))
+                      members=member_metrics(card, summary), split=str(rows.attrs.get("split", "test")))
 
 
-def evaluate_model(model_dir: str | Path, *, n_boot: int = N_BOOT, seed: int = 0) -> Evaluation:
-    """:func:`evaluate` of a saved model's card and validation rows (ModelError when the folder is
-    not a model or has no validation rows)."""
-    from core.modeling.pipeline import load_validation
+def evaluate_model(model_dir: str | Path, *, split: str | None = None, n_boot: int = N_BOOT,
+                   seed: int = 0) -> Evaluation:
+    """:func:`evaluate` of a saved model's card and rows of ``split`` (None: its test window;
+    ModelError when the folder is not a model or has no such rows)."""
+    from core.modeling.pipeline import load_evaluation
     from models.artifact import load_card
 
     card = load_card(model_dir)
-    return evaluate(Path(model_dir).name, card, load_validation(model_dir), n_boot=n_boot, seed=seed)
+    return evaluate(Path(model_dir).name, card, load_evaluation(model_dir, split), n_boot=n_boot, seed=seed)
 
 
 # -- at a cutoff -------------------------------------------------------------------------------
@@ -259,3 +270,18 @@ def segment_table(ev: Evaluation, threshold: float) -> pd.DataFrame:
                         "precision": float(ev.y[index][hits].mean()) if hits.any() else np.nan})
     extra = pd.DataFrame(records, columns=["segment_type", "segment", "flagged", "precision"])
     return ev.segment_auc.merge(extra, on=["segment_type", "segment"], how="left")
+
+
+def window_table(card: dict[str, Any]) -> pd.DataFrame:
+    """A model's headline metrics on the test window beside the validation window's (metric, test
+    window, validation window), from its card. Models older than the test window have only the
+    validation column."""
+    split = card.get("metrics_split", "valid")
+    test = card.get("metrics", {}) if split == "test" else {}
+    valid = card.get("valid_metrics", {}) if split == "test" else card.get("metrics", {})
+    rows = []
+    for name in FIXED_METRICS:
+        cells = {label: (m.get(name) or {}).get("value", np.nan) if isinstance(m.get(name), dict) else np.nan
+                 for label, m in (("test window", test), ("validation window", valid))}
+        rows.append({"metric": name, **cells})
+    return pd.DataFrame(rows, columns=["metric", "test window", "validation window"])

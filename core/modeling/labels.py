@@ -123,27 +123,52 @@ def _floor(moment: datetime, unit: timedelta) -> datetime:
 class CutoffPlan:
     """Where the time split falls for one dataset and label definition.
 
+    Three time-ordered windows, each used for one thing only:
+
     train_cutoffs: training cutoffs, oldest first; every window (T, T + H] ends at or before
         ``valid_cutoff`` so no training label looks into the validation window.
-    valid_cutoff: the last complete window: ``ts_max - H`` rounded down to the whole minute
-        (whole second for horizons under a minute); its labels are the validation set.
+    valid_cutoff: the window before the test window, ``test_cutoff - H``; its labels serve early
+        stopping, hyper-parameter search, ensemble weights and calibration (everything that
+        selects).
+    test_cutoff: the last complete window, ``ts_max - H`` rounded down to the whole minute (whole
+        second for horizons under a minute); its labels are only reported, never selected on.
+        None in plans of models trained before the test window existed.
     score_cutoff: the dataset's last event time; scoring describes users as of this moment.
     """
 
     train_cutoffs: list[datetime]
     valid_cutoff: datetime
     score_cutoff: datetime
+    test_cutoff: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"train_cutoffs": [t.isoformat() for t in self.train_cutoffs],
                 "valid_cutoff": self.valid_cutoff.isoformat(),
+                "test_cutoff": self.test_cutoff.isoformat() if self.test_cutoff else None,
                 "score_cutoff": self.score_cutoff.isoformat()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CutoffPlan:
+        test = data.get("test_cutoff")
         return cls(train_cutoffs=[_to_datetime(t) for t in data["train_cutoffs"]],
                    valid_cutoff=_to_datetime(data["valid_cutoff"]),
-                   score_cutoff=_to_datetime(data["score_cutoff"]))
+                   score_cutoff=_to_datetime(data["score_cutoff"]),
+                   test_cutoff=_to_datetime(test) if test else None)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The labelled splits of this plan: train, valid and (when it has one) test."""
+        return ("train", "valid", "test") if self.test_cutoff is not None else ("train", "valid")
+
+    @property
+    def report_split(self) -> str:
+        """The split whose figures are reported: ``test``; ``valid`` for plans without one."""
+        return "test" if self.test_cutoff is not None else "valid"
+
+    @property
+    def last_label_cutoff(self) -> datetime:
+        """The latest labelled cutoff (test, else validation)."""
+        return self.test_cutoff or self.valid_cutoff
 
 
 def _time_range(store: Store, dataset: str) -> tuple[datetime, datetime]:
@@ -160,9 +185,10 @@ def _time_range(store: Store, dataset: str) -> tuple[datetime, datetime]:
 
 
 def plan_cutoffs(store: Store, dataset: str, spec: LabelSpec) -> CutoffPlan:
-    """The time split: validation at the last complete window, training cutoffs before it.
+    """The time split: test at the last complete window, validation before it, training before that.
 
-    ``valid_cutoff = ts_max - H`` (rounded down to the minute); the training cutoffs are
+    ``test_cutoff = ts_max - H`` (rounded down to the minute), ``valid_cutoff = test_cutoff - H``
+    (so the validation labels end where the test window starts), and the training cutoffs are
     ``valid_cutoff - k * step`` for k = 1, 2, ... keeping those whose window ends at or before
     ``valid_cutoff`` and that leave at least one step of history after ``ts_min``; at most
     ``spec.max_train_cutoffs`` of them (the most recent), returned oldest first. The list is empty
@@ -171,7 +197,8 @@ def plan_cutoffs(store: Store, dataset: str, spec: LabelSpec) -> CutoffPlan:
     ts_min, ts_max = _time_range(store, dataset)
     horizon, step = spec.horizon_td, spec.step_td
     unit = timedelta(minutes=1) if horizon >= timedelta(minutes=1) else timedelta(seconds=1)
-    valid = _floor(ts_max - horizon, unit)
+    test = _floor(ts_max - horizon, unit)
+    valid = test - horizon
     earliest = ts_min + step          # at least one step of history before a training cutoff
     train: list[datetime] = []
     k = 1
@@ -182,7 +209,7 @@ def plan_cutoffs(store: Store, dataset: str, spec: LabelSpec) -> CutoffPlan:
         if cutoff + horizon <= valid:
             train.append(cutoff)
         k += 1
-    return CutoffPlan(train_cutoffs=sorted(train), valid_cutoff=valid, score_cutoff=ts_max)
+    return CutoffPlan(train_cutoffs=sorted(train), valid_cutoff=valid, score_cutoff=ts_max, test_cutoff=test)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,24 +322,29 @@ def _empty_examples(spec: LabelSpec) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
+SPLITS = ("train", "valid", "test")
+
+
 def _plan_cutoffs_for(plan: CutoffPlan, splits: tuple[str, ...]) -> list[tuple[datetime, str]]:
-    unknown = set(splits) - {"train", "valid"}
+    unknown = set(splits) - set(SPLITS)
     if unknown:
-        raise DataError(f"unknown split(s) {sorted(unknown)}; use 'train' and/or 'valid'.",
+        raise DataError(f"unknown split(s) {sorted(unknown)}; use {', '.join(map(repr, SPLITS))}.",
                         title="Bad split")
     out = [(t, "train") for t in plan.train_cutoffs] if "train" in splits else []
     if "valid" in splits:
         out.append((plan.valid_cutoff, "valid"))
+    if "test" in splits and plan.test_cutoff is not None:
+        out.append((plan.test_cutoff, "test"))
     return out
 
 
 def build_examples(store: Store, dataset: str, spec: LabelSpec, plan: CutoffPlan, *,
-                   splits: tuple[str, ...] = ("train", "valid")) -> pd.DataFrame:
-    """Labelled rows for the training cutoffs and/or the validation cutoff.
+                   splits: tuple[str, ...] = SPLITS) -> pd.DataFrame:
+    """Labelled rows for the training, validation and/or test cutoffs.
 
     Columns: user_id, cutoff, [category when scope == category], label (0/1), split
-    (train|valid). One row per user with >= 1 event in the lookback at or before the cutoff (per
-    user and candidate category for scope ``category``), ordered by cutoff, user_id, category.
+    (train|valid|test). One row per user with >= 1 event in the lookback at or before the cutoff
+    (per user and candidate category for scope ``category``), ordered by cutoff, user_id, category.
     """
     cutoffs = _plan_cutoffs_for(plan, tuple(splits))
     if not cutoffs:
@@ -339,7 +371,8 @@ class Eligibility:
     """Positives and negatives in each split, and whether that is enough to learn from.
 
     windows: number of training cutoffs (each one a window of length H before validation).
-    ok: every split has at least ``min_pos`` positives and ``min_neg`` negatives, windows >= 1.
+    ok: training and validation hold at least ``min_pos`` positives and ``min_neg`` negatives,
+        the test window at least ``min_test_pos`` / ``min_neg`` (when the plan has one), windows >= 1.
     message: one paragraph with the counts and, when not ok, what to change.
     """
 
@@ -350,6 +383,8 @@ class Eligibility:
     windows: int
     ok: bool
     message: str
+    test_pos: int = 0
+    test_neg: int = 0
 
     def require(self) -> Eligibility:
         """Return self when ok, else raise :class:`EligibilityError` with the message."""
@@ -361,45 +396,57 @@ class Eligibility:
         return asdict(self)
 
 
+# A test window needs this many buyers at least: with fewer, a ROC-AUC's 95 % interval is wider
+# than the differences between model kinds (about +-0.1 at 20 positives), so the figures would
+# mislead more than inform.
+MIN_TEST_POSITIVES = 20
 
 
 def check_eligibility(store: Store, dataset: str, spec: LabelSpec, plan: CutoffPlan | None = None,
-                      *, min_pos: int = 10, min_neg: int = 10) -> Eligibility:
+                      *, min_pos: int = 10, min_neg: int = 10,
+                      min_test_pos: int = MIN_TEST_POSITIVES) -> Eligibility:
     """Count positives/negatives per split (in SQL, without building the rows) and judge them."""
     plan = plan or plan_cutoffs(store, dataset, spec)
-    counts = {"train": (0, 0), "valid": (0, 0)}
-    cutoffs = _plan_cutoffs_for(plan, ("train", "valid"))
+    counts = dict.fromkeys(SPLITS, (0, 0))
+    cutoffs = _plan_cutoffs_for(plan, SPLITS)
     for split, pos, neg in _run_examples(store, dataset, spec, cutoffs,
                                          counts=True).itertuples(index=False):
         counts[split] = (int(pos), int(neg))
-    (tp, tn), (vp, vn) = counts["train"], counts["valid"]
+    (tp, tn), (vp, vn), (sp, sn) = counts["train"], counts["valid"], counts["test"]
     windows = len(plan.train_cutoffs)
     what = "buyers" if spec.scope == "any" else "category buys"
     text = (f"Dataset {dataset!r} with horizon {spec.horizon} (scope {spec.scope}): "
             f"training has {tp:,} positives and {tn:,} negatives over {windows} cutoff window(s); "
             f"validation (cutoff {plan.valid_cutoff:%Y-%m-%d %H:%M} UTC) has {vp:,} positives and "
-            f"{vn:,} negatives.")
+            f"{vn:,} negatives")
+    if plan.test_cutoff is not None:
+        text += (f"; the test window (cutoff {plan.test_cutoff:%Y-%m-%d %H:%M} UTC, only reported) "
+                 f"has {sp:,} positives and {sn:,} negatives.")
+    else:
+        text += "."
     problems = []
     if windows < 1:
         problems.append(f"the data ends too soon after it starts to fit a training window of "
-                        f"{spec.horizon} before the validation window (it needs at least "
-                        f"{spec.horizon} of history plus two windows)")
-    for name, value, need in (("training positives", tp, min_pos), ("training negatives", tn, min_neg),
-                              ("validation positives", vp, min_pos),
-                              ("validation negatives", vn, min_neg)):
+                        f"{spec.horizon} before the validation and test windows (it needs at least "
+                        f"{spec.horizon} of history plus three windows)")
+    needs = [("training positives", tp, min_pos), ("training negatives", tn, min_neg),
+             ("validation positives", vp, min_pos), ("validation negatives", vn, min_neg)]
+    if plan.test_cutoff is not None:
+        needs += [("test positives", sp, min_test_pos), ("test negatives", sn, min_neg)]
+    for name, value, need in needs:
         if value < need:
             problems.append(f"{name}: {value:,} < {need}")
     ok = not problems
     if ok:
-        message = text + " Enough to train."
+        message = text + " Enough to train and to measure on the test window."
     else:
         scope_hint = ", scope 'any' instead of 'category'" if spec.scope == "category" else ""
-        message = (text + " Not enough to learn from: " + "; ".join(problems) + ". "
+        message = (text + " Not enough to learn from and measure honestly: " + "; ".join(problems) + ". "
                    f"Use a dataset with a longer history or more {what}, a shorter horizon "
                    f"(e.g. --horizon {_shorter(spec.horizon_td)}){scope_hint}, or another "
                    f"dataset.")
     return Eligibility(train_pos=tp, train_neg=tn, valid_pos=vp, valid_neg=vn, windows=windows,
-                       ok=ok, message=message)
+                       ok=ok, message=message, test_pos=sp, test_neg=sn)
 
 
 def _shorter(horizon: timedelta) -> str:

@@ -45,9 +45,10 @@ MODEL_CACHE_SIZE = 4                  # loaded models kept per process (least re
 MAX_ZIP_BYTES = 512 * 2**20           # an upload: archive size, and what it may unpack to
 MAX_ZIP_MEMBERS = 32                  # files in an upload (a model has at most len(MODEL_FILES))
 MAX_NAME_CHARS = 100                  # a folder name from safe_name
-METRICS = ("roc_auc", "pr_auc", "log_loss", "brier")
-_NUMERIC = ("train_seconds", "size_mb", *(f"{m}{end}" for m in METRICS for end in ("", "_low", "_high")))
-_TEXT = ("model_id", "path", "kind", "dataset", "horizon", "scope", "created_at")
+METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece")
+_NUMERIC = ("train_seconds", "size_mb", *(f"{m}{end}" for m in METRICS for end in ("", "_low", "_high")),
+            "valid_roc_auc", "valid_pr_auc")
+_TEXT = ("model_id", "path", "kind", "dataset", "horizon", "scope", "created_at", "window")
 LIST_COLUMNS = (*_TEXT, *_NUMERIC, "error")     # list_models' columns, in this order
 
 
@@ -117,6 +118,11 @@ def _row(model_dir: Path) -> dict[str, Any]:
                 value.get("value"), value.get("low"), value.get("high"))
         elif isinstance(value, (int, float)):
             row[name] = value
+    row["window"] = "test" if card.get("metrics_split") == "test" else "validation"
+    valid: dict[str, Any] = card["valid_metrics"] if isinstance(card.get("valid_metrics"), dict) else {}
+    for name in ("roc_auc", "pr_auc"):
+        value = valid.get(name)
+        row[f"valid_{name}"] = value.get("value") if isinstance(value, dict) else None
     return row
 
 
@@ -126,8 +132,10 @@ def list_models(root: str | Path | None = None, dataset: str | None = None, *,
 
     Columns (always present, also when empty): ``model_id``, ``path``, ``kind``, ``dataset``,
     ``horizon``, ``scope``, ``created_at`` (ISO text), ``train_seconds``, ``size_mb``, for each of
-    ``roc_auc``, ``pr_auc``, ``log_loss``, ``brier`` the validation value with ``_low`` / ``_high``
-    (its bootstrap 95 % interval), all floats with NaN where unknown, and ``error``: None, or why
+    ``roc_auc``, ``pr_auc``, ``log_loss``, ``brier``, ``ece`` the reported value with ``_low`` /
+    ``_high`` (its bootstrap 95 % interval), ``window`` (where they were measured: ``test``, or
+    ``validation`` for models older than the test window), ``valid_roc_auc`` and ``valid_pr_auc``
+    (the validation window's, beside), all floats with NaN where unknown, and ``error``: None, or why
     the card cannot be used (another format or schema, not JSON, ...). Such rows are left out
     unless ``include_invalid``. ``dataset``: only models trained on it.
     """

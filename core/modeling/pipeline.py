@@ -21,11 +21,20 @@ from core.errors import DataError, ModelError
 from core.modeling.labels import CutoffPlan, LabelSpec, build_examples, check_eligibility, plan_cutoffs
 from core.modeling.model_store import default_model_dir
 from core.progress import CancelToken, ProgressFn, report
-from models.artifact import MODEL_KINDS, VALIDATION_FILE, load_card, save_model
+from models.artifact import (
+    EVALUATION_FILE,
+    FEATURE_COMPONENTS,
+    MODEL_KINDS,
+    VALIDATION_FILE,
+    load_card,
+    save_model,
+)
 
 if TYPE_CHECKING:
     from core.data.store import Store
     from core.modeling.sequences import SequenceBatch, Vocab
+    from core.modeling.training import TrainConfig
+    from models.calibration import Calibrator
     from models.transformer import TransformerConfig
 
 
@@ -70,6 +79,10 @@ PRESETS: dict[str, Preset] = {
                        min_item_count=50),
 }
 
+# The kinds an ensemble is made of: the sequence model and the two cheapest strong feature models
+# (the zoo's other kinds stand on the leaderboard on their own).
+ENSEMBLE_MEMBERS = ("transformer", "gbdt", "logreg")
+
 GAP_STEPS = 4        # time-gap buckets per doubling of the gap (core.modeling.sequences)
 GAP_BUCKETS = 96     # 4 per doubling up to 2^24 s (about 194 days); older events share the last
 
@@ -97,20 +110,33 @@ class Inputs:
 class TrainResult:
     model_dir: Path
     card: dict[str, Any]
-    metrics: dict[str, Any]
+    metrics: dict[str, Any]                    # on the test window (validation for explicit plans without one)
+    valid_metrics: dict[str, Any] = field(default_factory=dict)   # on the validation window
     members: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> metrics (ensemble)
 
     def summary(self) -> str:
+        split = self.card.get("metrics_split", "valid")
+        window = "test window (nothing was selected on it)" if split == "test" else "validation window"
         lines = [f"Saved {self.card['kind']} model to {self.model_dir}",
                  f"  dataset {self.card['dataset']}, horizon {self.card['label']['horizon']}, "
                  f"scope {self.card['label']['scope']}",
-                 f"  validation rows {self.metrics.get('n', 0):,} "
+                 f"  {window}: {self.metrics.get('n', 0):,} rows "
                  f"({self.metrics.get('positives', 0):,} positive)"]
         rows = dict(self.members) if self.members else {}
         rows[self.card["kind"]] = self.metrics
         for kind, metrics in rows.items():
             lines.append("  " + kind.ljust(12) + "  ".join(
-                f"{name} {_fmt_interval(metrics.get(name))}" for name in ("roc_auc", "pr_auc", "log_loss")))
+                f"{name} {_fmt_interval(metrics.get(name))}" for name in ("roc_auc", "pr_auc", "log_loss", "ece")))
+        if self.valid_metrics and split == "test":
+            lines.append("  validation (selected on): " + "  ".join(
+                f"{name} {_fmt_interval(self.valid_metrics.get(name))}" for name in ("roc_auc", "pr_auc")))
+        if self.card.get("calibration"):
+            from models.calibration import Calibrator
+
+            lines.append(f"  calibration: {Calibrator.from_dict(self.card['calibration']).describe()}")
+        if self.card.get("refit"):
+            lines.append(f"  refitted on every labelled window ({self.card['refit']['rows']:,} rows); "
+                         f"the figures above are the evaluated fit's")
         return "\n".join(lines)
 
 
@@ -134,14 +160,16 @@ def _needs(kind: str) -> tuple[bool, bool]:
     if kind not in MODEL_KINDS:
         raise DataError(f"model kind must be one of {', '.join(MODEL_KINDS)}; got {kind!r}.",
                         title="Unknown model kind")
-    return kind in ("transformer", "ensemble"), kind in ("gbdt", "logreg", "ensemble")
+    if kind == "ensemble":
+        return "transformer" in ENSEMBLE_MEMBERS, any(m in FEATURE_COMPONENTS for m in ENSEMBLE_MEMBERS)
+    return kind == "transformer", kind in FEATURE_COMPONENTS
 
 
 def prepare_inputs(store: Store, dataset: str, spec: LabelSpec, *, sequences: bool, features: bool,
                    progress: ProgressFn | None = None, cancel: CancelToken | None = None,
                    log: LogFn | None = None, vocab_options: dict[str, Any] | None = None,
                    max_train_rows: int | None = None, seed: int = 0,
-                   plan: CutoffPlan | None = None) -> Inputs:
+                   plan: CutoffPlan | None = None, label_share: float = 1.0) -> Inputs:
     """Cutoffs, eligibility, example rows, and the model inputs the kinds need.
 
     ``plan``: explicit cutoffs (e.g. a synthetic log's truth grid); default :func:`plan_cutoffs`.
@@ -153,9 +181,13 @@ def prepare_inputs(store: Store, dataset: str, spec: LabelSpec, *, sequences: bo
     plan = plan or plan_cutoffs(store, dataset, spec)
     check_eligibility(store, dataset, spec, plan).require()
     _log(log, f"cutoffs: train {', '.join(str(t) for t in plan.train_cutoffs)}; "
-              f"validation {plan.valid_cutoff} (labels up to {plan.valid_cutoff + spec.horizon_td})")
+              f"validation {plan.valid_cutoff}"
+              + (f"; test {plan.test_cutoff} (labels up to {plan.test_cutoff + spec.horizon_td})"
+                 if plan.test_cutoff else ""))
     report(progress, 0, None, "building example rows")
     examples = build_examples(store, dataset, spec, plan)
+    if label_share < 1:
+        examples = _keep_labelled_users(examples, label_share, seed)
     if max_train_rows is not None:
         examples = _cap_training_rows(examples, max_train_rows, seed)
     inputs = Inputs(plan=plan, examples=examples)
@@ -170,7 +202,7 @@ def prepare_inputs(store: Store, dataset: str, spec: LabelSpec, *, sequences: bo
             cancel.check()
         report(progress, 0, None, "building aggregate features")
         inputs.features = build_features(store, dataset, examples, spec, progress=progress)
-    _log(log, f"rows: train {len(inputs.split_index('train')):,}, valid {len(inputs.split_index('valid')):,}")
+    _log(log, "rows: " + ", ".join(f"{split} {len(inputs.split_index(split)):,}" for split in plan.splits))
     return inputs
 
 
@@ -180,6 +212,18 @@ def _log(log: LogFn | None, line: str) -> None:
 
 
 # -- fitting ------------------------------------------------------------------------------
+def _keep_labelled_users(examples: pd.DataFrame, share: float, seed: int) -> pd.DataFrame:
+    """Keep the training rows of a seeded ``share`` of the training users (at least one user);
+    validation and test rows stay whole."""
+    train = examples["split"].to_numpy() == "train"
+    users = np.unique(examples.loc[train, "user_id"].astype(str).to_numpy())
+    rng = np.random.default_rng([seed, 7919])
+    chosen = rng.choice(users, size=max(1, round(share * len(users))), replace=False)
+    keep = ~train | examples["user_id"].astype(str).isin(set(chosen)).to_numpy()
+    kept: pd.DataFrame = examples[keep].reset_index(drop=True)
+    return kept
+
+
 def _cap_training_rows(examples: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
     """Keep every validation row and at most ``max_rows`` training rows (a seeded sample)."""
     train = examples["split"].to_numpy() == "train"
@@ -204,19 +248,25 @@ def _transformer_config(inputs: Inputs, spec: LabelSpec, preset: Preset) -> Tran
         n_layers=preset.n_layers, d_ff=preset.d_ff, dropout=preset.dropout, scope=spec.scope)
 
 
+def _train_config(preset: Preset, seed: int, threads: int | None) -> TrainConfig:
+    from core.modeling.training import TrainConfig
+
+    return TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, seed=seed,
+                       weight_decay=preset.weight_decay, lr=preset.lr, patience=preset.patience,
+                       augment_crop=preset.augment_crop, event_dropout=preset.event_dropout, threads=threads)
+
+
 def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: Preset, *, seed: int,
                      search: int, checkpoint_dir: Path | None, progress: ProgressFn | None,
                      cancel: CancelToken | None, on_epoch: Callable[[dict], None] | None,
                      log: LogFn | None, threads: int | None = None) -> dict[str, Any]:
-    from core.modeling.training import TrainConfig, fit_transformer, search_transformer
+    from core.modeling.training import fit_transformer, search_transformer
 
     assert inputs.sequences is not None, "prepare_inputs(sequences=True) builds them"
     train = inputs.sequences.subset(inputs.split_index("train"))
     valid = inputs.sequences.subset(inputs.split_index("valid"))
     config = _transformer_config(inputs, spec, preset)
-    tc = TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, seed=seed,
-                     weight_decay=preset.weight_decay, lr=preset.lr, patience=preset.patience,
-                     augment_crop=preset.augment_crop, event_dropout=preset.event_dropout, threads=threads)
+    tc = _train_config(preset, seed, threads)
     trials: list[dict[str, Any]] = []
     if search > 0:
         _log(log, f"transformer: hyper-parameter search, {search} trials")
@@ -232,12 +282,16 @@ def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: Preset, *, seed: i
               f"{fit.seconds:.1f}s")
     return {"model": fit.model, "config": config.to_dict(), "train_config": tc.to_dict(),
             "history": fit.history, "trials": trials, "valid_pred": np.asarray(fit.valid_pred),
-            "seconds": fit.seconds}
+            "seconds": fit.seconds, "best_epoch": fit.best_epoch}
 
 
-def _fit_baseline(kind: str, inputs: Inputs, preset: Preset, *, seed: int,
-                  log: LogFn | None) -> dict[str, Any]:
-    from models.baselines import GBDTBaseline, LogisticBaseline
+def _fit_baseline(kind: str, inputs: Inputs, preset: Preset, *, seed: int, search: int = 0,
+                  progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                  log: LogFn | None = None) -> dict[str, Any]:
+    """A feature model of ``kind`` (models.baselines.FEATURE_KINDS); with ``search`` > 0 the same
+    Optuna budget the Transformer gets (core.modeling.tuning), selected on validation PR-AUC."""
+    from core.modeling.tuning import search_feature_model
+    from models.baselines import fit_feature_model
 
     assert inputs.features is not None, "prepare_inputs(features=True) builds them"
     started = time.perf_counter()
@@ -245,15 +299,63 @@ def _fit_baseline(kind: str, inputs: Inputs, preset: Preset, *, seed: int,
     X_train = inputs.features.iloc[train_idx].reset_index(drop=True)
     X_valid = inputs.features.iloc[valid_idx].reset_index(drop=True)
     y_train, y_valid = inputs.labels("train"), inputs.labels("valid")
-    if kind == "gbdt":
-        model = GBDTBaseline(n_estimators=preset.gbdt_trees, random_state=seed).fit(
-            X_train, y_train, X_valid, y_valid)
+    trials: list[dict[str, Any]] = []
+    if search > 0:
+        _log(log, f"{kind}: hyper-parameter search, {search} trials")
+        model, _, trials = search_feature_model(kind, X_train, y_train, X_valid, y_valid, n_trials=search,
+                                                seed=seed, progress=progress, cancel=cancel,
+                                                n_estimators=preset.gbdt_trees)
     else:
-        model = LogisticBaseline().fit(X_train, y_train)
+        model = fit_feature_model(kind, X_train, y_train, X_valid, y_valid, seed=seed,
+                                  n_estimators=preset.gbdt_trees)
     seconds = time.perf_counter() - started
     _log(log, f"{kind}: fitted in {seconds:.1f}s")
     return {"model": model, "config": model.get_params(), "valid_pred": model.predict_proba(X_valid),
-            "seconds": seconds}
+            "seconds": seconds, "trials": trials}
+
+
+def _predict(kind: str, model: Any, inputs: Inputs, index: np.ndarray) -> np.ndarray:
+    """One member's raw probabilities for the example rows at ``index``."""
+    if kind == "transformer":
+        assert inputs.sequences is not None
+        return np.asarray(model.predict_proba(inputs.sequences.subset(index).tensors(widen=False)), dtype=float)
+    assert inputs.features is not None
+    return np.asarray(model.predict_proba(inputs.features.iloc[index].reset_index(drop=True)), dtype=float)
+
+
+def _refit(kind: str, fitted: dict[str, Any], inputs: Inputs, spec: LabelSpec, preset: Preset, *,
+           seed: int, threads: int | None, progress: ProgressFn | None, cancel: CancelToken | None,
+           log: LogFn | None) -> Any:
+    """``kind`` fitted again on every labelled window (train, validation and test), with the budget
+    the evaluated fit chose (its best epoch count, its number of trees) and nothing selected on the
+    data: the model that scores today has seen today's behaviour."""
+    from sklearn.base import clone
+
+    from core.modeling.training import fit_transformer
+    from models.baselines import GBDTBaseline
+
+    every = np.flatnonzero(inputs.examples["split"].isin(["train", "valid", "test"]).to_numpy())
+    y = np.asarray(inputs.examples["label"].to_numpy()[every], dtype=float)
+    if kind == "transformer":
+        from models.transformer import TransformerConfig
+
+        assert inputs.sequences is not None
+        epochs = max(1, int(fitted["best_epoch"]))
+        tc = replace(_train_config(preset, seed, threads), epochs=epochs, patience=epochs + 1,
+                     keep="last")
+        config = TransformerConfig.from_dict(fitted["config"])
+        rows = inputs.sequences.subset(every)
+        recent = inputs.sequences.subset(inputs.split_index(inputs.plan.report_split))
+        _log(log, f"refit transformer: {epochs} epoch(s) on {len(every):,} rows")
+        return fit_transformer(config, rows, recent, tc, progress=progress, cancel=cancel, log=log).model
+    assert inputs.features is not None
+    X = inputs.features.iloc[every].reset_index(drop=True)
+    model = fitted["model"]
+    _log(log, f"refit {kind} on {len(every):,} rows")
+    if kind == "gbdt":
+        params = {**model.get_params(), "n_estimators": int(model.n_iter_)}
+        return GBDTBaseline(**params).fit(X, y)
+    return clone(model).fit(X, y)
 
 
 def _segments(store: Store, dataset: str, valid_rows: pd.DataFrame) -> pd.DataFrame:
@@ -270,25 +372,128 @@ def _segments(store: Store, dataset: str, valid_rows: pd.DataFrame) -> pd.DataFr
     return valid_rows.merge(frame, on=["user_id", "cutoff"], how="left")
 
 
+@dataclass
+class _Fit:
+    """One kind fitted on an Inputs' training rows and measured: what train_model saves."""
+
+    members: dict[str, dict[str, Any]]      # kind -> model, config, valid_pred, report_pred, metrics, ...
+    ensemble: Any                           # a fitted EnsembleModel, or None
+    calibrator: Calibrator
+    report_split: str                       # test (validation for explicit plans without one)
+    valid: tuple[np.ndarray, np.ndarray]    # validation probabilities: raw, calibrated
+    report: tuple[np.ndarray, np.ndarray]   # report-window probabilities: raw, calibrated
+    metrics: dict[str, Any]                 # summary_metrics on the report window (calibrated)
+    valid_metrics: dict[str, Any]           # ... on the validation window
+
+
+def _fit_and_measure(inputs: Inputs, kind: str, spec: LabelSpec, settings: Preset, *, seed: int,
+                     search: int = 0, checkpoint_dir: Path | None = None, progress: ProgressFn | None = None,
+                     cancel: CancelToken | None = None, on_epoch: Callable[[dict], None] | None = None,
+                     log: LogFn | None = None, threads: int | None = None) -> _Fit:
+    """Fit ``kind`` (every member of an ensemble) on the ``train`` rows, select on ``valid`` (early
+    stopping, search, ensemble weights, the calibration map), and measure on the report window."""
+    from core.modeling.metrics import summary_metrics
+    from models.calibration import Calibrator
+
+    report_split = inputs.plan.report_split
+    y_valid, y_report = inputs.labels("valid"), inputs.labels(report_split)
+    report_idx = inputs.split_index(report_split)
+    members: dict[str, dict[str, Any]] = {}
+    for member in (ENSEMBLE_MEMBERS if kind == "ensemble" else (kind,)):
+        if cancel is not None:
+            cancel.check()
+        if member == "transformer":
+            fitted = _fit_transformer(inputs, spec, settings, seed=seed, search=search,
+                                      checkpoint_dir=checkpoint_dir, progress=progress, cancel=cancel,
+                                      on_epoch=on_epoch, log=log, threads=threads)
+        else:
+            fitted = _fit_baseline(member, inputs, settings, seed=seed, search=search, progress=progress,
+                                   cancel=cancel, log=log)
+        fitted["report_pred"] = _predict(member, fitted["model"], inputs, report_idx)
+        fitted["valid_metrics"] = summary_metrics(y_valid, fitted["valid_pred"], seed=seed)
+        fitted["metrics"] = summary_metrics(y_report, fitted["report_pred"], seed=seed)
+        members[member] = fitted
+    ensemble = None
+    if kind == "ensemble":
+        from models.baselines import EnsembleModel
+
+        ensemble = EnsembleModel().fit({k: m["valid_pred"] for k, m in members.items()}, y_valid)
+        valid_raw = ensemble.predict_proba({k: m["valid_pred"] for k, m in members.items()})
+        report_raw = ensemble.predict_proba({k: m["report_pred"] for k, m in members.items()})
+        _log(log, f"ensemble weights: {ensemble.weights_}")
+    else:
+        valid_raw, report_raw = members[kind]["valid_pred"], members[kind]["report_pred"]
+    calibrator = Calibrator.fit(valid_raw, y_valid, seed=seed)
+    _log(log, f"calibration: {calibrator.describe()}")
+    valid_pred, report_pred = calibrator.apply(valid_raw), calibrator.apply(report_raw)
+    return _Fit(members=members, ensemble=ensemble, calibrator=calibrator, report_split=report_split,
+                valid=(valid_raw, valid_pred), report=(report_raw, report_pred),
+                metrics=summary_metrics(y_report, report_pred, seed=seed),
+                valid_metrics=summary_metrics(y_valid, valid_pred, seed=seed))
+
+
+RANDOM_TEST_SHARE = 0.2     # the seed's random split: 20 % of the rows test ...
+RANDOM_VALID_SHARE = 0.1    # ... and 10 % of the rest validate (early stopping, calibration)
+
+
+def random_split_metrics(inputs: Inputs, kind: str, spec: LabelSpec, settings: Preset, *, seed: int,
+                         log: LogFn | None = None, threads: int | None = None,
+                         cancel: CancelToken | None = None) -> dict[str, Any]:
+    """The same kind measured the way the seed measured it: every labelled row (all cutoffs) shuffled
+    into a random 80/20 split. A user's rows at neighbouring cutoffs then land on both sides, and so
+    do rows from the very days being predicted, so the test rows are not the future: the figure is
+    optimistic. Returns {"metrics": summary_metrics on the random 20 %, "rows", "positives", "why"}."""
+    labelled = inputs.examples["split"].isin(inputs.plan.splits).to_numpy()
+    rng = np.random.default_rng([seed, 8020])
+    draw = rng.random(len(inputs.examples))
+    split = np.where(draw < RANDOM_TEST_SHARE, inputs.plan.report_split,
+                     np.where(draw < RANDOM_TEST_SHARE + (1 - RANDOM_TEST_SHARE) * RANDOM_VALID_SHARE,
+                              "valid", "train"))
+    shuffled = replace(inputs, examples=inputs.examples.assign(split=np.where(labelled, split, "unused")))
+    _log(log, f"random 80/20 split of the same {int(labelled.sum()):,} rows, for comparison")
+    fit = _fit_and_measure(shuffled, kind, spec, settings, seed=seed, log=log, threads=threads, cancel=cancel)
+    return {"metrics": fit.metrics, "rows": int(fit.metrics["n"]), "positives": int(fit.metrics["positives"]),
+            "why": RANDOM_SPLIT_WHY}
+
+
+RANDOM_SPLIT_WHY = ("A random split mixes every window: the model trains on rows from the very days it is "
+                    "tested on (and on later ones), so it learns that period's mood — a sale, a holiday, a "
+                    "trend — before it is asked about it, and its test rows are not the future. Where "
+                    "behaviour drifts this over-states quality; where it is steady the two agree, or the "
+                    "random split even reads lower because its test rows include early cutoffs with short "
+                    "histories. Only the time split answers the question a shop asks: trained on the past, "
+                    "how well does the model predict the next horizon, on a window nothing was chosen on?")
+
+
 def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: LabelSpec | None = None,
                 epochs: int | None = None, search: int = 0, seed: int = 0,
                 out: str | Path | None = None, preset: str = "balanced",
                 progress: ProgressFn | None = None, cancel: CancelToken | None = None,
                 log: LogFn | None = None, on_epoch: Callable[[dict], None] | None = None,
                 models_root: Path | None = None, plan: CutoffPlan | None = None,
-                threads: int | None = None) -> TrainResult:
+                threads: int | None = None, refit: bool = False,
+                label_share: float = 1.0, compare_random_split: bool = False) -> TrainResult:
     """Train ``kind`` on ``dataset`` with a time split, evaluate it, save it; see the module doc.
+
+    Selection (early stopping, search, ensemble weights, calibration) uses the validation window
+    only; the reported metrics come from the test window after it. ``refit``: after evaluating,
+    fit the model again on every labelled window up to the latest (same budget, nothing selected)
+    and save that one; its card keeps the test figures of the evaluated fit. ``label_share``: the
+    share of training users whose rows are kept (the label-efficiency experiment; the validation
+    and test windows are kept whole). ``compare_random_split``: also measure the same kind on a
+    random 80/20 split of the same rows (:func:`random_split_metrics`), saved as the card's
+    ``random_split``: how much a random split over-states quality.
 
     ``threads`` caps the torch CPU threads of the Transformer's fit (LightGBM already keeps to
     half the cores); the app passes one fewer than the machine has so pages stay responsive while
     a job runs. None: torch's default.
     """
-    from core.modeling.metrics import summary_metrics
-
     spec = spec or LabelSpec()
     if preset not in PRESETS:
         raise DataError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}.",
                         title="Unknown preset")
+    if not 0 < float(label_share) <= 1:
+        raise DataError(f"label_share must be in (0, 1]; got {label_share}.", title="Bad label share")
     settings = PRESETS[preset]
     if epochs is not None:
         if int(epochs) < 1:
@@ -304,36 +509,18 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
                             progress=progress, cancel=cancel, log=log,
                             vocab_options={"min_count": settings.min_item_count,
                                            "gap_steps": GAP_STEPS, "gap_buckets": GAP_BUCKETS},
-                            max_train_rows=settings.max_train_rows, seed=seed, plan=plan)
-    y_valid = inputs.labels("valid")
-    members: dict[str, dict[str, Any]] = {}
-    member_kinds = ("transformer", "gbdt", "logreg") if kind == "ensemble" else (kind,)
-    for member in member_kinds:
-        if cancel is not None:
-            cancel.check()
-        if member == "transformer":
-            members[member] = _fit_transformer(
-                inputs, spec, settings, seed=seed, search=search,
-                checkpoint_dir=checkpoint_dir_for(out_dir),
-                progress=progress, cancel=cancel, on_epoch=on_epoch, log=log, threads=threads)
-        else:
-            members[member] = _fit_baseline(member, inputs, settings, seed=seed, log=log)
-        members[member]["metrics"] = summary_metrics(y_valid, members[member]["valid_pred"], seed=seed)
-    ensemble = None
-    if kind == "ensemble":
-        from models.baselines import EnsembleModel
-
-        ensemble = EnsembleModel().fit({k: m["valid_pred"] for k, m in members.items()}, y_valid)
-        valid_pred = ensemble.predict_proba({k: m["valid_pred"] for k, m in members.items()})
-        _log(log, f"ensemble weights: {ensemble.weights_}")
-    else:
-        valid_pred = members[kind]["valid_pred"]
-    metrics = summary_metrics(y_valid, valid_pred, seed=seed)
-    valid_rows = inputs.examples.iloc[inputs.split_index("valid")].reset_index(drop=True).copy()
-    valid_rows["score"] = valid_pred
-    for name, fitted in members.items():
-        valid_rows[f"score_{name}"] = fitted["valid_pred"]
-    valid_rows = _segments(store, dataset, valid_rows)
+                            max_train_rows=settings.max_train_rows, seed=seed, plan=plan,
+                            label_share=float(label_share))
+    fit = _fit_and_measure(inputs, kind, spec, settings, seed=seed, search=search,
+                           checkpoint_dir=checkpoint_dir_for(out_dir), progress=progress, cancel=cancel,
+                           on_epoch=on_epoch, log=log, threads=threads)
+    members, ensemble, calibrator = fit.members, fit.ensemble, fit.calibrator
+    metrics, valid_metrics, report_split = fit.metrics, fit.valid_metrics, fit.report_split
+    if report_split == "test":
+        _log(log, f"test window: ROC-AUC {metrics['roc_auc']['value']:.4f}, PR-AUC "
+                  f"{metrics['pr_auc']['value']:.4f}, ECE {metrics['ece']['value']:.4f} "
+                  f"(validation ROC-AUC {valid_metrics['roc_auc']['value']:.4f})")
+    rows = _evaluation_rows(store, dataset, inputs, members, {"valid": fit.valid, report_split: fit.report})
     card = {
         "kind": kind,
         "dataset": dataset,
@@ -343,35 +530,103 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
         "cutoffs": inputs.plan.to_dict(),
         "preset": preset,
         "seed": seed,
-        "rows": {"train": len(inputs.split_index("train")), "valid": len(y_valid),
-                 "train_positives": int(inputs.labels("train").sum()), "valid_positives": int(y_valid.sum())},
+        "rows": {split: len(inputs.split_index(split)) for split in inputs.plan.splits}
+        | {f"{split}_positives": int(inputs.labels(split).sum()) for split in inputs.plan.splits},
         "metrics": metrics,
-        "members": {name: {"metrics": m["metrics"], "seconds": m["seconds"], "config": m["config"]}
+        "metrics_split": report_split,
+        "valid_metrics": valid_metrics,
+        "calibration": calibrator.to_dict(),
+        "label_share": float(label_share),
+        "members": {name: {"metrics": m["metrics"], "valid_metrics": m["valid_metrics"],
+                           "seconds": m["seconds"], "config": m["config"], "search_trials": m["trials"]}
                     for name, m in members.items()},
+        "search": int(search),
         "train_seconds": time.perf_counter() - started,
     }
+    if compare_random_split:
+        card["random_split"] = random_split_metrics(inputs, kind, spec, settings, seed=seed, log=log,
+                                                    threads=threads, cancel=cancel)
     if "transformer" in members:
         card["history"] = members["transformer"]["history"]
         card["train_config"] = members["transformer"]["train_config"]
-        card["search_trials"] = members["transformer"]["trials"]
+    models = {name: m["model"] for name, m in members.items()}
+    if refit:
+        refit_started = time.perf_counter()
+        for name in members:
+            if cancel is not None:
+                cancel.check()
+            models[name] = _refit(name, members[name], inputs, spec, settings, seed=seed, threads=threads,
+                                  progress=progress, cancel=cancel, log=log)
+        card["refit"] = {"cutoffs": [t.isoformat() for t in inputs.plan.train_cutoffs]
+                         + [inputs.plan.valid_cutoff.isoformat()]
+                         + ([inputs.plan.test_cutoff.isoformat()] if inputs.plan.test_cutoff else []),
+                         "rows": int(sum(len(inputs.split_index(s)) for s in inputs.plan.splits)),
+                         "seconds": time.perf_counter() - refit_started,
+                         "note": "refitted on every labelled window with the evaluated fit's budget; "
+                                 "the metrics are those of the evaluated fit on the test window"}
     model_dir = save_model(
-        out_dir, kind=kind, card=card,
-        transformer=members.get("transformer", {}).get("model"),
-        logreg=members.get("logreg", {}).get("model"), gbdt=members.get("gbdt", {}).get("model"),
-        ensemble=ensemble, vocab=inputs.vocab,
+        out_dir, kind=kind, card=card, **models, ensemble=ensemble, vocab=inputs.vocab,
         feature_names=list(inputs.features.columns) if inputs.features is not None else None)
-    valid_rows.to_parquet(Path(model_dir) / VALIDATION_FILE, index=False)
+    rows.to_parquet(Path(model_dir) / EVALUATION_FILE, index=False)
     if checkpoint_dir_for(out_dir).is_dir():
         shutil.rmtree(checkpoint_dir_for(out_dir))       # the run finished: nothing left to resume
     saved = load_card(model_dir)
-    return TrainResult(model_dir=Path(model_dir), card=saved, metrics=metrics,
+    return TrainResult(model_dir=Path(model_dir), card=saved, metrics=metrics, valid_metrics=valid_metrics,
                        members={k: m["metrics"] for k, m in members.items()} if kind == "ensemble" else {})
 
 
-def load_validation(model_dir: str | Path) -> pd.DataFrame:
-    """The saved validation rows of a model: keys, label, score (+ per member), segments."""
-    path = Path(model_dir) / VALIDATION_FILE
-    if not path.exists():
-        raise ModelError(f"{model_dir} has no {VALIDATION_FILE}, so its quality cannot be shown.",
+def _evaluation_rows(store: Store, dataset: str, inputs: Inputs, members: dict[str, dict[str, Any]],
+                     scored: dict[str, tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """The validation and test rows with their scores: keys, label, split, score (calibrated),
+    score_raw, score_<member> (raw), and the segments (n_events, top_category)."""
+    parts = []
+    for split, (raw, calibrated) in scored.items():
+        part = inputs.examples.iloc[inputs.split_index(split)].reset_index(drop=True).copy()
+        part["score"] = calibrated
+        part["score_raw"] = raw
+        for name, fitted in members.items():
+            part[f"score_{name}"] = fitted["valid_pred" if split == "valid" else "report_pred"]
+        parts.append(part)
+    return _segments(store, dataset, pd.concat(parts, ignore_index=True))
+
+
+def load_evaluation(model_dir: str | Path, split: str | None = None) -> pd.DataFrame:
+    """A model's saved evaluation rows of one window: keys, label, score (+ raw, per member),
+    segments. ``split``: ``test`` or ``valid``; None = the window its figures are reported on
+    (test; validation for models trained before the test window existed). ``attrs["split"]`` says
+    which window the rows come from."""
+    model_dir = Path(model_dir)
+    path = model_dir / EVALUATION_FILE
+    if path.exists():
+        rows = pd.read_parquet(path)
+        available = list(dict.fromkeys(rows["split"].astype(str)))
+        want = split or ("test" if "test" in available else "valid")
+        if want not in available:
+            raise ModelError(f"{model_dir} has no {want!r} rows (it has {', '.join(available)}).",
+                             hint="Ask for one of those, or retrain the model with this version.")
+        out = rows[rows["split"] == want].reset_index(drop=True)
+    elif (model_dir / VALIDATION_FILE).exists() and split in (None, "valid"):
+        out, want = pd.read_parquet(model_dir / VALIDATION_FILE), "valid"   # before the test window
+    else:
+        raise ModelError(f"{model_dir} has no {EVALUATION_FILE}, so its quality cannot be shown.",
                          hint="Retrain it with this version of IntentLens.")
-    return pd.read_parquet(path)
+    out.attrs["split"] = want
+    return out
+
+
+def split_comparison(card: dict[str, Any]) -> pd.DataFrame:
+    """A card's time-split figures (test window) beside its random 80/20 split's: metric,
+    time_split, random_split, overstatement (random - time; positive = the random split flatters).
+    Empty when the card has no ``random_split``."""
+    random = (card.get("random_split") or {}).get("metrics")
+    if not random:
+        return pd.DataFrame(columns=["metric", "time_split", "random_split", "overstatement"])
+    timed = card.get("metrics", {})
+    rows = []
+    for name in ("roc_auc", "pr_auc", "log_loss", "brier", "ece"):
+        if isinstance(timed.get(name), dict) and isinstance(random.get(name), dict):
+            t, r = float(timed[name]["value"]), float(random[name]["value"])
+            better_high = name in ("roc_auc", "pr_auc")
+            rows.append({"metric": name, "time_split": t, "random_split": r,
+                         "overstatement": (r - t) if better_high else (t - r)})
+    return pd.DataFrame(rows)

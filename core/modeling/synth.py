@@ -798,26 +798,31 @@ def demo_dataset(out_dir: str | Path = "sample_data/demo", *, progress: Progress
 
 
 # --- comparing a model with the truth ------------------------------------------------------------
-def truth_plan(config: SynthConfig, *, n_train: int = 4, valid_index: int = -1) -> CutoffPlan:
-    """A :class:`core.modeling.labels.CutoffPlan` on the truth grid: the validation cutoff is the grid point
-    ``valid_index`` and the ``n_train`` grid points before it train, so every validation row has a
-    known Bayes-optimal score."""
+def truth_plan(config: SynthConfig, *, n_train: int = 4) -> CutoffPlan:
+    """A :class:`core.modeling.labels.CutoffPlan` on the truth grid, laid out as
+    :func:`core.modeling.labels.plan_cutoffs` lays out a real dataset: the last grid point is the
+    test cutoff, the one before it validates, and the ``n_train`` grid points before that train, so
+    every validation and test row has a known Bayes-optimal score."""
     grid = [t.replace(tzinfo=None) for t in truth_cutoffs(config)]
-    valid_at = grid.index(grid[valid_index])
-    train = grid[max(0, valid_at - n_train):valid_at]
-    if not train:
-        raise ValueError("the truth grid has no cutoff before the validation one: generate more days.")
+    if len(grid) < 3:
+        raise ValueError("the truth grid needs at least three cutoffs (train, validation, test): "
+                         "generate more days.")
+    train = grid[max(0, len(grid) - 2 - n_train):len(grid) - 2]
     end = config.start_dt.replace(tzinfo=None) + timedelta(seconds=config.horizon_seconds * config.windows)
-    return CutoffPlan(train_cutoffs=train, valid_cutoff=grid[valid_at], score_cutoff=end)
+    return CutoffPlan(train_cutoffs=train, valid_cutoff=grid[-2], score_cutoff=end, test_cutoff=grid[-1])
 
 
 def compare_with_truth(valid_rows: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
-    """ROC-AUC of a model's validation scores against the Bayes-optimal AUC on the same rows.
+    """ROC-AUC of a model's scores against the Bayes-optimal AUC on the same rows, and the
+    chance-corrected ratio ``(AUC - 0.5) / (Bayes AUC - 0.5)``: the share of the achievable lift
+    above chance that the model reaches (1 = as good as the truth, 0 = chance).
 
-    valid_rows: user_id, cutoff, label, score (a model's saved validation rows).
+    valid_rows: user_id, cutoff, label, score (a model's saved test or validation rows).
     truth: the generator's truth file (user_id, cutoff, p_buy, ...).
     """
     from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from core.modeling.metrics import expected_calibration_error
 
     left = valid_rows.assign(user_id=valid_rows["user_id"].astype(str),
                              cutoff=pd.to_datetime(valid_rows["cutoff"]).dt.tz_localize(None))
@@ -825,12 +830,14 @@ def compare_with_truth(valid_rows: pd.DataFrame, truth: pd.DataFrame) -> dict[st
                          cutoff=pd.to_datetime(truth["cutoff"]).dt.tz_localize(None))
     merged = left.merge(right[["user_id", "cutoff", "p_buy"]], on=["user_id", "cutoff"], how="inner")
     if len(merged) != len(left):
-        raise ValueError(f"{len(left) - len(merged)} validation rows have no truth: is the validation "
-                         "cutoff on the truth grid (use truth_plan)?")
+        raise ValueError(f"{len(left) - len(merged)} rows have no truth: are the validation and test "
+                         "cutoffs on the truth grid (use truth_plan)?")
     y = merged["label"].to_numpy()
     model_auc = float(roc_auc_score(y, merged["score"]))
     bayes_auc = float(roc_auc_score(y, merged["p_buy"]))
     return {"rows": float(len(merged)), "positives": float(y.sum()), "model_roc_auc": model_auc,
-            "bayes_roc_auc": bayes_auc, "ratio": model_auc / bayes_auc,
+            "bayes_roc_auc": bayes_auc, "ratio": (model_auc - 0.5) / (bayes_auc - 0.5),
+            "ece": float(expected_calibration_error(y, merged["score"])),
+            "bayes_ece": float(expected_calibration_error(y, merged["p_buy"])),
             "model_pr_auc": float(average_precision_score(y, merged["score"])),
             "bayes_pr_auc": float(average_precision_score(y, merged["p_buy"]))}

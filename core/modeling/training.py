@@ -89,6 +89,8 @@ class TrainConfig:
     threads: int | None = None       # int >= 1: torch CPU threads while training; None = leave as is
     device: str = "cpu"              # "cpu" | "cuda" | "auto" (cuda when available)
     eval_batch_size: int = 1024      # int >= 1: rows per validation forward pass
+    keep: str = "best"               # "best" (the epoch with the best valid PR-AUC) | "last" (a refit
+                                     # with a fixed epoch count: nothing is selected)
 
     def __post_init__(self) -> None:
         checks = [("epochs", self.epochs >= 1), ("batch_size", self.batch_size >= 1),
@@ -101,6 +103,7 @@ class TrainConfig:
                   ("pos_weight", self.pos_weight == "auto"
                    or (isinstance(self.pos_weight, (int, float)) and self.pos_weight >= 1)),
                   ("device", self.device in ("cpu", "cuda", "auto")),
+                  ("keep", self.keep in ("best", "last")),
                   ("threads", self.threads is None or self.threads >= 1)]
         for name, ok in checks:
             if not ok:
@@ -372,7 +375,7 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
                       "seconds": time.perf_counter() - epoch_start}
             history.append(record)
             score = pr_auc if valid_two_classes else -valid_loss
-            if score > best["score"]:
+            if score > best["score"] or tc.keep == "last":
                 best = _Best(score=score, epoch=epoch, bad_epochs=0, state=_state_copy(model))
             else:
                 best["bad_epochs"] += 1

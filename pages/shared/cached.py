@@ -148,15 +148,16 @@ def run_stamp(model_id: str, dataset: str) -> str | None:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _validation_cached(model_dir: str, stamp: int) -> pd.DataFrame:
-    from core.modeling.pipeline import load_validation
+def _evaluation_rows_cached(model_dir: str, stamp: int) -> pd.DataFrame:
+    from core.modeling.pipeline import load_evaluation
 
-    return load_validation(model_dir)
+    return load_evaluation(model_dir)
 
 
-def validation_rows(model_dir: str) -> pd.DataFrame:
-    """The model's saved validation rows (label, score, per-member scores, segments)."""
-    return _validation_cached(str(model_dir), model_store.card_stamp(model_dir))
+def evaluation_rows(model_dir: str) -> pd.DataFrame:
+    """The model's saved rows of its test window (label, score, per-member scores, segments;
+    ``attrs["split"]`` names the window: validation for models older than the test window)."""
+    return _evaluation_rows_cached(str(model_dir), model_store.card_stamp(model_dir))
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)

@@ -50,7 +50,7 @@ def _histogram(db: str, model_id: str, dataset: str, run: str) -> pd.DataFrame:
 def _summary(db: str, model_id: str, dataset: str, run: str, spec_json: str, model_dir: str,
              stamp: int) -> C.CohortSummary:
     return C.cohort_summary(cached.get_store(), model_id, dataset, C.CohortSpec.from_json(spec_json),
-                            validation=_validation(model_dir))
+                            held_out=_held_out(model_dir))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -82,10 +82,11 @@ def _days_range(db: str, dataset: str, run: str) -> tuple[float, float]:
     return C.days_since_last_range(cached.get_store(), dataset)
 
 
-def _validation(model_dir: str) -> pd.DataFrame | None:
-    """The model's validation rows, or None when it has none (older or hand-made models)."""
+def _held_out(model_dir: str) -> pd.DataFrame | None:
+    """The model's test-window rows (validation rows for models older than the test window), or
+    None when it has none (hand-made models)."""
     try:
-        return cached.validation_rows(model_dir)
+        return cached.evaluation_rows(model_dir)
     except (IntentLensError, OSError):
         return None
 
@@ -314,18 +315,19 @@ m[0].metric("Users", display.fmt_int(summary.size), help="Scored users in the co
 m[1].metric("Share of users", display.fmt_pct(summary.share), help="Cohort size / users scored.")
 m[2].metric("Expected buyers", f"{summary.expected_buyers:,.1f}",
             help="Sum of the cohort's predicted probabilities: buyers expected within the horizon.")
-val = summary.validation
+val = summary.measured
 m[3].metric("Precision at this cut", display.fmt_pct(val.get("precision")),
-            help="On the model's validation window: the share of users picked by the same cut who "
-                 "did buy. Filters are not applied there (they describe users as of T).")
+            help="On the model's test window (the latest complete horizon, which nothing was selected "
+                 "on): the share of users picked by the same cut who did buy. Filters are not applied "
+                 "there (they describe users as of T).")
 m[4].metric("Lift at this cut", "–" if not val or pd.isna(val.get("lift")) else f"{val['lift']:.2f}×",
-            help="Precision at the cut / the base rate on the validation window (filters not applied).")
+            help="Precision at the cut / the base rate on the test window (filters not applied).")
 if val:
-    st.caption(f"Validation window: the same cut picks {display.fmt_int(val['rows'])} rows, recall "
+    st.caption(f"Test window: the same cut picks {display.fmt_int(val['rows'])} rows, recall "
                f"{display.fmt_pct(val['recall'])}, base rate {display.fmt_pct(val['base_rate'])}. "
-               "Filters are not applied on the validation window.")
+               "Filters are not applied on the test window.")
 else:
-    st.caption("This model has no saved validation rows, so precision and lift at the cut are unknown.")
+    st.caption("This model has no saved test rows, so precision and lift at the cut are unknown.")
 
 display.chart(charts.cohort_score_histogram(_histogram(db, model_id, dataset, run), cut=summary.min_score,
                                            band_edges=EDGES), key="cohort_histogram")

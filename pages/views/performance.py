@@ -1,9 +1,12 @@
-"""Performance: how well a model ranks buyers on its validation window, at one cutoff.
+"""Performance: how well a model ranks buyers on its test window, at one cutoff.
 
 Reads: model (the sidebar's, or another) and an optional second one to compare ->
 ``core.insight.evaluation.evaluate_model`` (cached once per model version: rank metrics with
-bootstrap intervals, curves, lift, calibration, segments) -> per cutoff ``at_cutoff`` and the
-tables shaped from it -> ``core.charts``. The cutoff lives in a fragment, so moving it reruns only
+bootstrap intervals, curves, lift, calibration, segments; on the test window, which nothing was
+selected on) -> per cutoff ``at_cutoff`` and the tables shaped from it -> ``core.charts``. The
+validation window's figures (what early stopping, search, ensemble weights and calibration saw) are
+shown beside, labelled, and a model trained with ``--compare-random-split`` shows how much a random
+80/20 split would have over-stated its quality. The cutoff lives in a fragment, so moving it reruns only
 the charts that depend on it. The cutoff is shareable: ``?cutoff=0.35`` (a probability) or
 ``?cutoff=top10`` (the top 10 %), ``?compare=<model folder>``.
 """
@@ -17,7 +20,15 @@ import pandas as pd
 import streamlit as st
 
 from core import charts
-from core.insight.evaluation import Evaluation, at_cutoff, metrics_table, operating_points, segment_table
+from core.insight.evaluation import (
+    Evaluation,
+    at_cutoff,
+    metrics_table,
+    operating_points,
+    segment_table,
+    window_table,
+)
+from core.modeling.pipeline import split_comparison
 from pages.shared import cached, display, feedback, session
 
 MODE_KEY, PROB_KEY, TOP_KEY = "perf_cut_mode", "perf_cut_prob", "perf_cut_top"
@@ -66,10 +77,20 @@ def _label(paths_info: pd.DataFrame, path: str | None) -> str:
     return f"{Path(path).name} · {r['kind']}{auc}"
 
 
+def _calibration_text(card: dict[str, Any]) -> str:
+    from models.calibration import Calibrator
+
+    try:
+        return "calibrated with " + Calibrator.from_dict(card.get("calibration")).describe()
+    except ValueError:
+        return "its calibration map is unreadable"
+
+
 # -- page -----------------------------------------------------------------------------------------
 st.title("Performance")
-st.caption("How well a model finds the users who buy, on the last complete time window it never "
-           "trained on. One cutoff drives every number and chart below.")
+st.caption("How well a model finds the users who buy, on the **test window**: the last complete time "
+           "window, which the model never trained on and nothing (epochs, settings, ensemble weights, "
+           "calibration) was chosen on. One cutoff drives every number and chart below.")
 feedback.show_flash()
 
 usable = cached.saved_models()
@@ -103,14 +124,14 @@ second = right.selectbox(
     "Compare with", others, key=COMPARE_KEY, format_func=lambda p: _label(usable, p),
     placeholder="— none —",
     help="Optional second model, drawn beside the first; each is measured on its own "
-         "validation rows.")
+         "test window.")
 if second is None:
     st.query_params.pop("compare", None)
 else:
     st.query_params["compare"] = Path(second).name
 
 evals: list[Evaluation] = []
-with feedback.guard(), st.spinner("Measuring the model on its validation rows…"):
+with feedback.guard(), st.spinner("Measuring the model on its test window…"):
     evals = [cached.evaluation(primary)] + ([cached.evaluation(second)] if second else [])
 if not evals:
     st.stop()
@@ -120,12 +141,22 @@ label = main.card.get("label") or {}
 cutoffs = main.card.get("cutoffs") or {}
 st.caption(
     f"**{main.name}** · {main.card.get('kind')} · dataset **{main.card.get('dataset', '–')}** · "
-    f"horizon {label.get('horizon', '–')} · scope {label.get('scope', '–')} · validation cutoff "
-    f"{display.fmt_ts(cutoffs.get('valid_cutoff'))} · {display.fmt_int(len(main.y))} rows, "
-    f"{display.fmt_int(main.y.sum())} buyers ({display.fmt_pct(main.y.mean())})")
+    f"horizon {label.get('horizon', '–')} · scope {label.get('scope', '–')} · "
+    + (f"test cutoff {display.fmt_ts(cutoffs.get('test_cutoff'))}" if main.split == "test"
+       else f"validation cutoff {display.fmt_ts(cutoffs.get('valid_cutoff'))}")
+    + f" · {display.fmt_int(len(main.y))} rows, {display.fmt_int(main.y.sum())} buyers "
+    f"({display.fmt_pct(main.y.mean())})")
+if main.split != "test":
+    st.warning("This model was trained before IntentLens kept a test window: its figures come from "
+               "the validation window that chose its epochs and weights, so they are optimistic. "
+               "Retrain it to measure it on a window nothing was selected on.")
+if main.card.get("refit"):
+    st.info("This model was refitted on every window up to the latest after it was evaluated, so the "
+            "model that scores today has seen today's data; the figures here are those of the "
+            "evaluated fit on the test window.", icon=":material/update:")
 if dataset is not None and main.card.get("dataset") not in (None, dataset):
     st.warning(f"This model was trained on **{main.card.get('dataset')}**, not on the current "
-               f"dataset **{dataset}**; its validation rows come from **{main.card.get('dataset')}**.")
+               f"dataset **{dataset}**; its test rows come from **{main.card.get('dataset')}**.")
 for note in main.summary.get("notes", []):
     st.warning(note)
 
@@ -158,7 +189,7 @@ def cutoff_view() -> None:
                    help="The score a user needs to be flagged (for top X %, the score of the last "
                         "user inside it).")
     cols[1].metric("Users flagged", display.fmt_int(main_cut.values["flagged"]),
-                   help=f"{display.fmt_pct(main_cut.values['flagged_share'])} of the validation rows.")
+                   help=f"{display.fmt_pct(main_cut.values['flagged_share'])} of the {main.window}'s rows.")
     cols[2].metric("Precision", display.fmt_pct(main_cut.values["precision"]),
                    help="Share of flagged users who bought.")
     cols[3].metric("Recall", display.fmt_pct(main_cut.values["recall"]),
@@ -186,7 +217,7 @@ def cutoff_view() -> None:
 
     view = st.segmented_control("Confusion matrix shows", ["counts", "shares"], default="counts",
                                 key=CONFUSION_KEY,
-                                help="Counts of validation rows, or each cell's share of all rows.")
+                                help="Counts of test rows, or each cell's share of all rows.")
     shares = view == "shares"
     for i, (ev, cut) in enumerate(zip(evals, cuts, strict=True)):
         left, right = st.columns(2, gap="medium")
@@ -222,7 +253,7 @@ def cutoff_view() -> None:
                        "pr_auc": st.column_config.NumberColumn("PR-AUC", format="%.3f"),
                        "precision": st.column_config.NumberColumn("precision at the cutoff",
                                                                   format="%.3f")})
-    st.caption(f"Segments of **{main.name}**'s validation rows. Activity: thirds of users by "
+    st.caption(f"Segments of **{main.name}**'s {main.window} rows. Activity: thirds of users by "
                "events before the cutoff. Sequence length: events the model saw (capped at its "
                "maximum). ROC-AUC is blank where a segment holds one class only.")
 
@@ -235,8 +266,11 @@ left, right = st.columns(2, gap="medium")
 with left:
     calib = pd.concat([ev.calibration.assign(model=ev.name) for ev in evals], ignore_index=True)
     display.chart(charts.calibration_chart(calib), key="perf_calibration")
-    st.caption("ECE (expected calibration error): "
-               + ", ".join(f"{ev.name} {ev.summary['ece']['value']:.3f}" for ev in evals))
+    st.caption("Reliability on the test window: a calibrated model's dots lie on the diagonal, so a "
+               "score reads as expected buyers. ECE (expected calibration error) and Brier score: "
+               + ", ".join(f"{ev.name} ECE {ev.summary['ece']['value']:.3f}, Brier "
+                           f"{ev.summary['brier']['value']:.4f}" for ev in evals)
+               + ". " + " ".join(f"{ev.name}: {_calibration_text(ev.card)}." for ev in evals))
 with right:
     ensembles = [ev for ev in evals if not ev.members.empty]
     if ensembles:
@@ -248,3 +282,25 @@ with right:
         display.chart(charts.training_curves(
             history, empty_message="This model trains in one pass: there are no epochs to show."),
             key="perf_history")
+
+# -- selected on vs reported, and the random split ---------------------------------------------------
+st.markdown("##### Validation window beside the test window")
+st.dataframe(window_table(main.card), hide_index=True, key="perf_windows",
+             column_config={c: st.column_config.NumberColumn(c, format="%.4f")
+                            for c in ("test window", "validation window")})
+st.caption("The validation window chose the epochs, the settings, the ensemble weights and the "
+           "calibration map, so its figures are a little flattering; the test window is the honest "
+           "one. A large gap means the choices fitted the validation window's noise.")
+comparison = split_comparison(main.card)
+with st.expander("Time split versus a random 80/20 split (leakage made visible)",
+                 expanded=not comparison.empty):
+    if comparison.empty:
+        st.caption("This model was trained without the comparison. Train it with **Compare with a "
+                   "random 80/20 split** on the Train page, or `python -m core train ... "
+                   "--compare-random-split`, to see how much a random split would over-state it.")
+    else:
+        display.chart(charts.split_comparison_chart(comparison), key="perf_split_comparison")
+        st.dataframe(comparison, hide_index=True, key="perf_split_table",
+                     column_config={c: st.column_config.NumberColumn(c, format="%.4f")
+                                    for c in ("time_split", "random_split", "overstatement")})
+        st.caption(str((main.card.get("random_split") or {}).get("why", "")))

@@ -58,18 +58,20 @@ def eligibility(dataset: str, spec: LabelSpec) -> tuple[Eligibility, CutoffPlan]
                                tuple(sorted(spec.to_dict().items())))
 
 
-def make_job(dataset: str, kind: str, spec: LabelSpec, preset: str, epochs: int | None, search: int,
-             seed: int, out: Path) -> Callable[[JobContext], dict[str, Any]]:
-    """The function the worker thread runs for one model kind (reports through ``ctx`` only)."""
+def make_job(dataset: str, kind: str, spec: LabelSpec, settings: dict[str, Any],
+             out: Path) -> Callable[[JobContext], dict[str, Any]]:
+    """The function the worker thread runs for one model kind (reports through ``ctx`` only).
+    ``settings``: preset, epochs, search, seed, refit, compare_random_split (the form's values)."""
     store = cached.get_store()                     # captured here: the worker never calls st.*
 
     def run(ctx: JobContext) -> dict[str, Any]:
         from core.modeling.pipeline import train_model
 
-        result = train_model(store, dataset, kind=kind, spec=spec, preset=preset, epochs=epochs,
-                             search=search, seed=seed, out=out, progress=ctx.progress,
-                             cancel=ctx.cancel, log=ctx.log, on_epoch=ctx.on_epoch,
-                             threads=JOB_THREADS)
+        result = train_model(store, dataset, kind=kind, spec=spec, preset=settings["preset"],
+                             epochs=settings["epochs"], search=settings["search"], seed=settings["seed"],
+                             refit=settings["refit"], compare_random_split=settings["compare_random_split"],
+                             out=out, progress=ctx.progress, cancel=ctx.cancel, log=ctx.log,
+                             on_epoch=ctx.on_epoch, threads=JOB_THREADS)
         return {"model_dir": str(result.model_dir), "kind": kind, "metrics": result.metrics,
                 "summary": result.summary()}
     return run
@@ -104,7 +106,8 @@ def ci_column(board: pd.DataFrame, name: str) -> list[str]:
 # -- page -----------------------------------------------------------------------------------------
 st.title("Train")
 st.caption("Teach a model who buys within a horizon, from the events before a cutoff. Every model "
-           "is validated on the last complete time window and lands on the leaderboard below.")
+           "is tuned on a validation window and measured on the last complete window (the test "
+           "window, which nothing is selected on); it then lands on the leaderboard below.")
 feedback.show_flash()
 dataset = session.current_dataset()
 demo = session.is_demo()
@@ -141,7 +144,8 @@ else:
             "Model kinds", list(MODEL_KINDS), default=["transformer", "gbdt"], key="train_kinds",
             format_func=lambda k: KIND_LABELS[k],
             help="One training job per kind; they run one after another and all land on the "
-                 "leaderboard. The ensemble trains all three and weights them on validation PR-AUC.")
+                 "leaderboard. The ensemble trains the Transformer, the trees and logistic regression "
+                 "and weights them on validation PR-AUC.")
         preset = st.radio(
             "Size", list(PRESETS), index=0, horizontal=True, key="train_preset",
             help="How much compute to spend: the numbers each size implies are listed below it.")
@@ -154,8 +158,9 @@ else:
                  "validation PR-AUC stops improving). Empty: the size's number.")
         search = st.number_input(
             "Search trials", min_value=0, max_value=50, value=0, step=1, key="train_search",
-            help="Transformer hyper-parameter search (Optuna TPE): this many trials, each a "
-                 "full training; the best one is kept. 0 = no search.")
+            help="Hyper-parameter search (Optuna TPE) for every kind, with the same budget: this many "
+                 "trials, each a full training judged on the validation window; the best one is "
+                 "kept. 0 = no search.")
         seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1,
                                key="train_seed",
                                help="Same seed, same data, same settings: same model.")
@@ -165,6 +170,16 @@ else:
         max_len = st.number_input(
             "Max events per user", min_value=1, max_value=1000, value=100, step=10,
             key="train_max_len", help="The most recent events kept per user and cutoff.")
+        refit = st.toggle(
+            "Refit on all windows after evaluating", value=False, key="train_refit",
+            help="After the model is measured on the test window, fit it again (same epochs and "
+                 "trees) on every window up to the latest, so the model that scores today has seen "
+                 "today's behaviour. Its card keeps the evaluated fit's test figures.")
+        compare_random = st.toggle(
+            "Compare with a random 80/20 split", value=False, key="train_compare_random",
+            help="Also fit the same kind on a random 80/20 split of the same rows (how the seed "
+                 "evaluated) and show both on the Performance page: leakage made visible. Doubles "
+                 "the training time.")
     with feedback.guard():
         parse_duration(horizon)
         spec = LabelSpec(horizon=horizon.strip(), scope=scope, lookback=lookback.strip() or None,
@@ -172,7 +187,8 @@ else:
                          max_train_cutoffs=PRESETS[preset].max_train_cutoffs)
         settings = {"kinds": list(kinds), "preset": preset,
                     "epochs": int(epochs) if epochs is not None else None,
-                    "search": int(search), "seed": int(seed)}
+                    "search": int(search), "seed": int(seed), "refit": bool(refit),
+                    "compare_random_split": bool(compare_random)}
 
 # -- eligibility card, then the button ------------------------------------------------------------
 if spec is not None:
@@ -180,23 +196,30 @@ if spec is not None:
     with feedback.guard(), st.container(border=True):
         st.markdown("**Eligibility** · positives and negatives the time split gives")
         elig, plan = eligibility(dataset, spec)
-        cols = st.columns(5)
+        cols = st.columns(7)
         cols[0].metric("Training positives", display.fmt_int(elig.train_pos),
                        help="Rows labelled 1 (a buy within the horizon) over all training cutoffs.")
         cols[1].metric("Training negatives", display.fmt_int(elig.train_neg),
                        help="Rows labelled 0 over all training cutoffs.")
         cols[2].metric("Validation positives", display.fmt_int(elig.valid_pos),
-                       help="Rows labelled 1 at the validation cutoff (the last complete window).")
+                       help="Rows labelled 1 at the validation cutoff, the window before the test "
+                            "window: early stopping, search, ensemble weights and calibration use it.")
         cols[3].metric("Validation negatives", display.fmt_int(elig.valid_neg),
                        help="Rows labelled 0 at the validation cutoff.")
-        cols[4].metric("Training windows", display.fmt_int(elig.windows),
-                       help="Training cutoffs, each one horizon apart, all before validation.")
+        cols[4].metric("Test positives", display.fmt_int(elig.test_pos),
+                       help="Rows labelled 1 at the test cutoff (the last complete window): only "
+                            "reported, never selected on.")
+        cols[5].metric("Test negatives", display.fmt_int(elig.test_neg),
+                       help="Rows labelled 0 at the test cutoff.")
+        cols[6].metric("Training windows", display.fmt_int(elig.windows),
+                       help="Training cutoffs, each one step apart, all before validation.")
         train_span = (f"{display.fmt_ts(plan.train_cutoffs[0])} → {display.fmt_ts(plan.train_cutoffs[-1])}"
                       if plan.train_cutoffs else "none")
+        last = plan.last_label_cutoff
         st.caption(f"Training cutoffs (UTC): {train_span} · validation cutoff "
-                   f"{display.fmt_ts(plan.valid_cutoff)}, labels up to "
-                   f"{display.fmt_ts(plan.valid_cutoff + spec.horizon_td)} · positive share in "
-                   f"validation {display.fmt_pct(elig.valid_pos / max(elig.valid_pos + elig.valid_neg, 1))}")
+                   f"{display.fmt_ts(plan.valid_cutoff)} · test cutoff {display.fmt_ts(plan.test_cutoff)}, "
+                   f"labels up to {display.fmt_ts(last + spec.horizon_td)} · positive share in "
+                   f"the test window {display.fmt_pct(elig.test_pos / max(elig.test_pos + elig.test_neg, 1))}")
         (st.success if elig.ok else st.warning)(elig.message)
         ready = elig.ok
     kinds = settings.get("kinds", [])
@@ -211,9 +234,7 @@ if spec is not None:
             registry = cached.get_jobs()
             for kind in kinds:
                 out = default_model_dir(dataset, kind, spec)
-                job_id = registry.submit("train", make_job(
-                    dataset, kind, spec, settings["preset"], settings["epochs"],
-                    settings["search"], settings["seed"], out),
+                job_id = registry.submit("train", make_job(dataset, kind, spec, settings, out),
                     {"dataset": dataset, "kind": kind, "horizon": spec.horizon, "scope": spec.scope,
                      "preset": settings["preset"], "out": str(out)})
                 st.session_state.setdefault(JOBS_KEY, []).append(job_id)
@@ -335,13 +356,24 @@ with feedback.guard():
             "model": board["model_id"], "kind": board["kind"], "horizon": board["horizon"],
             "scope": board["scope"], "ROC-AUC": board["roc_auc"], "ROC-AUC 95% CI": ci_column(board, "roc_auc"),
             "PR-AUC": board["pr_auc"], "PR-AUC 95% CI": ci_column(board, "pr_auc"),
+            "ECE": board["ece"], "measured on": board["window"],
+            "validation ROC-AUC": board["valid_roc_auc"],
             "log-loss": board["log_loss"], "size (MB)": board["size_mb"],
             "time to train": [display.fmt_seconds(s) for s in board["train_seconds"]],
             "created": pd.to_datetime(board["created_at"], errors="coerce", utc=True),
         })
         st.dataframe(table, hide_index=True, key="leaderboard_table", column_config={
-            "ROC-AUC": st.column_config.NumberColumn(format="%.3f", help="Validation ROC-AUC."),
-            "PR-AUC": st.column_config.NumberColumn(format="%.3f", help="Validation PR-AUC."),
+            "ROC-AUC": st.column_config.NumberColumn(format="%.3f", help="ROC-AUC on the test window: the "
+                                                     "latest complete horizon, which nothing was selected on."),
+            "PR-AUC": st.column_config.NumberColumn(format="%.3f", help="PR-AUC on the test window."),
+            "ECE": st.column_config.NumberColumn(format="%.3f", help="Expected calibration error on the test "
+                                                 "window: how far scores are from observed buyer shares."),
+            "measured on": st.column_config.TextColumn(help="test: the window nothing was selected on. "
+                                                       "validation: a model older than the test window, "
+                                                       "measured where it was selected (optimistic)."),
+            "validation ROC-AUC": st.column_config.NumberColumn(
+                format="%.3f", help="On the validation window, which chose epochs, settings, ensemble weights "
+                                    "and calibration: shown for comparison, not for ranking."),
             "log-loss": st.column_config.NumberColumn(format="%.4f", help="Lower is better."),
             "size (MB)": st.column_config.NumberColumn(format="%.2f"),
             "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm", help="UTC"),

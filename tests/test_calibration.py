@@ -1,0 +1,71 @@
+"""Calibration maps fitted on a validation window: chosen by cross-validation, applied as numbers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import expit, logit
+
+from core.modeling.metrics import expected_calibration_error
+from models.calibration import Calibrator
+
+
+def _window(n: int, seed: int, distort) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True probabilities (a low base rate, like buyers), labels drawn from them, distorted scores."""
+    rng = np.random.default_rng(seed)
+    p_true = expit(rng.normal(-2.6, 1.2, n))
+    y = (rng.random(n) < p_true).astype(float)
+    return p_true, y, distort(p_true)
+
+
+def test_an_overconfident_model_is_mapped_back_to_observed_rates():
+    distort = lambda p: expit(2.0 * logit(p) + 1.0)        # noqa: E731  too sharp and too high
+    _, y_valid, raw_valid = _window(20_000, 0, distort)
+    p_test, y_test, raw_test = _window(20_000, 1, distort)
+    cal = Calibrator.fit(raw_valid, y_valid)
+    assert cal.method in ("platt", "isotonic") and set(cal.cv_brier) == {"identity", "platt", "isotonic"}
+    assert cal.cv_brier[cal.method] < cal.cv_brier["identity"]
+    before = expected_calibration_error(y_test, raw_test)
+    after = expected_calibration_error(y_test, cal.apply(raw_test))
+    assert before > 0.05 and after < 0.015, (before, after)
+    # a Platt map on this distortion recovers its inverse: a ~ 0.5, b ~ -0.5
+    platt = _fit("platt", raw_valid, y_valid)
+    assert platt["a"] == pytest.approx(0.5, abs=0.05)
+    assert platt["b"] == pytest.approx(-0.5, abs=0.15)
+
+
+def test_a_calibrated_model_keeps_its_scores_and_platt_keeps_the_ranking():
+    p_true, y, _ = _window(20_000, 2, lambda p: p)
+    cal = Calibrator.fit(p_true, y)
+    moved = np.abs(cal.apply(p_true) - p_true).mean()
+    assert moved < 0.005, (cal.method, moved)
+    platt = Calibrator.from_dict({"method": "platt", "params": {"a": 0.7, "b": -0.3}})
+    q = platt.apply(p_true)
+    assert (np.argsort(q, kind="stable") == np.argsort(p_true, kind="stable")).all()
+
+
+def test_too_few_buyers_leaves_the_scores_alone():
+    cal = Calibrator.fit([0.1, 0.2, 0.3, 0.9, 0.05, 0.4], [0, 0, 0, 1, 0, 0])
+    assert cal.method == "identity" and cal.cv_brier == {}
+    assert "too few buyers" in cal.describe()
+    np.testing.assert_array_equal(cal.apply([0.25, 0.5]), [0.25, 0.5])
+
+
+def test_round_trip_and_malformed_maps():
+    _, y, raw = _window(5_000, 3, lambda p: expit(1.5 * logit(p)))
+    for method in ("platt", "isotonic"):
+        cal = Calibrator(method=method, params=_fit(method, raw, y))
+        again = Calibrator.from_dict(cal.to_dict())
+        np.testing.assert_allclose(again.apply(raw), cal.apply(raw))
+    assert Calibrator.from_dict(None).method == "identity"
+    with pytest.raises(ValueError, match="method"):
+        Calibrator.from_dict({"method": "magic"})
+    with pytest.raises(ValueError, match="non-decreasing"):
+        Calibrator.from_dict({"method": "isotonic", "params": {"x": [0.1, 0.5], "y": [0.9, 0.2]}})
+    with pytest.raises(KeyError):
+        Calibrator.from_dict({"method": "platt", "params": {"a": 1.0}})
+
+
+def _fit(method: str, p: np.ndarray, y: np.ndarray) -> dict:
+    from models import calibration
+
+    return calibration._fit(method, p, y)
