@@ -92,7 +92,7 @@ def test_the_page_draws_every_view_of_the_model(models):
     titles = set(specs(at))
     for title in ("Precision-recall curve", "ROC curve", "Confusion matrix · demo-gbdt-1d",
                   "Scores by true label", "Lift by top share of users", "Cumulative gains",
-                  "Quality by segment", "Calibration"):
+                  "Quality by segment", "Reliability diagram"):
         assert title in titles, titles
         assert specs(at)[title]["data"], title               # real traces, not an empty state
     table = metrics_table(at)
@@ -185,7 +185,7 @@ def test_comparing_two_models(models):
 
 def test_an_ensemble_shows_its_members(models):
     at = pick_model(performance_page(), models / "demo-ensemble-1d")
-    members = specs(at)["Ensemble and members: validation PR-AUC"]["data"][0]
+    members = specs(at)["Ensemble and members: test-window PR-AUC"]["data"][0]
     names, heights = list(members["x"]), array(members["y"])
     assert names[0] == "ensemble"
     assert sorted(names[1:]) == ["gbdt", "logreg", "transformer"]
@@ -204,8 +204,58 @@ def test_no_model_says_how_to_train_one(models):
     assert not at.get("plotly_chart") and not at.error
 
 
-def test_a_model_without_validation_rows_shows_the_project_message(models):
-    (models / "demo-gbdt-1d" / "validation.parquet").unlink()
+def test_a_model_without_evaluation_rows_shows_the_project_message(models):
+    (models / "demo-gbdt-1d" / "evaluation.parquet").unlink()
     at = pick_model(performance_page(), models / "demo-gbdt-1d")
-    assert any("validation.parquet" in e.value for e in at.error)
+    assert any("evaluation.parquet" in e.value for e in at.error)
     assert not at.exception
+
+
+def test_the_page_reports_the_test_window_with_validation_beside_it(models):
+    at = pick_model(performance_page(), models / "demo-gbdt-1d")
+    card = json.loads((models / "demo-gbdt-1d" / "card.json").read_text())
+    assert any("test cutoff" in c.value for c in at.caption)
+    assert not any("before IntentLens kept a test window" in w.value for w in at.warning)
+    windows = next(d.value for d in at.dataframe if "validation window" in d.value.columns).set_index("metric")
+    assert windows.loc["roc_auc", "test window"] == pytest.approx(card["metrics"]["roc_auc"]["value"])
+    assert windows.loc["roc_auc", "validation window"] == pytest.approx(card["valid_metrics"]["roc_auc"]["value"])
+    # the metrics table reads the test rows, which are not the validation rows
+    test_rows = load_evaluation(models / "demo-gbdt-1d")
+    valid_rows = load_evaluation(models / "demo-gbdt-1d", "valid")
+    assert metrics_table(at).set_index("metric").loc["ROC-AUC", "demo-gbdt-1d"] == pytest.approx(
+        metrics.summary_metrics(test_rows["label"], test_rows["score"], n_boot=0)["roc_auc"]["value"])
+    assert set(test_rows["cutoff"]) != set(valid_rows["cutoff"])
+    # trained without the comparison: the expander says how to get it
+    assert any("--compare-random-split" in c.value for c in at.caption)
+
+
+def test_a_model_older_than_the_test_window_is_labelled_optimistic(models):
+    folder = models / "demo-gbdt-1d"
+    rows = load_evaluation(folder, "valid")
+    rows.to_parquet(folder / "validation.parquet")
+    (folder / "evaluation.parquet").unlink()
+    card = json.loads((folder / "card.json").read_text())
+    card.pop("metrics_split")
+    (folder / "card.json").write_text(json.dumps(card))
+    at = pick_model(performance_page(), folder)
+    assert not at.exception
+    assert any("optimistic" in w.value for w in at.warning)
+    assert any("validation cutoff" in c.value for c in at.caption)
+
+
+def test_the_random_split_comparison_is_drawn_when_the_model_has_it(models, tmp_path):
+    folder = models / "demo-logreg-1d"
+    with Store(tmp_path / "db.duckdb") as store:
+        ingest_file(store, ROOT / "sample_data/demo/events.csv.gz", dataset="demo")
+        result = train_model(store, "demo", kind="logreg", spec=SPEC, preset="fast", out=folder,
+                             compare_random_split=True)
+    at = pick_model(performance_page(), folder)
+    assert not at.exception
+    chart = specs(at)["Time split vs random 80/20 split"]
+    names = [t["name"] for t in chart["data"]]
+    assert names == ["time split (test window, honest)", "random 80/20 split (leaky)"]
+    table = next(d.value for d in at.dataframe if "overstatement" in d.value.columns).set_index("metric")
+    random_auc = result.card["random_split"]["metrics"]["roc_auc"]["value"]
+    assert table.loc["roc_auc", "random_split"] == pytest.approx(random_auc)
+    assert table.loc["roc_auc", "overstatement"] == pytest.approx(random_auc - result.metrics["roc_auc"]["value"])
+    assert any("random split mixes every window" in c.value.lower() for c in at.caption)

@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.data.ingest import ingest_file
 from core.data.store import Store
-from core.modeling.labels import LabelSpec, check_eligibility
+from core.modeling.labels import LabelSpec, check_eligibility, plan_cutoffs
 from core.modeling.pipeline import PRESETS, train_model
 from pages.shared import cached
 from tests.app_util import open_app_page, point_app_at
@@ -86,6 +86,8 @@ def test_eligibility_card_and_leaderboard(env):
         expected = check_eligibility(store, "demo", LabelSpec(horizon="1d", max_train_cutoffs=3))
     assert shown["Training positives"] == f"{expected.train_pos:,}"
     assert shown["Validation negatives"] == f"{expected.valid_neg:,}"
+    assert shown["Test positives"] == f"{expected.test_pos:,}" and expected.test_pos > 0
+    assert shown["Test negatives"] == f"{expected.test_neg:,}"
     assert shown["Training windows"] == "3"                       # the fast size's cutoffs
     assert any("Enough to train" in s.value for s in at.success)
     assert not at.button(key="train_start").disabled
@@ -93,11 +95,15 @@ def test_eligibility_card_and_leaderboard(env):
     assert board["model"].str.startswith("demo-gbdt-1d").all() and len(board) == 1
     assert board["PR-AUC 95% CI"].iloc[0].startswith("[")
     assert 0.5 < board["ROC-AUC"].iloc[0] <= 1.0
-    assert "Validation PR-AUC with 95 % intervals" in next(c.proto.spec for c in at.get("plotly_chart"))
+    assert "PR-AUC on the test window, with 95 % intervals" in next(c.proto.spec for c in at.get("plotly_chart"))
+    assert board["measured on"].tolist() == ["test"] and board["validation ROC-AUC"].notna().all()
     assert any(c.value == PRESETS["fast"].describe() for c in at.caption)
     at.radio(key="train_preset").set_value("balanced").run()
     assert any(f"{PRESETS['balanced'].epochs} epochs at most" in c.value for c in at.caption)
-    assert metrics(at)["Training windows"] == str(PRESETS["balanced"].max_train_cutoffs)
+    with Store(db) as store:     # the 9-day log fits fewer one-day windows before validation and test
+        windows = len(plan_cutoffs(store, "demo", LabelSpec(
+            horizon="1d", max_train_cutoffs=PRESETS["balanced"].max_train_cutoffs)).train_cutoffs)
+    assert metrics(at)["Training windows"] == str(windows) and 3 < windows <= PRESETS["balanced"].max_train_cutoffs
     # Every control says what it does.
     for widget in [*at.selectbox, *at.multiselect, *at.radio, *at.number_input, *at.text_input]:
         assert widget.help, widget.label
