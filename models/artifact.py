@@ -81,7 +81,8 @@ WEIGHTS_OVERHEAD_BYTES = 2**20    # torch.save's zip headers and pickled structu
 MODEL_KINDS = ("transformer", "gbdt", "logreg", "svm", "forest", "mlp", "ensemble")
 KIND_LABELS = {"transformer": "Transformer (event sequences)", "gbdt": "Gradient-boosted trees",
                "logreg": "Logistic regression", "svm": "Linear SVM (Platt-calibrated)",
-               "forest": "Random forest", "mlp": "Multi-layer perceptron", "ensemble": "Ensemble (Transformer, trees, logistic)"}
+               "forest": "Random forest", "mlp": "Multi-layer perceptron",
+               "ensemble": "Ensemble (Transformer, trees, logistic)"}
 # The models on aggregate features (models.baselines.FEATURE_KINDS holds their classes).
 FEATURE_COMPONENTS = ("gbdt", "logreg", "svm", "forest", "mlp")
 COMPONENTS = ("transformer", *FEATURE_COMPONENTS)   # what a model directory may hold; an ensemble, several

@@ -424,9 +424,14 @@ class GBDTBaseline(FeatureModel):
         return model
 
 
+MIN_PLATT_SLOPE = 1e-3     # the Platt slope's floor (see _platt)
+
+
 def _platt(margin: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(a, c) of P(y = 1 | margin) = expit(a * margin + c) by maximum likelihood, on Platt's smoothed
-    targets ((n_pos + 1) / (n_pos + 2) for positives, 1 / (n_neg + 2) for negatives)."""
+    targets ((n_pos + 1) / (n_pos + 2) for positives, 1 / (n_neg + 2) for negatives). The slope is
+    kept positive: with few buyers the out-of-fold margins can slope the wrong way by chance, and a
+    negative slope would turn the SVM's ranking upside down."""
     n_pos = float(y.sum())
     n_neg = float(len(y) - n_pos)
     target = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
@@ -438,7 +443,7 @@ def _platt(margin: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         return value, np.array([np.mean(residual * margin), np.mean(residual)])
 
     start = np.array([1.0, math.log((n_pos + 1) / (n_neg + 1))])
-    result = minimize(loss, start, jac=True, method="L-BFGS-B")
+    result = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=[(MIN_PLATT_SLOPE, None), (None, None)])
     return float(result.x[0]), float(result.x[1])
 
 

@@ -40,7 +40,10 @@ def _fit_platt(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
     z = logit(_clip(p)).reshape(-1, 1)
     clf = LogisticRegression(C=1e6, max_iter=1000).fit(z, y.astype(int))   # (almost) unpenalised
-    return {"a": float(clf.coef_[0, 0]), "b": float(clf.intercept_[0])}
+    a, b = float(clf.coef_[0, 0]), float(clf.intercept_[0])
+    if a <= 0:     # scores unrelated to (or against) the labels here: never turn a ranking upside down
+        return {"a": 1.0, "b": 0.0}
+    return {"a": a, "b": b}
 
 
 def _fit_isotonic(p: np.ndarray, y: np.ndarray) -> dict[str, list[float]]:
