@@ -20,7 +20,7 @@ def _window(n: int, seed: int, distort) -> tuple[np.ndarray, np.ndarray, np.ndar
 def test_an_overconfident_model_is_mapped_back_to_observed_rates():
     distort = lambda p: expit(2.0 * logit(p) + 1.0)        # noqa: E731  too sharp and too high
     _, y_valid, raw_valid = _window(20_000, 0, distort)
-    p_test, y_test, raw_test = _window(20_000, 1, distort)
+    _, y_test, raw_test = _window(20_000, 1, distort)
     cal = Calibrator.fit(raw_valid, y_valid)
     assert cal.method in ("platt", "isotonic") and set(cal.cv_brier) == {"identity", "platt", "isotonic"}
     assert cal.cv_brier[cal.method] < cal.cv_brier["identity"]
@@ -69,3 +69,11 @@ def _fit(method: str, p: np.ndarray, y: np.ndarray) -> dict:
     from models import calibration
 
     return calibration._fit(method, p, y)
+
+
+def test_a_map_never_turns_a_ranking_upside_down():
+    rng = np.random.default_rng(5)
+    y = (rng.random(4000) < 0.1).astype(float)
+    p = np.where(y == 1, 0.05, 0.2) + rng.normal(0, 0.01, 4000)     # scores against the labels
+    params = _fit("platt", np.clip(p, 0.01, 0.99), y)
+    assert params == {"a": 1.0, "b": 0.0}
