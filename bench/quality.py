@@ -3,6 +3,7 @@ synthetic logs, and side by side with bootstrap intervals on the real Taobao sam
 
     python bench/quality.py                                  # everything, 3 seeds
     python bench/quality.py --users 4000 --seeds 3 --skip-real --kinds transformer,gbdt
+    python bench/quality.py --skip-synthetic --skip-real --label-efficiency   # pre-training vs labels
 
 Every figure is on the TEST window: the last complete horizon, after the validation window that
 early stopping, search, ensemble weights and calibration selected on. Nothing here is tuned on it.
@@ -148,6 +149,30 @@ def split_leakage(tmp: Path, preset: str, epochs: int | None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def label_efficiency_table(tmp: Path, users: int, preset: str, seeds: int, epochs: int | None,
+                           pretrain_epochs: int) -> pd.DataFrame:
+    """Test ROC-AUC and PR-AUC by share of labelled users, from scratch and from an encoder pre-trained
+    on every user's events (labelled or not) of the same log (core.modeling.experiments)."""
+    from core.modeling.experiments import label_efficiency, lift_from_pretraining, summarise
+    from core.modeling.pretrain import pretrain
+
+    config = SynthConfig(users=users, **CONFIGS["syn-A (strong intent, busy users)"])
+    generate(config, tmp / "le.csv")
+    with Store(tmp / "le.duckdb") as store:
+        ingest_file(store, tmp / "le.csv", dataset="syn")
+        started = time.perf_counter()
+        plan = truth_plan(config, n_train=5)
+        # events up to the test cutoff only: the encoder never sees the test window's purchases
+        pretrain(store, "syn", tmp / "encoder", epochs=pretrain_epochs, until=plan.test_cutoff)
+        print(f"pre-trained the encoder in {time.perf_counter() - started:.0f} s", flush=True)
+        frame = label_efficiency(store, "syn", spec=LabelSpec(horizon="1d"), preset=preset,
+                                 seeds=tuple(range(seeds)), pretrained=tmp / "encoder", epochs=epochs,
+                                 plan=plan)
+    summary = summarise(frame)
+    print(lift_from_pretraining(summary).to_string(index=False, float_format=lambda v: f"{v:+.4f}"))
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=6000)
@@ -158,6 +183,9 @@ def main() -> None:
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--split-leakage", action="store_true", help="time vs random 80/20 split table")
     parser.add_argument("--seeds", type=int, default=MIN_SEEDS, help=f"trainings per kind (at least {MIN_SEEDS})")
+    parser.add_argument("--label-efficiency", action="store_true",
+                        help="test AUC by share of labelled users (1/5/20/100 %%), with and without pre-training")
+    parser.add_argument("--pretrain-epochs", type=int, default=3)
     args = parser.parse_args()
     seeds = max(args.seeds, MIN_SEEDS)
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
@@ -171,6 +199,11 @@ def main() -> None:
             print(f"\n== real Taobao samples and the demo log, time split, TEST window; median (min–max) "
                   f"over {seeds} seeds ==")
             print(real(Path(tmp), args.epochs, args.preset, seeds, kinds).to_string(index=False))
+        if args.label_efficiency:
+            print(f"\n== label efficiency on syn-A, {args.users:,} users, TEST window; per share: median over "
+                  f"{seeds} seeds, the band spans every seed's 95 % interval ==")
+            print(label_efficiency_table(Path(tmp), args.users, args.preset, seeds, args.epochs,
+                                         args.pretrain_epochs).to_string(index=False))
         if args.split_leakage:
             print("\n== time split (test window) vs random 80/20 split of the same rows, seed 0 ==")
             print(split_leakage(Path(tmp), args.preset, args.epochs).to_string(index=False))

@@ -153,6 +153,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                              search=args.search, seed=args.seed, out=args.out, preset=args.preset,
                              progress=progress, threads=args.threads, refit=args.refit,
                              label_share=args.label_share, compare_random_split=args.compare_random_split,
+                             init=args.init, freeze=args.freeze,
                              log=lambda line: bar.write(line, file=sys.stderr))
     print(result.summary())
     if args.compare_random_split:
@@ -247,7 +248,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
                                                          seed=args.seed))
                 if result.methods and len(result.events) else None)
     if args.json:
-        payload: dict[str, object] = {"user_id": args.user, "score": result.score, "summary": result.summary,
+        payload: dict[str, object] = {"user_id": args.user, "score": result.score, "raw_score": result.raw_score,
+                                      "summary": result.summary,
                                       "events": result.events.to_dict(orient="records"),
                                       "faithfulness": faithful}
         if result.features is not None:
@@ -363,6 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-random-split", action="store_true",
                    help="also measure a random 80/20 split of the same rows, to show how much it over-states "
                         "quality against the time split")
+    p.add_argument("--init", default=None, metavar="DIR",
+                   help="start the Transformer from a pre-trained encoder (`python -m core pretrain --out DIR`)")
+    p.add_argument("--freeze", choices=("none", "embeddings", "all"), default="none",
+                   help="with --init: keep the encoder's event embeddings (or the whole encoder) fixed")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="print a saved model's test-window metrics (validation beside them)")

@@ -310,9 +310,11 @@ class LoadedModel:
                                  hint="Build sequences with the model's own vocab (LoadedModel.vocab).")
 
     def predict(self, seq: SequenceBatch | None = None, feats: pd.DataFrame | None = None, *,
-                batch_size: int = 1024) -> np.ndarray:
+                batch_size: int = 1024, calibrated: bool = True) -> np.ndarray:
         """P(purchase within the horizon) per row, float64 (N,). ``seq``: a SequenceBatch built
-        with ``self.vocab`` (transformer, ensemble); ``feats``: the aggregate features (baselines)."""
+        with ``self.vocab`` (transformer, ensemble); ``feats``: the aggregate features (baselines).
+        ``calibrated=False``: the model's own probability before the calibration map (what
+        attributions add up to)."""
         probs: dict[str, np.ndarray] = {}
         for member in self._active():
             if member == "transformer":
@@ -337,7 +339,7 @@ class LoadedModel:
             raw = np.asarray(np.sum([weights[m] * probs[m] for m in probs], axis=0), dtype=float)
         else:
             raw = probs[self.kind]
-        return raw if self.calibration is None else self.calibration.apply(raw)
+        return raw if self.calibration is None or not calibrated else self.calibration.apply(raw)
 
 
 def load_model(model_dir: str | Path) -> LoadedModel:

@@ -54,6 +54,7 @@ MAX_HEADS = 64
 MAX_LAYERS = 4
 MAX_D_FF = 8192
 MAX_PARAMETERS = 100_000_000   # the whole model (400 MB of float32 weights)
+MAX_EVENT_STATS = 64        # time windows of the event-statistics path
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> int:
@@ -84,6 +85,8 @@ class TransformerConfig:
     d_ff: int = 128         # int in [d_model / 2, MAX_D_FF]: hidden width of each block's MLP
     dropout: float = 0.1    # float in [0, 0.5): dropout on embeddings, attention, MLPs and the head
     scope: str = "any"      # "any" | "category": "category" adds a target-category token
+    event_stats: int = 0    # int in [0, MAX_EVENT_STATS]: channels of the event-statistics path (0 = none,
+                            # the architecture of models saved before it existed)
 
     def __post_init__(self) -> None:
         for name in ("n_items", "n_categories", "n_query_buckets"):
@@ -105,6 +108,7 @@ class TransformerConfig:
         self.dropout = float(dropout)
         if self.scope not in SCOPES:
             raise ValueError(f"TransformerConfig.scope must be one of {SCOPES}; got {self.scope!r}.")
+        self.event_stats = _check_int("event_stats", self.event_stats, 0, MAX_EVENT_STATS)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -225,19 +229,34 @@ class IntentTransformer(nn.Module):
         # scope "category": does an event's category equal the target? (0 pad, 1 no, 2 yes)
         self.match_emb = nn.Embedding(3, C, padding_idx=0) if config.scope == "category" else None
         self.n_special = 2 if config.scope == "category" else 1
+        # event statistics (config.event_stats = W > 0): counts of every behaviour id (and, for
+        # scope "category", whether the event is in the target category) in W soft time windows,
+        # "carts in the last 12 hours whose item was not bought since": the aggregates a tree
+        # reads, computed from the event tensors so that gradients still reach every event.
+        # window_emb maps a time-gap bucket to the event's weight in each window (row 0, padding,
+        # is zero); it starts as W nested windows and is learned.
+        W = config.event_stats
+        self.n_stat_rows = (2 if config.scope == "category" else 1) * config.n_behaviors
+        self.window_emb = nn.Embedding(config.n_gaps, W, padding_idx=0) if W else None
+        self.stats_proj = nn.Sequential(nn.Linear(self.n_stat_rows * W, C), nn.GELU()) if W else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layers)])
         self.ln_f = nn.LayerNorm(C)
-        # a second read-out beside [CLS]: a masked SUM of per-event vectors. Softmax attention
-        # averages, so it sees "which" events but loses "how many"; the sum keeps counts (three
-        # open carts are not one), which is what count features give the tree baselines.
-        self.pool = nn.Linear(C, C)
+        # without event statistics, a second read-out beside [CLS]: a masked SUM of per-event
+        # vectors. Softmax attention averages, so it sees "which" events but loses "how many"; the
+        # sum keeps counts (three open carts are not one). The event statistics replace it: they
+        # count per behaviour and time window, where this sum of whole token vectors (item and
+        # category included) let the model memorise users and over-fit.
+        self.pool = None if W else nn.Linear(C, C)
         self.head = nn.Sequential(nn.Linear(2 * C, C), nn.GELU(), nn.Dropout(config.dropout),
                                   nn.Linear(C, 1))
         # a constant added to every logit: training sets it to -log(pos_weight) so that the
         # probabilities stay calibrated after class re-weighting (a prior correction)
         self.register_buffer("logit_offset", torch.zeros(()))
         self.apply(self._init_weights)
+        if self.window_emb is not None:
+            with torch.no_grad():
+                self.window_emb.weight.copy_(soft_windows(config.n_gaps, W))
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -253,6 +272,13 @@ class IntentTransformer(nn.Module):
     def param_count(self) -> int:
         """Number of trainable parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def statistics_parameters(self) -> list[nn.Parameter]:
+        """The event-statistics path's parameters (none without it): training may give them a
+        larger learning rate (``core.modeling.training.TrainConfig.stats_lr_scale``)."""
+        if self.window_emb is None or self.stats_proj is None:
+            return []
+        return [*self.window_emb.parameters(), *self.stats_proj.parameters()]
 
     # -- the three stages ----------------------------------------------------------------
     def embed(self, behavior: torch.Tensor, item: torch.Tensor, category: torch.Tensor,
@@ -272,8 +298,7 @@ class IntentTransformer(nn.Module):
         if self.match_emb is not None:
             if target_category is None:
                 raise ValueError("this model has scope 'category': pass target_category (B,).")
-            match = torch.where(category == target_category[:, None], 2, 1) * (category > 0)
-            x = x + self.match_emb(match)                                  # (B, L, C)
+            x = x + self.match_emb(self._match(category, target_category))  # (B, L, C)
             # the target reads the category table through F.embedding, not the module, so a
             # Captum hook on category_emb sees the events' (B, L) call only
             tgt = F.embedding(target_category, self.category_emb.weight, padding_idx=0)  # (B, C)
@@ -283,6 +308,26 @@ class IntentTransformer(nn.Module):
         key_mask = torch.cat([torch.ones(B, self.n_special, dtype=torch.bool, device=mask.device),
                               mask.bool()], dim=1)                         # (B, S+L)
         return self.drop(x), key_mask
+
+    @staticmethod
+    def _match(category: torch.Tensor, target_category: torch.Tensor) -> torch.Tensor:
+        """(B, L) 0 for padding, 1 when the event's category is not the target, 2 when it is."""
+        return torch.where(category == target_category[:, None], 2, 1) * (category > 0)
+
+    def event_statistics(self, behavior: torch.Tensor, gap: torch.Tensor, category: torch.Tensor,
+                         mask: torch.Tensor, target_category: torch.Tensor | None) -> torch.Tensor:
+        """The event-statistics read-out (B, C): soft-window counts per behaviour id, squashed."""
+        assert self.window_emb is not None and self.stats_proj is not None, "config.event_stats > 0"
+        row = behavior                                                     # (B, L)
+        if target_category is not None and self.n_stat_rows > self.config.n_behaviors:
+            row = row + self.config.n_behaviors * (self._match(category, target_category) == 2)
+        weight = self.window_emb(gap)                                      # (B, L, W)
+        which = F.one_hot(row, self.n_stat_rows).to(weight.dtype)          # (B, L, R)
+        which = which * mask.unsqueeze(-1).to(weight.dtype)                # padding counts nothing
+        counts = which.transpose(1, 2) @ weight                            # (B, R, W)
+        # asinh: about the count for a few events, its log for many (a tree's splits see both)
+        out: torch.Tensor = self.stats_proj(torch.asinh(counts).flatten(1))  # (B, C)
+        return out
 
     def encode(self, x: torch.Tensor, key_mask: torch.Tensor,
                return_attention: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -303,9 +348,12 @@ class IntentTransformer(nn.Module):
                 return_attention: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Logits (B,); with ``return_attention`` also a list of (B, heads, S+L, S+L) per layer."""
         x, key_mask = self.embed(behavior, item, category, gap, hour, query, mask, target_category)
-        events = x[:, self.n_special:]                                     # (B, L, C)
-        real = mask.unsqueeze(-1).to(events.dtype)                         # (B, L, 1)
-        counts = (self.pool(events) * real).sum(dim=1) / POOL_SCALE        # (B, C)
+        if self.pool is not None:
+            events = x[:, self.n_special:]                                 # (B, L, C)
+            real = mask.unsqueeze(-1).to(events.dtype)                     # (B, L, 1)
+            counts = (self.pool(events) * real).sum(dim=1) / POOL_SCALE    # (B, C)
+        else:
+            counts = self.event_statistics(behavior, gap, category, mask, target_category)  # (B, C)
         cls, attentions = self.encode(x, key_mask, return_attention)
         logits: torch.Tensor = self.head(torch.cat([cls, counts], dim=-1)).squeeze(-1) + self.logit_offset  # (B,)
         if return_attention:
@@ -330,6 +378,17 @@ class IntentTransformer(nn.Module):
                 inputs = model_inputs(tensors, slice(start, start + batch_size), device)
                 parts.append(self(**inputs).float().cpu())
         return torch.sigmoid(torch.cat(parts).double()).numpy()
+
+
+def soft_windows(n_gaps: int, n_windows: int) -> torch.Tensor:
+    """(n_gaps, n_windows) initial window weights: window k holds the events whose gap bucket is
+    below an edge spaced evenly over 1..n_gaps-1 (a logistic step two buckets wide), so the
+    windows nest from "just now" to "the whole history"; row 0 (padding) is zero."""
+    g = torch.arange(n_gaps, dtype=torch.float32)[:, None]                  # (G, 1)
+    edge = torch.linspace(1.0, float(n_gaps - 1), n_windows + 1)[1:][None, :]  # (1, W)
+    weights = torch.sigmoid((edge + 0.5 - g) / 2.0)                        # (G, W)
+    weights[0] = 0.0
+    return weights
 
 
 def state_shapes(config: TransformerConfig) -> dict[str, tuple[int, ...]]:

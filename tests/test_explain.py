@@ -377,8 +377,11 @@ def _explain_user_checks(store, model_dir, user):
     assert result.rank == 1 and result.n_scored > 1
     assert result.summary.startswith(f"{result.score:.2f}, top ")
     assert len(result.events) == int(result.sequence.mask.sum())
+    # attributions add up to the model's own probability; the score shown is its calibrated form
     assert result.events["shap"].sum() + result.shap_base_value == pytest.approx(
-        float(np.log(result.score / (1 - result.score))), abs=1e-3)
+        float(np.log(result.raw_score / (1 - result.raw_score))), abs=1e-3)
+    calibration = result.model.calibration
+    assert calibration is not None and result.score == pytest.approx(float(calibration.apply([result.raw_score])[0]))
     long = result.events_long()
     assert list(long.columns) == ["position", "method", "attribution"]
     assert len(long) == 3 * len(result.events)
@@ -407,7 +410,7 @@ def test_cli_explain_json_one_row_per_event(trained):
     assert curve["k"] == list(range(1, min(4, n_events) + 1))
     assert list(curve["drop"]) == ["ig", "random"] and (curve["n_random"], curve["seed"]) == (5, 2)
     assert len(curve["drop"]["ig"]) == len(curve["drop"]["random"]) == len(curve["random_drop_std"]) == len(curve["k"])
-    assert curve["score_before"] == pytest.approx(payload["score"], abs=1e-6)
+    assert curve["score_before"] == pytest.approx(payload["raw_score"], abs=1e-6)
     # ... the very curve the Explain page draws for this user (Explanation.faithfulness)
     with Store(db) as store:
         here = E.explain_user(store, model_dir, "synth", user, methods=("ig",))
@@ -435,7 +438,7 @@ def test_explain_user_feature_models(trained, tmp_path):
         # tree SHAP adds up to the booster's raw score; the model adds its prior correction
         raw = result.features["shap"].sum() + result.features.attrs["base_value"]
         offset = getattr(result.model.gbdt, "logit_offset_", 0.0)
-        assert raw + offset == pytest.approx(np.log(result.score / (1 - result.score)), abs=1e-3)
+        assert raw + offset == pytest.approx(np.log(result.raw_score / (1 - result.raw_score)), abs=1e-3)
         logreg = train_model(store, "synth", kind="logreg", spec=spec, preset="fast",
                              out=tmp_path / "logreg")
         with pytest.raises(ModelError, match="need a Transformer"):

@@ -31,13 +31,14 @@ def _same_weights(a, b) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
-@pytest.mark.parametrize("scope,extra", [("any", {}),
-                                         ("any", {"balanced_sampling": True, "augment_crop": 0.2}),
-                                         ("category", {})])
-def test_learns_a_planted_signal(scope, extra):
+@pytest.mark.parametrize("scope,extra,sizes", [("any", {}, {}),
+                                               ("any", {"balanced_sampling": True, "augment_crop": 0.2}, {}),
+                                               ("category", {}, {}),
+                                               ("category", {"event_dropout": 0.05}, {"event_stats": 8})])
+def test_learns_a_planted_signal(scope, extra, sizes):
     train, valid = planted_batch(2500, seed=1, scope=scope), planted_batch(800, seed=2, scope=scope)
     tc = TrainConfig(epochs=4, batch_size=128, lr=3e-3, seed=0, **extra)
-    fit = fit_transformer(tiny_config(scope=scope), train, valid, tc)
+    fit = fit_transformer(tiny_config(scope=scope, **sizes), train, valid, tc)
     p = predict_transformer(fit.model, valid)
     assert p.shape == (800,) and np.all((p >= 0) & (p <= 1))
     assert roc_auc_score(valid.keys["label"], p) > 0.9
@@ -155,6 +156,31 @@ def test_bad_inputs_are_refused(data):
         predict_transformer(IntentTransformer(tiny_config(scope="category")), valid)
     with pytest.raises(ValueError, match=r"TrainConfig\.lr"):
         TrainConfig(lr=0)
+
+
+def test_statistics_path_gets_its_own_learning_rate():
+    """AdamW groups: every trainable parameter once; the event-statistics path at stats_lr_scale x lr;
+    decay on matrices and embeddings only. A model without the path keeps its two groups."""
+    from core.modeling.training import _optimizer
+    from models.transformer import IntentTransformer
+
+    torch.manual_seed(0)
+    model = IntentTransformer(tiny_config(event_stats=4))
+    groups = _optimizer(model, TrainConfig(lr=2e-3, weight_decay=0.1, stats_lr_scale=5.0)).param_groups
+    fast = {id(p) for p in model.statistics_parameters()}
+    seen = [id(p) for g in groups for p in g["params"]]
+    assert sorted(seen) == sorted(id(p) for p in model.parameters()) and len(fast) == 3
+    for group in groups:
+        in_path = {id(p) in fast for p in group["params"]}
+        assert len(in_path) == 1                                 # a group is all in or all out
+        assert group["lr"] == pytest.approx(2e-3 * (5.0 if in_path.pop() else 1.0))
+        assert group["weight_decay"] == (0.1 if group["params"][0].dim() >= 2 else 0.0)
+        assert len({p.dim() >= 2 for p in group["params"]}) == 1
+    assert [g["lr"] for g in groups] == pytest.approx([2e-3, 2e-3, 1e-2, 1e-2])
+    plain = _optimizer(IntentTransformer(tiny_config()), TrainConfig(lr=2e-3)).param_groups
+    assert [(g["lr"], g["weight_decay"]) for g in plain] == [(2e-3, 0.01), (2e-3, 0.0)]
+    with pytest.raises(ValueError, match=r"TrainConfig\.stats_lr_scale"):
+        TrainConfig(stats_lr_scale=0)
 
 
 def test_search_records_every_trial(data):

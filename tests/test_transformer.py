@@ -1,4 +1,5 @@
-"""IntentTransformer: shapes, attention, padding invariance, determinism, Captum-friendliness."""
+"""IntentTransformer: shapes, attention, padding invariance, determinism, Captum-friendliness, and the
+event-statistics path (soft-window counts computed from the event tensors)."""
 from __future__ import annotations
 
 import numpy as np
@@ -58,10 +59,11 @@ def _model(scope: str = "any", seed: int = 0, **kw) -> IntentTransformer:
     return IntentTransformer(tiny_config(scope=scope, **kw)).eval()
 
 
+@pytest.mark.parametrize("event_stats", [0, 6])
 @pytest.mark.parametrize("scope", ["any", "category"])
-def test_shapes_and_attention_rows(scope):
+def test_shapes_and_attention_rows(scope, event_stats):
     batch = planted_batch(8, scope=scope)
-    model = _model(scope)
+    model = _model(scope, event_stats=event_stats)
     with torch.no_grad():
         logits, att = model(**batch.tensors(), return_attention=True)
     S = model.n_special
@@ -85,9 +87,10 @@ def test_fast_and_manual_attention_agree():
     torch.testing.assert_close(fast, manual, atol=1e-5, rtol=1e-5)
 
 
-def test_padding_does_not_change_the_score():
+@pytest.mark.parametrize("event_stats", [0, 6])
+def test_padding_does_not_change_the_score(event_stats):
     batch = planted_batch(10, L=12)
-    model = _model()                                       # max_len 20 > 12
+    model = _model(event_stats=event_stats)                # max_len 20 > 12
     extra = 8
     padded = {}
     for name, value in batch.tensors().items():
@@ -102,22 +105,24 @@ def test_padding_does_not_change_the_score():
     torch.testing.assert_close(model(**more), base, atol=1e-5, rtol=0)
 
 
-def test_padding_invariance_category_scope():
+@pytest.mark.parametrize("event_stats", [0, 6])
+def test_padding_invariance_category_scope(event_stats):
     batch = planted_batch(6, L=10, scope="category")
-    model = _model("category")
+    model = _model("category", event_stats=event_stats)
     t = batch.tensors()
     padded = {k: (torch.cat([torch.zeros((v.shape[0], 5, *v.shape[2:]), dtype=v.dtype), v], 1)
                   if k != "target_category" else v) for k, v in t.items()}
     torch.testing.assert_close(model(**padded), model(**t), atol=1e-5, rtol=0)
 
 
-def test_fully_padded_rows_are_finite():
+@pytest.mark.parametrize("event_stats", [0, 6])
+def test_fully_padded_rows_are_finite(event_stats):
     batch = planted_batch(4)
     t = batch.tensors()
     for name in ("behavior", "item", "category", "gap", "hour", "query"):
         t[name] = torch.zeros_like(t[name])
     t["mask"] = torch.zeros_like(t["mask"])
-    model = _model()
+    model = _model(event_stats=event_stats)
     logits, att = model(**t, return_attention=True)
     assert torch.isfinite(logits).all() and all(torch.isfinite(a).all() for a in att)
     model.train()
@@ -161,24 +166,36 @@ def test_config_validation_names_field():
 
 
 @pytest.mark.filterwarnings("ignore:Multiple layers provided")   # independent embedding layers
+@pytest.mark.parametrize("event_stats", [0, 6])
 @pytest.mark.parametrize("scope", ["any", "category"])
-def test_captum_layer_integrated_gradients_attaches_to_embeddings(scope):
+def test_captum_layer_integrated_gradients_attaches_to_embeddings(scope, event_stats):
     from captum.attr import LayerIntegratedGradients
 
     batch = planted_batch(2, scope=scope)
-    model = _model(scope)
+    model = _model(scope, event_stats=event_stats)
     t = batch.tensors()
     names = ("behavior", "item", "category", "gap", "hour", "query")
     inputs = tuple(t[n] for n in names)
     extra = (t["mask"], t.get("target_category"))
     layers = [model.behavior_emb, model.item_emb, model.category_emb, model.gap_emb,
               model.hour_emb, model.query_emb]
+    if event_stats:
+        layers.append(model.window_emb)                   # the statistics' per-event weights
+        # a trained-like path (the initial one adds almost nothing to the logit)
+        with torch.no_grad():
+            model.stats_proj[0].weight.normal_(0.0, 0.5)
     lig = LayerIntegratedGradients(lambda *args: model(*args), layers)
     # baseline: every id 0 (padding embeddings are zero vectors); mask and target stay
     baselines = tuple(torch.zeros_like(x) for x in inputs)
     attrs, delta = lig.attribute(inputs, baselines=baselines, additional_forward_args=extra,
                                  n_steps=64, return_convergence_delta=True)
-    assert len(attrs) == 6 and attrs[2].shape == (2, 20, 32) and attrs[5].shape == (2, 20, Q, 32)
+    assert len(attrs) == 6 + (event_stats > 0) and attrs[2].shape == (2, 20, 32)
+    assert attrs[5].shape == (2, 20, Q, 32)
+    if event_stats:
+        assert attrs[6].shape == (2, 20, event_stats)
+        stats_part = attrs[6].sum(dim=-1)                                   # (B, L) per event
+        assert float(stats_part.abs().sum()) > 1e-3                         # the path is attributed...
+        assert float(stats_part[~t["mask"]].abs().max()) == 0.0             # ...to real events only
     total = sum(a.sum(dim=tuple(range(1, a.dim()))) for a in attrs)
     with torch.no_grad():
         gap = model(*inputs, *extra) - model(*baselines, *extra)
@@ -213,6 +230,10 @@ def _config(**changes) -> TransformerConfig:
     ("dropout", -0.1, "TransformerConfig.dropout must be a float in [0, 0.5); got -0.1."),
     ("dropout", "0.1", "TransformerConfig.dropout must be a float in [0, 0.5); got '0.1'."),
     ("scope", "all", "TransformerConfig.scope must be one of ('any', 'category'); got 'all'."),
+    ("event_stats", -1, "TransformerConfig.event_stats must be an int in [0, 64]; got -1."),
+    ("event_stats", 65, "TransformerConfig.event_stats must be an int in [0, 64]; got 65."),
+    ("event_stats", True, "TransformerConfig.event_stats must be an int in [0, 64]; got True."),
+    ("event_stats", 4.0, "TransformerConfig.event_stats must be an int in [0, 64]; got 4.0."),
 ])
 def test_every_config_field_is_checked_with_its_rule_and_value(field, value, message):
     with pytest.raises(ValueError) as info:
@@ -246,3 +267,114 @@ def test_state_shapes_match_the_real_model_without_allocating(scope):
     shapes = state_shapes(huge)
     assert shapes["item_emb.weight"] == (2_000_000, 1024)
     assert sum(int(np.prod(s)) for s in shapes.values()) > 6e9
+
+
+# -- the event-statistics path -----------------------------------------------------------------
+def _counts_by_hand(batch: SequenceBatch, window: np.ndarray, rows: int, target=None) -> np.ndarray:
+    """(B, rows * W): per row r and window w the sum over real events of row r of window[gap, w],
+    where an event's row is its behaviour id (+ n_behaviors when it is in the target category)."""
+    n, L = batch.behavior.shape
+    out = np.zeros((n, rows, window.shape[1]))
+    for i in range(n):
+        for j in range(L):
+            if batch.mask[i, j]:
+                r = batch.behavior[i, j]
+                if target is not None and batch.category[i, j] == target[i]:
+                    r += 7
+                out[i, r] += window[batch.gap[i, j]]
+    return out.reshape(n, -1)
+
+
+@pytest.mark.parametrize("scope", ["any", "category"])
+def test_event_statistics_are_soft_window_counts_of_each_behaviour(scope):
+    """With hand-set window weights and an identity read-out, the path returns the counts of
+    every behaviour (and target-category match) in every window, squashed by asinh."""
+    batch = planted_batch(5, L=12, scope=scope)
+    model = _model(scope, event_stats=2)
+    rows = 7 * (2 if scope == "category" else 1)
+    window = np.zeros((N_GAPS, 2))
+    window[1:, 1] = 1.0                                        # window 1: every event
+    window[1:6, 0] = 1.0                                       # window 0: gap buckets 1..5 ...
+    window[6:9, 0] = 0.5                                       # ... and half of 6..8
+    proj = model.stats_proj[0]
+    assert proj.in_features == rows * 2
+    with torch.no_grad():
+        model.window_emb.weight.copy_(torch.from_numpy(window))
+        proj.weight.zero_()
+        proj.bias.zero_()
+        proj.weight[torch.arange(rows * 2), torch.arange(rows * 2)] = 1.0   # out c = count c
+    t = batch.tensors()
+    got = model.event_statistics(t["behavior"], t["gap"], t["category"], t["mask"],
+                                 t.get("target_category")).detach().numpy()
+    counts = _counts_by_hand(batch, window, rows, batch.target_category)
+    expected = torch.nn.functional.gelu(torch.asinh(torch.from_numpy(counts))).numpy()
+    np.testing.assert_allclose(got[:, :rows * 2], expected, atol=1e-6)
+    assert np.all(got[:, rows * 2:] == 0)
+    # every real event counts once in window 1: the "all events" counts add up to the lengths
+    assert counts.reshape(5, rows, 2)[:, :, 1].sum(axis=1).tolist() == batch.mask.sum(axis=1).tolist()
+    if scope == "category":                                     # target-category events have rows 7..13
+        in_target = (batch.category == batch.target_category[:, None]) & batch.mask
+        assert counts.reshape(5, rows, 2)[:, 7:, 1].sum(axis=1).tolist() == in_target.sum(axis=1).tolist()
+
+
+def test_event_statistics_ignore_hidden_events_whatever_their_ids():
+    """A masked-out event (training's event dropout keeps its ids) adds nothing to the counts."""
+    batch = planted_batch(4, L=10, min_events=4)
+    model = _model(event_stats=4)
+    t = batch.tensors()
+    hidden = dict(t)
+    hidden["mask"] = t["mask"].clone()
+    hidden["mask"][:, -1] = False                               # hide the newest event, ids stay
+    removed = {k: v.clone() for k, v in hidden.items()}
+    for name in ("behavior", "item", "category", "gap", "hour", "query"):
+        removed[name][:, -1] = 0
+    args = ("behavior", "gap", "category", "mask")
+    a = model.event_statistics(*(hidden[k] for k in args), None)
+    b = model.event_statistics(*(removed[k] for k in args), None)
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert not torch.allclose(a, model.event_statistics(*(t[k] for k in args), None))
+
+
+def test_soft_windows_nest_from_now_to_the_whole_history():
+    from models.transformer import soft_windows
+
+    w = soft_windows(97, 12).numpy()
+    assert w.shape == (97, 12) and np.all(w[0] == 0)            # padding counts nothing
+    assert np.all(np.diff(w[1:], axis=0) <= 0)                  # older events weigh less ...
+    assert np.all(np.diff(w[1:], axis=1) >= 0)                  # ... and wider windows hold more
+    assert w[1, 0] > 0.9 and w[20, 0] < 0.05                    # window 0: the newest buckets only
+    assert w[96, -1] > 0.5 and w[1:, -1].min() > 0.5            # the last: every event
+
+
+def test_config_without_event_stats_builds_the_architecture_saved_models_have():
+    """Cards written before the field existed have no ``event_stats``: they read back as 0 and build
+    the model they were trained with (the summed read-out, no statistics), weight for weight."""
+    old = {k: v for k, v in tiny_config().to_dict().items() if k != "event_stats"}
+    config = TransformerConfig.from_dict(old)
+    assert config.event_stats == 0
+    model = IntentTransformer(config)
+    keys = set(model.state_dict())
+    assert {"pool.weight", "pool.bias"} <= keys
+    assert not any(k.startswith(("window_emb", "stats_proj")) for k in keys)
+    assert model.state_dict()["head.0.weight"].shape == (32, 64)
+    assert model.statistics_parameters() == []
+    new = IntentTransformer(_config(event_stats=5))
+    new_keys = set(new.state_dict())
+    assert "pool.weight" not in new_keys and new.state_dict()["window_emb.weight"].shape == (N_GAPS, 5)
+    assert new.state_dict()["stats_proj.0.weight"].shape == (32, 7 * 5)
+    assert len(new.statistics_parameters()) == 3               # window table, read-out weight and bias
+    with pytest.raises(RuntimeError, match="window_emb"):
+        new.load_state_dict(model.state_dict())                 # the two never load into each other
+
+
+def test_the_shipped_demo_model_still_loads():
+    from models.artifact import load_model
+
+    loaded = load_model("models/saved/demo")
+    net = loaded.transformer
+    assert net is not None
+    card_config = loaded.card["members"]["transformer"]["config"]
+    assert net.config.event_stats == card_config.get("event_stats", 0)
+    assert min(net.config.n_items, net.config.n_categories, net.config.n_query_buckets) > N_ITEMS
+    with torch.no_grad():
+        assert torch.isfinite(net(**planted_batch(3, L=12).tensors())).all()

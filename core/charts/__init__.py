@@ -70,6 +70,7 @@ from core.charts.performance import (  # noqa: F401
     calibration_chart,
     confusion_matrix,
     gains_chart,
+    label_efficiency_chart,
     leaderboard,
     lift_chart,
     member_scores,

@@ -432,3 +432,27 @@ def split_comparison_chart(frame: pd.DataFrame) -> go.Figure:
     fig.update_layout(barmode="group")
     fig.update_yaxes(range=[0, 1.05], tickformat=".2f")
     return fig
+
+
+def label_efficiency_chart(frame: pd.DataFrame, *, metric: str = "roc_auc") -> go.Figure:
+    """Test ``metric`` against the share of labelled training users, from scratch and pre-trained,
+    with each point's interval. ``frame``: core.modeling.experiments.summarise (share, pretrained,
+    ``<metric>``, ``<metric>_low``, ``<metric>_high``)."""
+    label = METRIC_LABELS.get(metric, metric)
+    title = f"Label efficiency: test {label} by share of labelled users"
+    need = ("share", "pretrained", metric, f"{metric}_low", f"{metric}_high")
+    if not require_columns(frame, need, "label_efficiency_chart") or frame.empty:
+        return empty_figure("No label-efficiency run yet.", title, height=320)
+    fig = base_figure(title, x_title="share of training users labelled", y_title=f"test {label}", height=340)
+    for i, (pre, name) in enumerate(((False, "from scratch"), (True, "pre-trained encoder"))):
+        part = frame[frame["pretrained"] == pre].sort_values("share")
+        if part.empty:
+            continue
+        fig.add_trace(go.Scatter(
+            x=part["share"], y=part[metric], mode="lines+markers", name=name,
+            line=dict(color=model_color(i), width=2.5), marker=dict(size=9),
+            error_y=dict(type="data", symmetric=False, array=(part[f"{metric}_high"] - part[metric]).fillna(0),
+                         arrayminus=(part[metric] - part[f"{metric}_low"]).fillna(0), thickness=1.2),
+            hovertemplate="%{x:.0%} labelled: %{y:.3f}<extra>" + name + "</extra>"))
+    fig.update_xaxes(type="log", tickformat=".0%")
+    return fig

@@ -4,7 +4,8 @@ Four views of one user's sequence, each one number per event position (newest at
 ``core.modeling.sequences.SequenceBatch``), and the checks that say how far to trust them:
 
 * **Integrated gradients** (Captum ``LayerIntegratedGradients``) attached to all event embedding
-  layers at once (behaviour, item, category, time gap, hour, query). Baseline: the *padding
+  layers at once (behaviour, item, category, time gap, hour, query, and the time-window weights
+  of the event-statistics path when the model has one, :data:`EMBEDDINGS`). Baseline: the *padding
   embedding* — every event id replaced by 0 (whose embedding row is the zero vector) while the
   mask, the position embeddings and the [CLS] token stay as they are. The baseline is "the same
   timeline, with events whose content is unknown", so an attribution measures what an event's
@@ -78,7 +79,10 @@ if TYPE_CHECKING:
 
 METHODS = ("ig", "shap", "attention")
 ID_INPUTS = ("behavior", "item", "category", "gap", "hour", "query")   # what IG attributes to
-EMBEDDINGS = ("behavior_emb", "item_emb", "category_emb", "gap_emb", "hour_emb", "query_emb")
+# the model's per-event embedding layers IG attaches to; window_emb exists only in models with an
+# event-statistics path (TransformerConfig.event_stats > 0): its per-event output carries the
+# soft-window counts, so the score those counts add is attributed to the events that make them
+EMBEDDINGS = ("behavior_emb", "item_emb", "category_emb", "gap_emb", "hour_emb", "query_emb", "window_emb")
 
 # Defaults tuned with bench/explain.py to meet the speed goals with a small IG delta.
 IG_STEPS = 32                 # integration steps per user (Gauss-Legendre), first try
@@ -236,7 +240,7 @@ def _ig_batch(net: IntentTransformer, tensors: Mapping[str, torch.Tensor], *, n_
         logits: torch.Tensor = net(behavior, item, category, gap, hour, query, mask, target_category)
         return logits
 
-    layers = [getattr(net, name) for name in EMBEDDINGS]
+    layers = [layer for layer in (getattr(net, name, None) for name in EMBEDDINGS) if layer is not None]
     with warnings.catch_warnings():
         # Captum warns that layers must not feed each other; these embeddings are parallel
         warnings.filterwarnings("ignore", message="Multiple layers provided")
@@ -704,7 +708,7 @@ class Explanation:
     dataset: str
     model_id: str
     cutoff: datetime                    # T: the dataset's last event time (naive UTC)
-    score: float                        # what the model predicts for the user (probability)
+    score: float                        # what the model predicts for the user (calibrated probability)
     rank: int | None                    # 1 = highest score in the model's scoring run, else None
     n_scored: int | None                # users in that scoring run
     summary: str                        # one sentence
@@ -718,6 +722,8 @@ class Explanation:
     sequence: SequenceBatch | None = None   # the user's one row (None for a model without Transformer)
     category: str | None = None         # scope category: the target category explained
     seconds: float = 0.0                # time spent
+    raw_score: float = math.nan         # the model's probability before the calibration map: what the
+                                        # attributions (and the faithfulness curve) add up to
 
     @property
     def top_percent(self) -> float | None:
@@ -896,7 +902,8 @@ def explain_user(store: Store, model_dir: str | Path, dataset: str, user_id: str
     transformer, gbdt = loaded.transformer, loaded.gbdt
     seq = build_sequences(store, dataset, example, loaded.vocab, spec) if loaded.vocab is not None else None
     feats = build_features(store, dataset, example, spec) if loaded.feature_names else None
-    score = float(np.asarray(loaded.predict(seq, feats)).reshape(-1)[0])
+    raw_score = float(np.asarray(loaded.predict(seq, feats, calibrated=False)).reshape(-1)[0])
+    score = raw_score if loaded.calibration is None else float(loaded.calibration.apply([raw_score])[0])
     if transformer is None:
         if gbdt is None or feats is None:
             raise ModelError(f"model {model_id!r} ({loaded.kind}) has no "
@@ -909,7 +916,7 @@ def explain_user(store: Store, model_dir: str | Path, dataset: str, user_id: str
         features = features.sort_values("shap", key=np.abs, ascending=False, ignore_index=True)
         features.attrs["base_value"] = base
         result = Explanation(user_id=user, dataset=dataset, model_id=model_id, cutoff=cutoff,
-                             score=score, rank=rank, n_scored=n_scored, summary="",
+                             score=score, rank=rank, n_scored=n_scored, summary="", raw_score=raw_score,
                              events=events, features=features, model=loaded, category=chosen)
         top = features.head(3)
         result.summary = (summarize(score, result.top_percent, events, None).rstrip(".") + "; top features: "
@@ -922,7 +929,7 @@ def explain_user(store: Store, model_dir: str | Path, dataset: str, user_id: str
                          hint="Its folder is incomplete: retrain it.")
 
     result = Explanation(user_id=user, dataset=dataset, model_id=model_id, cutoff=cutoff, score=score,
-                         rank=rank, n_scored=n_scored, summary="", events=events,
+                         raw_score=raw_score, rank=rank, n_scored=n_scored, summary="", events=events,
                          methods=tuple(methods), sequence=seq, model=loaded, category=chosen)
     for method in methods:
         if method == "ig":

@@ -89,6 +89,9 @@ class TrainConfig:
     threads: int | None = None       # int >= 1: torch CPU threads while training; None = leave as is
     device: str = "cpu"              # "cpu" | "cuda" | "auto" (cuda when available)
     eval_batch_size: int = 1024      # int >= 1: rows per validation forward pass
+    stats_lr_scale: float = 3.0      # float > 0: learning rate of the event-statistics path (if the model
+                                     # has one) as a multiple of lr: a small MLP over counts that lr,
+                                     # tuned for the attention blocks, trains too slowly
     keep: str = "best"               # "best" (the epoch with the best valid PR-AUC) | "last" (a refit
                                      # with a fixed epoch count: nothing is selected)
 
@@ -104,7 +107,8 @@ class TrainConfig:
                    or (isinstance(self.pos_weight, (int, float)) and self.pos_weight >= 1)),
                   ("device", self.device in ("cpu", "cuda", "auto")),
                   ("keep", self.keep in ("best", "last")),
-                  ("threads", self.threads is None or self.threads >= 1)]
+                  ("threads", self.threads is None or self.threads >= 1),
+                  ("stats_lr_scale", self.stats_lr_scale > 0)]
         for name, ok in checks:
             if not ok:
                 raise ValueError(f"TrainConfig.{name} has an invalid value: {getattr(self, name)!r} "
@@ -124,6 +128,7 @@ class FitResult:
     seconds: float                   # wall time of this call (resumed epochs are not re-counted)
     best_valid_pr_auc: float = float("nan")
     resumed_from: int = 0            # epochs already done in the checkpoint when this call began
+    init: dict[str, Any] | None = None   # what ``init`` reported (a pre-trained encoder's record)
     valid_pred: np.ndarray | None = field(default=None, repr=False)  # best model's valid probabilities
 
 
@@ -190,10 +195,19 @@ def _lr_lambda(tc: TrainConfig, total_steps: int) -> Callable[[int], float]:
 
 
 def _optimizer(model: IntentTransformer, tc: TrainConfig) -> torch.optim.AdamW:
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr)
+    """AdamW: decay on matrices and embeddings only; the event-statistics path at ``stats_lr_scale``
+    times the learning rate. Empty groups are left out, so a model without that path has the two
+    groups it always had."""
+    fast = {id(p) for p in model.statistics_parameters()}
+    groups = []
+    for scale, in_group in ((1.0, False), (tc.stats_lr_scale, True)):
+        params = [p for p in model.parameters() if p.requires_grad and (id(p) in fast) == in_group]
+        for decayed in (True, False):
+            chosen = [p for p in params if (p.dim() >= 2) == decayed]
+            if chosen:
+                groups.append({"params": chosen, "weight_decay": tc.weight_decay if decayed else 0.0,
+                               "lr": tc.lr * scale})
+    return torch.optim.AdamW(groups, lr=tc.lr)
 
 
 def _logits(model: IntentTransformer, tensors: dict[str, torch.Tensor], n: int,
@@ -268,7 +282,8 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
                     tc: TrainConfig, *, progress: ProgressFn | None = None,
                     cancel: CancelToken | None = None,
                     on_epoch: Callable[[dict[str, float]], None] | None = None,
-                    checkpoint_dir: str | Path | None = None, log: LogFn | None = None) -> FitResult:
+                    checkpoint_dir: str | Path | None = None, log: LogFn | None = None,
+                    init: Callable[[IntentTransformer], dict[str, Any]] | None = None) -> FitResult:
     """Train an IntentTransformer on ``train``, early-stopping on ``valid``; see the module doc."""
     started = time.perf_counter()
     y_train, y_valid = _labels(train, "training"), _labels(valid, "validation")
@@ -300,6 +315,7 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
     with _threads(tc.threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(tc.seed)
         model = IntentTransformer(config).to(device)
+        init_record = init(model) if init is not None else None   # e.g. a pre-trained encoder (frozen parts)
         offset = model.logit_offset
         assert isinstance(offset, torch.Tensor)                 # a registered buffer
         offset.fill_(-math.log(prior_shift))
@@ -394,7 +410,7 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
     best_pr = next((h["valid_pr_auc"] for h in history if h["epoch"] == best["epoch"]), math.nan)
     return FitResult(model=model, history=history, best_epoch=int(best["epoch"]),
                      seconds=time.perf_counter() - started, best_valid_pr_auc=float(best_pr),
-                     resumed_from=resumed_from, valid_pred=valid_pred)
+                     resumed_from=resumed_from, valid_pred=valid_pred, init=init_record)
 
 
 # -- hyper-parameter search -----------------------------------------------------------------
