@@ -268,3 +268,16 @@ def test_a_cancelled_training_resumes_from_its_checkpoint(env):
     assert [e["epoch"] for e in state.epochs] == [1, 2]          # epoch 1 replayed from the checkpoint
     assert (models / "demo-transformer-1d" / "card.json").is_file()
     assert not (models / "demo-transformer-1d.checkpoint").exists()
+
+
+def test_label_efficiency_refuses_a_folder_that_is_not_an_encoder(env, tmp_path):
+    _, models = env
+    at = train_page()
+    before = listing(models)
+    (tmp_path / "not-an-encoder").mkdir()
+    at.text_input(key="train_le_encoder").set_value(str(tmp_path / "not-an-encoder")).run()
+    at.button(key="train_le_start").click().run()
+    assert not at.exception
+    assert "pretrain.json" in errors(at) and "python -m core pretrain" in errors(at)
+    assert "train_label_efficiency_job" not in at.session_state     # no job was started
+    assert listing(models) == before

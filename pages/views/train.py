@@ -241,10 +241,11 @@ if spec is not None:
 
 
 # -- jobs (polled) ---------------------------------------------------------------------------------
-def _job_states() -> list[JobState]:
+def _job_states(ids: list[str | None] | None = None) -> list[JobState]:
+    """Snapshots of this session's training jobs (or of ``ids``), skipping ones the process forgot."""
     registry = cached.get_jobs()
     states = []
-    for job_id in st.session_state.get(JOBS_KEY, []):
+    for job_id in (st.session_state.get(JOBS_KEY, []) if ids is None else [i for i in ids if i]):
         try:
             states.append(registry.snapshot(job_id))
         except IntentLensError:
@@ -342,6 +343,76 @@ def jobs_panel() -> None:
 
 _active = any(not s.finished for s in _job_states())
 st.fragment(jobs_panel, run_every=POLL_SECONDS if _active else None)()
+
+# -- label efficiency -----------------------------------------------------------------------------
+LE_JOB_KEY = "train_label_efficiency_job"
+
+
+def make_label_efficiency_job(dataset: str, spec: LabelSpec, seeds: int, encoder: str | None,
+                              freeze: str) -> Callable[[JobContext], dict[str, Any]]:
+    """The worker's function: core.modeling.experiments.label_efficiency, summarised."""
+    store = cached.get_store()
+
+    def run(ctx: JobContext) -> dict[str, Any]:
+        from core.modeling.experiments import label_efficiency, summarise
+
+        frame = label_efficiency(store, dataset, spec=spec, seeds=tuple(range(seeds)), preset="fast",
+                                 pretrained=encoder, freeze=freeze, threads=JOB_THREADS,
+                                 progress=ctx.progress, cancel=ctx.cancel)
+        return {"summary": summarise(frame).to_dict(orient="records")}
+    return run
+
+
+def label_efficiency_panel() -> None:
+    job_id = st.session_state.get(LE_JOB_KEY)
+    state = None
+    if job_id is not None:
+        try:
+            state = cached.get_jobs().snapshot(job_id)
+        except IntentLensError:
+            state = None
+    if state is not None and not state.finished:
+        st.progress(state.fraction or 0.0, text=state.message or "starting")
+    elif state is not None and state.error:
+        st.error(state.error)
+    elif state is not None and state.result:
+        summary = pd.DataFrame(state.result["summary"])
+        display.chart(charts.label_efficiency_chart(summary, metric="roc_auc"), key="train_le_roc")
+        display.chart(charts.label_efficiency_chart(summary, metric="pr_auc"), key="train_le_pr")
+        st.dataframe(summary, hide_index=True, key="train_le_table")
+
+
+if spec is not None:
+    with st.expander("Label efficiency: how many labelled users does the Transformer need?"):
+        st.caption("Trains the Transformer (fast size) on 1 %, 5 %, 20 % and 100 % of the training "
+                   "users' labels and measures each on the same test window, from scratch and, given "
+                   "an encoder from `python -m core pretrain`, pre-trained on every user's events. "
+                   "Each point carries its bootstrap 95 % interval (over every seed). The models are "
+                   "not kept.")
+        a, b, c = st.columns([1, 2, 1])
+        le_seeds = a.number_input("Seeds", min_value=1, max_value=5, value=1, key="train_le_seeds",
+                                  help="Trainings per point, each with other users and initialisation.")
+        encoder = b.text_input("Pre-trained encoder folder (optional)", key="train_le_encoder",
+                               placeholder="/path/to/encoder",
+                               help="A folder written by `python -m core pretrain --dataset NAME --out DIR`; "
+                                    "empty: only the from-scratch curve.")
+        le_freeze = c.selectbox("Freeze", ["none", "embeddings", "all"], key="train_le_freeze",
+                                help="What stays fixed in the pre-trained encoder while fine-tuning.")
+        if st.button("Measure label efficiency", key="train_le_start", disabled=demo,
+                     icon=":material/science:",
+                     help="Starts a background job: 4 trainings per seed and variant."):
+            with feedback.guard():
+                session.require_writable("Training")
+                if encoder.strip():
+                    from core.modeling.pretrain import load_pretrained
+
+                    load_pretrained(encoder.strip())        # a clear message now, not in the job
+                st.session_state[LE_JOB_KEY] = cached.get_jobs().submit(
+                    "label_efficiency",
+                    make_label_efficiency_job(dataset, spec, int(le_seeds), encoder.strip() or None, le_freeze),
+                    {"dataset": dataset, "horizon": spec.horizon})
+        _le_running = any(not j.finished for j in _job_states([st.session_state.get(LE_JOB_KEY)]))
+        st.fragment(label_efficiency_panel, run_every=POLL_SECONDS if _le_running else None)()
 
 # -- leaderboard ----------------------------------------------------------------------------------
 st.subheader("Leaderboard")
