@@ -160,3 +160,13 @@ def test_formatters():
     assert display.fmt_span("2017-11-25 00:00", "2017-12-03 12:00") == "2017-11-25 → 2017-12-03 (8.5 days)"
     assert display.fmt_span("2017-11-26 01:00", "2017-11-26 03:10").endswith("(2.2 hours)")
     assert [display.fmt_seconds(s) for s in (None, 42, 125, 3900)] == ["–", "42 s", "2 min 05 s", "1 h 05 min"]
+
+
+def test_home_names_the_test_window_for_a_model_measured_on_it(db, models_dir):
+    write_card(models_dir, "head-gbdt-1d", model_id="head-gbdt-1d", kind="gbdt", dataset="head",
+               label={"horizon": "1d"}, metrics_split="test",
+               metrics={"pr_auc": {"value": 0.2875, "low": 0.2, "high": 0.4}})
+    at = run_app()
+    figures = {m.label: m.value for m in at.metric}
+    assert figures["PR-AUC"] == "0.287" and "Validation PR-AUC" not in figures
+    assert "test window" in next(m.help for m in at.metric if m.label == "PR-AUC")

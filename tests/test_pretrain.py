@@ -23,6 +23,7 @@ from core.data.schema import BEHAVIOR_CODE
 from core.data.store import Store
 from core.errors import ModelError
 from core.modeling.labels import LabelSpec
+from core.modeling.pipeline import checkpoint_dir_for
 from core.modeling.pretrain import (
     CARD_FILE,
     CONTENT_EMBEDDINGS,
@@ -30,7 +31,6 @@ from core.modeling.pretrain import (
     ENCODER_PREFIXES,
     HASH_ITEM_BUCKETS,
     VOCAB_FILE,
-    checkpoint_dir_for,
     cutoff_grid,
     hashed_vocabulary,
     init_from_pretrained,

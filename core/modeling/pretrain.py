@@ -411,18 +411,12 @@ class PretrainResult:
                  f"  {len(self.history)} epochs in {card['seconds']:.1f} s; vocabulary "
                  f"{'hashed' if card['hashed_vocab'] else 'top-K + hash buckets'}"]
         if last:
-            parts = ", ".join(f"{name.replace('_', ' ')} {last[f'holdout_{name}']:.3f}" for name in LOSS_PARTS
-                              if f"holdout_{name}" in last)
+            parts = ", ".join(f"{name.replace('_', ' ').replace('behavior', 'behaviour')} "
+                              f"{last[f'holdout_{name}']:.3f}" for name in LOSS_PARTS if f"holdout_{name}" in last)
             lines.append(f"  last epoch: train loss {last['train_loss']:.3f}, held-out loss "
                          f"{last.get('holdout_loss', math.nan):.3f} ({parts})")
         lines.append(f"  fine-tune from it: python -m core train --dataset NAME --init {self.out_dir}")
         return "\n".join(lines)
-
-
-def checkpoint_dir_for(out_dir: Path) -> Path:
-    """``<out_dir>.checkpoint``: where a pre-training run saving to ``out_dir`` keeps its per-epoch
-    checkpoint; deleted once the encoder is saved."""
-    return out_dir.parent / (out_dir.name + ".checkpoint")
 
 
 def _signature(config: TransformerConfig, settings: dict[str, Any], info: dict[str, Any], n_examples: int,
@@ -523,7 +517,7 @@ def pretrain(store: Store, dataset: str, out_dir: str | Path, *, max_len: int = 
     chunk, sequences, events (real events in them), build_seconds and train_seconds (benches).
     See the module doc for the rest.
     """
-    from core.modeling.pipeline import GAP_BUCKETS, GAP_STEPS, PRESETS
+    from core.modeling.pipeline import GAP_BUCKETS, GAP_STEPS, PRESETS, checkpoint_dir_for
 
     started = time.perf_counter()
     preset = PRESETS["balanced"]

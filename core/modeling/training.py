@@ -319,6 +319,9 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
         offset = model.logit_offset
         assert isinstance(offset, torch.Tensor)                 # a registered buffer
         offset.fill_(-math.log(prior_shift))
+        # the loss sees positives with weight loss_weight (or half the sample when balanced): start
+        # the output at those weighted log-odds (a resumed run loads its own weights below)
+        model.init_output_bias(0.0 if tc.balanced_sampling else math.log(loss_weight / ratio))
         optimizer = _optimizer(model, tc)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(tc, total_steps))
         loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(loss_weight, device=device))

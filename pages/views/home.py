@@ -53,9 +53,11 @@ with right:
         kind = str(card["kind"] or "–")
         with figures():
             st.metric("Model kind", kind, width="content", help=KIND_LABELS.get(kind))
-            st.metric("Validation PR-AUC", "–" if pd.isna(card["pr_auc"]) else f"{card['pr_auc']:.3f}",
-                      width="content",
-                      help="Area under the precision-recall curve on the last complete time window.")
+            st.metric("PR-AUC" if card["window"] == "test" else "Validation PR-AUC",
+                      "–" if pd.isna(card["pr_auc"]) else f"{card['pr_auc']:.3f}", width="content",
+                      help="Area under the precision-recall curve on the test window: the last complete "
+                           "time window, which nothing was selected on (a model older than the test "
+                           "window: on its validation window).")
             st.metric("Horizon", str(card["horizon"] or "–"), width="content",
                       help="A user counts as a buyer when they buy within this time after the cutoff.")
         st.caption(f"`{card['model_id']}` · {KIND_LABELS.get(kind, kind)} · trained on dataset "
