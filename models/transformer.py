@@ -273,6 +273,16 @@ class IntentTransformer(nn.Module):
         """Number of trainable parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
+    def init_output_bias(self, logit: float) -> None:
+        """Start the head's output (before ``logit_offset``) at ``logit``. Training passes the
+        log-odds of its (weighted) labels: the first steps then learn which rows differ instead of
+        the base rate, which with non-negative inputs such as counts would pull every weight down
+        together and rank busy users last."""
+        out = self.head[-1]
+        assert isinstance(out, nn.Linear)
+        with torch.no_grad():
+            out.bias.fill_(float(logit))
+
     def statistics_parameters(self) -> list[nn.Parameter]:
         """The event-statistics path's parameters (none without it): training may give them a
         larger learning rate (``core.modeling.training.TrainConfig.stats_lr_scale``)."""
