@@ -41,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.timing import MIN_REPEATS, PeakRSS, Stat, repeat
 from core.data.store import Store
-from core.modeling.pipeline import PRESETS
-from core.modeling.pretrain import checkpoint_dir_for, cutoff_grid, pretrain, pretrain_examples
+from core.modeling.pipeline import PRESETS, checkpoint_dir_for
+from core.modeling.pretrain import cutoff_grid, pretrain, pretrain_examples
 from core.modeling.sequences import build_vocab
 from core.progress import Cancelled, CancelToken
 from core.settings import get_settings

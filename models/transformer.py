@@ -10,6 +10,11 @@ Reads top to bottom (in the spirit of nanoGPT's ``model.py``):
 4. ``IntentTransformer``: token embeddings -> [CLS] (+ target-category token) -> blocks -> MLP head.
    Only the [CLS] output is read, so on the fast path the last block updates [CLS] alone (its
    query attends over every key as usual): the same logit for a fraction of the last block's work.
+   Beside [CLS] the head reads a second vector (the Behavior Sequence Transformer's "other
+   features", computed here from the same event tensors): with ``event_stats`` = W > 0 the *event
+   statistics*, the counts of every behaviour id (for scope ``category`` also split by "in the target
+   category") in W learned soft time windows, asinh-squashed and projected; with W = 0 (models saved
+   before it existed) a masked sum of the event token vectors.
 
 Inputs (see ``core.modeling.sequences.SequenceBatch``): per example the last L events, LEFT-padded with 0 so
 the newest event sits at position L-1. An event token is the sum of the embeddings of its behaviour,
@@ -24,7 +29,9 @@ special tokens precede the events, so attention matrices are (B, heads, n_specia
 
 ``forward`` takes tensors only and never converts, moves or reads values back to Python, so Captum's
 ``LayerIntegratedGradients`` can attach to the embedding layers ``behavior_emb``, ``item_emb``,
-``category_emb``, ``gap_emb``, ``hour_emb`` and ``query_emb``. Padding id 0 of every embedding is a
+``category_emb``, ``gap_emb``, ``hour_emb``, ``query_emb`` and (with event statistics) ``window_emb``,
+whose per-event output is each event's weight in every window: the counts are sums of it, so the
+score they carry is attributed to the events that make them. Padding id 0 of every embedding is a
 zero vector (``padding_idx=0``), a natural integrated-gradients baseline.
 """
 from __future__ import annotations
@@ -85,8 +92,12 @@ class TransformerConfig:
     d_ff: int = 128         # int in [d_model / 2, MAX_D_FF]: hidden width of each block's MLP
     dropout: float = 0.1    # float in [0, 0.5): dropout on embeddings, attention, MLPs and the head
     scope: str = "any"      # "any" | "category": "category" adds a target-category token
-    event_stats: int = 0    # int in [0, MAX_EVENT_STATS]: channels of the event-statistics path (0 = none,
-                            # the architecture of models saved before it existed)
+    event_stats: int = 0    # int in [0, MAX_EVENT_STATS]: time windows of the event-statistics path (0 = none,
+                            # the architecture of models saved before the field existed)
+    id_dropout: float = 0.0  # float in [0, 1): in training, the share of events whose item, category and
+                             # query embeddings are hidden (their behaviour, time and relations stay)
+    seq_dropout: float = 0.0  # float in [0, 1): in training, the share of rows whose [CLS] vector the head
+                              # does not see (the rest scaled up), so the second read-out learns to stand alone
 
     def __post_init__(self) -> None:
         for name in ("n_items", "n_categories", "n_query_buckets"):
@@ -109,6 +120,16 @@ class TransformerConfig:
         if self.scope not in SCOPES:
             raise ValueError(f"TransformerConfig.scope must be one of {SCOPES}; got {self.scope!r}.")
         self.event_stats = _check_int("event_stats", self.event_stats, 0, MAX_EVENT_STATS)
+        id_dropout: object = self.id_dropout
+        if isinstance(id_dropout, bool) or not isinstance(id_dropout, (int, float, np.floating)) \
+                or not 0.0 <= id_dropout < 1.0:
+            raise ValueError(f"TransformerConfig.id_dropout must be a float in [0, 1); got {id_dropout!r}.")
+        self.id_dropout = float(id_dropout)
+        seq_dropout: object = self.seq_dropout
+        if isinstance(seq_dropout, bool) or not isinstance(seq_dropout, (int, float, np.floating)) \
+                or not 0.0 <= seq_dropout < 1.0:
+            raise ValueError(f"TransformerConfig.seq_dropout must be a float in [0, 1); got {seq_dropout!r}.")
+        self.seq_dropout = float(seq_dropout)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -302,7 +323,13 @@ class IntentTransformer(nn.Module):
         q = (q * q_real).sum(dim=2) / q_real.sum(dim=2).clamp(min=1.0)     # (B, L, C)
         # positions counted from the right so that left padding does not move anything
         pos = torch.arange(L - 1, -1, -1, device=behavior.device).clamp(max=self.config.max_len - 1)
-        x = (self.behavior_emb(behavior) + self.item_emb(item) + self.category_emb(category)
+        item_vec, category_vec = self.item_emb(item), self.category_emb(category)  # 2 x (B, L, C)
+        if self.training and self.config.id_dropout > 0:
+            # which item or category an event had is what lets a small training set be memorised
+            # user by user; hiding it for a share of events keeps the model on behaviour and time
+            keep = (torch.rand(B, L, 1, device=q.device) >= self.config.id_dropout).to(q.dtype)
+            item_vec, category_vec, q = item_vec * keep, category_vec * keep, q * keep
+        x = (self.behavior_emb(behavior) + item_vec + category_vec
              + self.gap_emb(gap) + self.hour_emb(hour) + q + self.pos_emb(pos))  # (B, L, C)
         special = [self.special_emb.weight[0].expand(B, 1, -1)]           # [CLS]: (B, 1, C)
         if self.match_emb is not None:
@@ -365,6 +392,11 @@ class IntentTransformer(nn.Module):
         else:
             counts = self.event_statistics(behavior, gap, category, mask, target_category)  # (B, C)
         cls, attentions = self.encode(x, key_mask, return_attention)
+        if self.training and self.config.seq_dropout > 0:
+            # the attention path fits a few thousand rows within an epoch or two, long before the
+            # counts have been learned; hiding it for a share of rows keeps both read-outs learning
+            keep = (torch.rand(cls.shape[0], 1, device=cls.device) >= self.config.seq_dropout).to(cls.dtype)
+            cls = cls * keep / (1.0 - self.config.seq_dropout)            # (B, C)
         logits: torch.Tensor = self.head(torch.cat([cls, counts], dim=-1)).squeeze(-1) + self.logit_offset  # (B,)
         if return_attention:
             return logits, attentions

@@ -61,14 +61,28 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def model(one_thread) -> IntentTransformer:
-    """150 AdamW steps on the planted rows: learns the rule, stays smooth enough for IG."""
+def carts_only_planted(batch: SequenceBatch, where: np.ndarray) -> SequenceBatch:
+    """The rows with every cart but the planted one turned into a view: the cause is then "a cart
+    among the newest events", which the event statistics (counts per behaviour and time window)
+    express without reading categories."""
+    out = batch.subset(np.arange(len(batch)))
+    planted_cell = np.zeros_like(out.mask)
+    rows = np.flatnonzero(where >= 0)
+    planted_cell[rows, where[rows]] = True
+    out.behavior[(out.behavior == CART) & ~planted_cell] = VIEW
+    return out
+
+
+def _train_planted(event_stats: int = 0) -> IntentTransformer:
+    """150 AdamW steps on the planted rows: learns the rule, stays smooth enough for IG. With event
+    statistics, on the rows where the planted cart is the only cart (:func:`carts_only_planted`)."""
     torch.manual_seed(0)
-    train, _ = planted(1000, 0)
+    train, where = planted(1000, 0)
+    if event_stats:
+        train = carts_only_planted(train, where)
     config = TransformerConfig(n_behaviors=7, n_items=N_ITEMS, n_categories=N_CATS, n_gaps=40,
                                n_hours=25, n_query_buckets=8, max_len=L, d_model=16, n_heads=2,
-                               n_layers=2, d_ff=32, dropout=0.0)
+                               n_layers=2, d_ff=32, dropout=0.0, event_stats=event_stats)
     net = IntentTransformer(config)
     tensors = train.tensors()
     y = torch.tensor(train.keys["label"].to_numpy(), dtype=torch.float32)
@@ -82,6 +96,17 @@ def model(one_thread) -> IntentTransformer:
         loss.backward()
         opt.step()
     return net.eval()
+
+
+@pytest.fixture(scope="module")
+def model(one_thread) -> IntentTransformer:
+    return _train_planted()
+
+
+@pytest.fixture(scope="module")
+def stats_model(one_thread) -> IntentTransformer:
+    """The same rows learned by a model with the event-statistics path (soft-window counts)."""
+    return _train_planted(event_stats=4)
 
 
 @pytest.fixture(scope="module")
@@ -295,6 +320,42 @@ def test_batched_ig_matches_single_rows_and_global_frames(model, data):
     side = E.compare_drivers(frames["behavior"], frames["behavior"])
     assert set(side["population"]) == {"cohort", "everyone"}
     assert np.allclose(side["difference"].dropna(), 0.0)
+
+
+def test_statistics_path_is_attributed_to_the_events(stats_model, data):
+    """With event statistics in the head, IG still explains the whole score through the events:
+    the window weights are one of the attributed layers, completeness holds, the planted event
+    leads, and deleting IG's top events lowers the score more than deleting random ones."""
+    batch, where = data
+    batch = carts_only_planted(batch, where)
+    test_model_learned_the_planted_rule(stats_model, (batch, where))
+    assert "window_emb" in E.EMBEDDINGS
+    rows = _positives(data, 12)
+    sub = batch.subset(rows)
+    t = sub.tensors()
+    attr, delta, _ = E._ig_adaptive(stats_model, t, n_steps=E.IG_STEPS, max_steps=E.IG_MAX_STEPS,
+                                    rtol=E.IG_RTOL, atol=E.IG_ATOL, internal_batch_size=E.IG_INTERNAL_BATCH)
+    with torch.no_grad():
+        logits = stats_model(**t)
+        blank = {k: (torch.zeros_like(v) if k in E.ID_INPUTS else v) for k, v in t.items()}
+        explained = logits - stats_model(**blank)                          # f(x) - f(baseline)
+        # the statistics carry part of the score: without their window weights the logits move
+        weight = stats_model.window_emb.weight.clone()
+        stats_model.window_emb.weight.zero_()
+        without = stats_model(**t)
+        stats_model.window_emb.weight.copy_(weight)
+    assert float((logits - without).abs().mean()) > 0.05
+    # completeness: Captum's delta is exactly what the attributions miss of f(x) - f(baseline)...
+    np.testing.assert_allclose(attr.sum(axis=1) - explained.numpy(), delta, atol=1e-3)
+    # ...and step doubling made it small against the change it explains
+    assert E._ig_converged(attr, delta, E.IG_RTOL, E.IG_ATOL).all(), delta
+    assert (attr.argmax(axis=1) == where[rows]).mean() >= 0.8
+    wins = 0
+    for n, i in enumerate(rows[:8]):
+        curve = E.faithfulness(stats_model, batch.subset([i]), {"ig": attr[n]}, ks=(1,), n_random=10, seed=0)
+        drop = curve.set_index(["method", "k"])["drop"]
+        wins += int(drop[("ig", 1)] > drop[("random", 1)])
+    assert wins >= 6
 
 
 def test_gap_bucket_labels():

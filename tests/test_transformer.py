@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from core.modeling.sequences import SequenceBatch
-from models.transformer import IntentTransformer, TransformerConfig
+from models.transformer import IntentTransformer, TransformerConfig, state_shapes
 
 torch.set_num_threads(1)
 
@@ -234,6 +234,11 @@ def _config(**changes) -> TransformerConfig:
     ("event_stats", 65, "TransformerConfig.event_stats must be an int in [0, 64]; got 65."),
     ("event_stats", True, "TransformerConfig.event_stats must be an int in [0, 64]; got True."),
     ("event_stats", 4.0, "TransformerConfig.event_stats must be an int in [0, 64]; got 4.0."),
+    ("id_dropout", 1.0, "TransformerConfig.id_dropout must be a float in [0, 1); got 1.0."),
+    ("id_dropout", -0.2, "TransformerConfig.id_dropout must be a float in [0, 1); got -0.2."),
+    ("id_dropout", "0.5", "TransformerConfig.id_dropout must be a float in [0, 1); got '0.5'."),
+    ("seq_dropout", 1, "TransformerConfig.seq_dropout must be a float in [0, 1); got 1."),
+    ("seq_dropout", False, "TransformerConfig.seq_dropout must be a float in [0, 1); got False."),
 ])
 def test_every_config_field_is_checked_with_its_rule_and_value(field, value, message):
     with pytest.raises(ValueError) as info:
@@ -255,8 +260,6 @@ def test_config_accepts_the_bounds_and_reads_back_what_it_wrote():
 
 @pytest.mark.parametrize("scope", ["any", "category"])
 def test_state_shapes_match_the_real_model_without_allocating(scope):
-    from models.transformer import state_shapes
-
     config = tiny_config(scope=scope)
     real = {name: tuple(t.shape) for name, t in _model(scope).state_dict().items()}
     assert state_shapes(config) == real
@@ -363,6 +366,8 @@ def test_config_without_event_stats_builds_the_architecture_saved_models_have():
     assert "pool.weight" not in new_keys and new.state_dict()["window_emb.weight"].shape == (N_GAPS, 5)
     assert new.state_dict()["stats_proj.0.weight"].shape == (32, 7 * 5)
     assert len(new.statistics_parameters()) == 3               # window table, read-out weight and bias
+    # what models.artifact checks a card's weights against before loading them
+    assert state_shapes(_config(event_stats=5)) == {k: tuple(v.shape) for k, v in new.state_dict().items()}
     with pytest.raises(RuntimeError, match="window_emb"):
         new.load_state_dict(model.state_dict())                 # the two never load into each other
 
@@ -378,3 +383,43 @@ def test_the_shipped_demo_model_still_loads():
     assert min(net.config.n_items, net.config.n_categories, net.config.n_query_buckets) > N_ITEMS
     with torch.no_grad():
         assert torch.isfinite(net(**planted_batch(3, L=12).tensors())).all()
+
+
+def test_id_dropout_hides_item_category_and_query_of_some_events_in_training_only():
+    """In training, an event whose identity is hidden scores as if its item, category and query ids
+    were padding (0) while its behaviour, time and position stay; in eval nothing is hidden."""
+    model = _model(event_stats=4, id_dropout=0.5, dropout=0.0).train()
+    t = planted_batch(6).tensors()
+    torch.manual_seed(3)
+    hidden = model(**t)
+    torch.manual_seed(3)
+    keep = torch.rand(6, 20, 1) >= 0.5                        # the draw forward makes first
+    assert 0 < int(keep.sum()) < 120
+    blanked = dict(t, item=t["item"] * keep[..., 0], category=t["category"] * keep[..., 0],
+                   query=t["query"] * keep)
+    model.eval()
+    torch.testing.assert_close(hidden, model(**blanked), atol=1e-6, rtol=0)
+    assert not torch.allclose(model(**t), model(**blanked))
+    torch.testing.assert_close(model(**t), model(**t))         # eval: deterministic, nothing hidden
+    assert TransformerConfig.from_dict(tiny_config().to_dict()).id_dropout == 0.0
+
+
+def test_seq_dropout_hides_the_cls_vector_of_some_rows_in_training_only():
+    """In training the head sees [CLS] / (1 - p) on kept rows and zeros on the others, beside the
+    event statistics, which it always sees; in eval it sees [CLS] as it is."""
+    model = _model(event_stats=4, seq_dropout=0.5, dropout=0.0)
+    t = planted_batch(8).tensors()
+    with torch.no_grad():
+        x, key_mask = model.embed(**{k: t[k] for k in ("behavior", "item", "category", "gap", "hour",
+                                                          "query", "mask")})
+        cls, _ = model.encode(x, key_mask)
+        stats = model.event_statistics(t["behavior"], t["gap"], t["category"], t["mask"], None)
+        torch.testing.assert_close(model(**t), model.head(torch.cat([cls, stats], -1)).squeeze(-1))
+        model.train()
+        torch.manual_seed(5)
+        dropped = model(**t)
+        torch.manual_seed(5)
+        keep = (torch.rand(8, 1) >= 0.5).float()
+        assert 0 < int(keep.sum()) < 8
+        expected = model.head(torch.cat([cls * keep / 0.5, stats], -1)).squeeze(-1)
+    torch.testing.assert_close(dropped, expected, atol=1e-6, rtol=0)
