@@ -312,3 +312,23 @@ def test_cli_pretrains_with_a_hashed_vocabulary(database: Path, tmp_path: Path,
                  "--until", "yesterday-ish"]) == 2
     assert "is not a time" in capsys.readouterr().err
     assert not math.isnan(card["history"][0]["holdout_loss"])
+
+
+def test_fine_tune_refuses_an_encoder_that_saw_the_test_window(database: Path, encoder: Path,
+                                                             tmp_path: Path) -> None:
+    """The module's encoder read every event of 'syn', the test window's purchases included: training on
+    'syn' from it is refused with the cutoff to pre-train up to, and nothing is written."""
+    from core.errors import DataError
+    from core.modeling.labels import plan_cutoffs
+    from core.modeling.pipeline import train_model
+
+    spec = LabelSpec(horizon="1d", max_len=30)
+    with Store(database, read_only=True) as store:
+        plan = plan_cutoffs(store, "syn", spec)
+        with pytest.raises(DataError) as info:
+            train_model(store, "syn", kind="transformer", spec=spec, preset="fast", out=tmp_path / "m",
+                        init=encoder, threads=1)
+    assert info.value.title == "Pre-training saw the test window"
+    assert plan.test_cutoff is not None and pd.Timestamp(plan.test_cutoff).isoformat() in info.value.hint
+    assert load_pretrained(encoder)[2]["settings"]["until"] > pd.Timestamp(plan.test_cutoff).isoformat()
+    assert not (tmp_path / "m").exists()

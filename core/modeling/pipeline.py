@@ -26,7 +26,9 @@ from models.artifact import (
     FEATURE_COMPONENTS,
     MODEL_KINDS,
     VALIDATION_FILE,
+    LoadedModel,
     load_card,
+    load_model,
     save_model,
 )
 
@@ -103,6 +105,29 @@ class Pretrained:
 
         return load_pretrained(self.path)[1]
 
+    def check_no_test_leak(self, dataset: str, dataset_sha256: str | None, plan: CutoffPlan) -> None:
+        """Refuse an encoder pre-trained on this dataset's events past the test window's cutoff.
+
+        Pre-training reads no labels, but events after the test cutoff include the purchases the
+        test window asks about: an encoder that saw them makes the reported test figures optimistic.
+        """
+        from core.modeling.pretrain import load_pretrained
+
+        card = load_pretrained(self.path)[2]
+        same = card.get("dataset") == dataset or (
+            dataset_sha256 is not None and card.get("dataset_sha256") == dataset_sha256)
+        until = (card.get("settings") or {}).get("until")
+        if not same or plan.test_cutoff is None or until is None:
+            return
+        if pd.Timestamp(until) > pd.Timestamp(plan.test_cutoff):
+            raise DataError(
+                f"the encoder in {self.path} was pre-trained on {dataset!r} up to {until}, after this "
+                f"model's test window starts ({plan.test_cutoff}): it has seen the behaviour the test "
+                "window asks about, so the test figures would be optimistic.",
+                title="Pre-training saw the test window",
+                hint=f"Pre-train again with --until {pd.Timestamp(plan.test_cutoff).isoformat()} "
+                     "(or on another dataset), then train with --init.")
+
     def initialiser(self, vocab: Vocab | None) -> Callable[[Any], dict[str, Any]]:
         """What fit_transformer calls on the new model: copy the encoder in, freeze what is asked."""
         from core.modeling.pretrain import init_from_pretrained
@@ -120,6 +145,7 @@ class Inputs:
     sequences: SequenceBatch | None = None   # aligned with examples, when a sequence model is trained
     features: pd.DataFrame | None = None   # aggregate features aligned with examples
     pretrained: Pretrained | None = None   # the encoder the Transformer starts from, if any
+    parent: LoadedModel | None = None      # the saved model a warm start continues from, if any
 
     def split_index(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.examples["split"].to_numpy() == split)
@@ -262,6 +288,8 @@ def _transformer_config(inputs: Inputs, spec: LabelSpec, preset: Preset) -> Tran
     from core.modeling.sequences import N_BEHAVIOR_IDS
     from models.transformer import TransformerConfig
 
+    if inputs.parent is not None and inputs.parent.transformer is not None:   # a warm start: the parent's
+        return inputs.parent.transformer.config
     if inputs.pretrained is not None:       # the encoder's sizes and vocabulary rows, our own head
         from core.modeling.pretrain import pretrained_config
 
@@ -277,10 +305,20 @@ def _transformer_config(inputs: Inputs, spec: LabelSpec, preset: Preset) -> Tran
         event_stats=preset.event_stats)
 
 
-def _train_config(preset: Preset, seed: int, threads: int | None) -> TrainConfig:
+MIN_STEPS_PER_EPOCH = 16   # a small training set (a low label share) gets smaller batches, not fewer steps
+MIN_BATCH = 32
+
+
+def _train_config(preset: Preset, seed: int, threads: int | None, n_train: int | None = None) -> TrainConfig:
+    """The preset's optimiser settings; with ``n_train`` rows, the batch shrinks (down to MIN_BATCH)
+    so an epoch still takes MIN_STEPS_PER_EPOCH steps: 5 % of the labels otherwise trains on a
+    handful of steps and the label-efficiency chart would measure under-training."""
     from core.modeling.training import TrainConfig
 
-    return TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, seed=seed,
+    batch = preset.batch_size
+    if n_train is not None:
+        batch = min(batch, max(MIN_BATCH, n_train // MIN_STEPS_PER_EPOCH))
+    return TrainConfig(epochs=preset.epochs, batch_size=batch, seed=seed,
                        weight_decay=preset.weight_decay, lr=preset.lr, patience=preset.patience,
                        augment_crop=preset.augment_crop, event_dropout=preset.event_dropout, threads=threads)
 
@@ -295,7 +333,7 @@ def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: Preset, *, seed: i
     train = inputs.sequences.subset(inputs.split_index("train"))
     valid = inputs.sequences.subset(inputs.split_index("valid"))
     config = _transformer_config(inputs, spec, preset)
-    tc = _train_config(preset, seed, threads)
+    tc = _train_config(preset, seed, threads, n_train=len(train))
     trials: list[dict[str, Any]] = []
     if search > 0:
         _log(log, f"transformer: hyper-parameter search, {search} trials")
@@ -307,12 +345,28 @@ def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: Preset, *, seed: i
     else:
         fit = fit_transformer(config, train, valid, tc, progress=progress, cancel=cancel,
                               on_epoch=on_epoch, checkpoint_dir=checkpoint_dir, log=log,
-                              init=inputs.pretrained.initialiser(inputs.vocab) if inputs.pretrained else None)
+                              init=_initialiser(inputs))
     _log(log, f"transformer: best epoch {fit.best_epoch}, valid PR-AUC {fit.best_valid_pr_auc:.4f}, "
               f"{fit.seconds:.1f}s")
     return {"model": fit.model, "config": config.to_dict(), "train_config": tc.to_dict(),
             "history": fit.history, "trials": trials, "valid_pred": np.asarray(fit.valid_pred),
             "seconds": fit.seconds, "best_epoch": fit.best_epoch, "init": fit.init}
+
+
+def _initialiser(inputs: Inputs) -> Callable[[Any], dict[str, Any]] | None:
+    """What the Transformer's fit starts from: a pre-trained encoder, the parent's weights (a warm
+    start: every tensor copied; the fit then sets the output offset and bias for its own rows' base
+    rate, as any fit does), or nothing (a fresh initialisation)."""
+    if inputs.pretrained is not None:
+        return inputs.pretrained.initialiser(inputs.vocab)
+    if inputs.parent is None or inputs.parent.transformer is None:
+        return None
+    state = {name: value.detach().clone() for name, value in inputs.parent.transformer.state_dict().items()}
+
+    def warm(model: Any) -> dict[str, Any]:
+        model.load_state_dict(state)
+        return {}
+    return warm
 
 
 def _fit_baseline(kind: str, inputs: Inputs, preset: Preset, *, seed: int, search: int = 0,
@@ -321,7 +375,7 @@ def _fit_baseline(kind: str, inputs: Inputs, preset: Preset, *, seed: int, searc
     """A feature model of ``kind`` (models.baselines.FEATURE_KINDS); with ``search`` > 0 the same
     Optuna budget the Transformer gets (core.modeling.tuning), selected on validation PR-AUC."""
     from core.modeling.tuning import search_feature_model
-    from models.baselines import fit_feature_model
+    from models.baselines import GBDTBaseline, fit_feature_model
 
     assert inputs.features is not None, "prepare_inputs(features=True) builds them"
     started = time.perf_counter()
@@ -335,6 +389,10 @@ def _fit_baseline(kind: str, inputs: Inputs, preset: Preset, *, seed: int, searc
         model, _, trials = search_feature_model(kind, X_train, y_train, X_valid, y_valid, n_trials=search,
                                                 seed=seed, progress=progress, cancel=cancel,
                                                 n_estimators=preset.gbdt_trees)
+    elif kind == "gbdt" and inputs.parent is not None and inputs.parent.gbdt is not None:
+        # a warm start: up to gbdt_trees more trees on top of the parent's
+        params = {**inputs.parent.gbdt.get_params(), "n_estimators": preset.gbdt_trees}
+        model = GBDTBaseline(**params).fit(X_train, y_train, X_valid, y_valid, init_model=inputs.parent.gbdt)
     else:
         model = fit_feature_model(kind, X_train, y_train, X_valid, y_valid, seed=seed,
                                   n_estimators=preset.gbdt_trees)
@@ -371,15 +429,15 @@ def _refit(kind: str, fitted: dict[str, Any], inputs: Inputs, spec: LabelSpec, p
 
         assert inputs.sequences is not None
         epochs = max(1, int(fitted["best_epoch"]))
-        tc = replace(_train_config(preset, seed, threads), epochs=epochs, patience=epochs + 1,
-                     keep="last")
+        # the evaluated fit's batch size: its best epoch count is a number of passes at that size
+        tc = replace(_train_config(preset, seed, threads), epochs=epochs, patience=epochs + 1, keep="last",
+                     batch_size=int(fitted["train_config"]["batch_size"]))
         config = TransformerConfig.from_dict(fitted["config"])
         rows = inputs.sequences.subset(every)
         recent = inputs.sequences.subset(inputs.split_index(inputs.plan.report_split))
         _log(log, f"refit transformer: {epochs} epoch(s) on {len(every):,} rows")
-        initialiser = inputs.pretrained.initialiser(inputs.vocab) if inputs.pretrained else None
         return fit_transformer(config, rows, recent, tc, progress=progress, cancel=cancel, log=log,
-                               init=initialiser).model
+                               init=_initialiser(inputs)).model
     assert inputs.features is not None
     X = inputs.features.iloc[every].reset_index(drop=True)
     model = fitted["model"]
@@ -505,7 +563,8 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
                 models_root: Path | None = None, plan: CutoffPlan | None = None,
                 threads: int | None = None, refit: bool = False,
                 label_share: float = 1.0, compare_random_split: bool = False,
-                init: str | Path | None = None, freeze: str = "none") -> TrainResult:
+                init: str | Path | None = None, freeze: str = "none",
+                parent: str | Path | None = None) -> TrainResult:
     """Train ``kind`` on ``dataset`` with a time split, evaluate it, save it; see the module doc.
 
     Selection (early stopping, search, ensemble weights, calibration) uses the validation window
@@ -519,6 +578,11 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
 
     ``init``: a pre-trained encoder directory (``python -m core pretrain``) the Transformer starts
     from, with its vocabulary and sizes; ``freeze``: none | embeddings | all (what stays fixed).
+
+    ``parent``: a saved model of the same ``kind`` and label to warm-start from (``python -m core
+    update``): the Transformer starts from its weights with its configuration and vocabulary (items
+    it has not seen share the hashed buckets, as in any vocabulary), gbdt adds trees to its trees,
+    the other feature kinds fit afresh; the card records it under ``warm_start``.
 
     ``threads`` caps the torch CPU threads of the Transformer's fit (LightGBM already keeps to
     half the cores); the app passes one fewer than the machine has so pages stay responsive while
@@ -544,8 +608,15 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
             raise DataError(f"a pre-trained encoder initialises the Transformer; a {kind} model has none.",
                             title="Nothing to initialise", hint="Train --model transformer or ensemble.")
         pretrained = Pretrained(Path(init), freeze)
+    parent_model = _parent_model(parent, kind, spec) if parent is not None else None
+    if parent_model is not None and pretrained is not None:
+        raise DataError("a warm start (parent) and a pre-trained encoder (init) exclude each other.",
+                        title="Two starting points", hint="Pass one of them.")
     started = time.perf_counter()
     info = store.dataset(dataset)
+    if pretrained is not None:
+        plan = plan or plan_cutoffs(store, dataset, spec)
+        pretrained.check_no_test_leak(dataset, info.get("sha256"), plan)
     out_dir = Path(out) if out else default_model_dir(dataset, kind, spec, models_root)
     inputs = prepare_inputs(store, dataset, spec, sequences=need_seq, features=need_feat,
                             progress=progress, cancel=cancel, log=log,
@@ -553,8 +624,10 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
                                            "gap_steps": GAP_STEPS, "gap_buckets": GAP_BUCKETS},
                             max_train_rows=settings.max_train_rows, seed=seed, plan=plan,
                             label_share=float(label_share),
-                            vocab=pretrained.vocab() if pretrained is not None else None)
+                            vocab=pretrained.vocab() if pretrained is not None
+                            else parent_model.vocab if parent_model is not None else None)
     inputs.pretrained = pretrained
+    inputs.parent = parent_model
     fit = _fit_and_measure(inputs, kind, spec, settings, seed=seed, search=search,
                            checkpoint_dir=checkpoint_dir_for(out_dir), progress=progress, cancel=cancel,
                            on_epoch=on_epoch, log=log, threads=threads)
@@ -595,6 +668,8 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
         card["train_config"] = members["transformer"]["train_config"]
         if members["transformer"].get("init"):
             card["pretrained"] = members["transformer"]["init"]
+    if parent_model is not None:
+        card["warm_start"] = {"parent_id": parent_model.card.get("model_id"), "parent_path": str(parent)}
     models = {name: m["model"] for name, m in members.items()}
     if refit:
         refit_started = time.perf_counter()
@@ -619,6 +694,22 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
     saved = load_card(model_dir)
     return TrainResult(model_dir=Path(model_dir), card=saved, metrics=metrics, valid_metrics=valid_metrics,
                        members={k: m["metrics"] for k, m in members.items()} if kind == "ensemble" else {})
+
+
+def _parent_model(path: str | Path, kind: str, spec: LabelSpec) -> LoadedModel:
+    """The saved model a warm start continues from; ModelError unless it is a ``kind`` model with
+    ``spec``'s label (horizon, scope, lookback, events per sequence)."""
+    model = load_model(path)
+    if model.kind != kind:
+        raise ModelError(f"{path} holds a {model.kind} model; a {kind} model cannot continue from it.",
+                         title="Other model kind", hint=f"Warm-start with --model {model.kind}, or train afresh.")
+    fields = ("horizon", "scope", "lookback", "max_len")
+    theirs, ours = model.spec.to_dict(), spec.to_dict()
+    differ = [f"{name} {theirs[name]!r} there, {ours[name]!r} here" for name in fields if theirs[name] != ours[name]]
+    if differ:
+        raise ModelError(f"{path} predicts another label ({'; '.join(differ)}).", title="Other label",
+                         hint="Warm-start with the parent's own label definition (its card's `label`).")
+    return model
 
 
 def _evaluation_rows(store: Store, dataset: str, inputs: Inputs, members: dict[str, dict[str, Any]],
