@@ -7,7 +7,7 @@ navigation selects. Page scripts live in ``pages/views/`` and are listed in
 """
 import streamlit as st
 
-from pages.shared import actions, registry, session
+from pages.shared import actions, cached, registry, session
 
 st.set_page_config(page_title="IntentLens", page_icon=":material/travel_explore:", layout="wide",
                    initial_sidebar_state="expanded")
@@ -17,5 +17,6 @@ page = st.navigation([
     for i, spec in enumerate(registry.available_pages())
 ])
 actions.ensure_first_start_data()
+cached.sample_app_resources()
 session.sidebar()
 page.run()

@@ -1,7 +1,8 @@
 """`python -m core ...`: the same functions the pages call, for pipelines.
 
 Exit codes: 0 success, 2 a user error (bad file, unknown dataset, incompatible model: the
-project's message is printed on stderr), 1 an unexpected failure, 130 cancelled.
+project's message is printed on stderr), 1 an unexpected failure, 130 cancelled; `drift` exits 3
+when a drift measure is over its threshold (so a scheduler can alert).
 """
 from __future__ import annotations
 
@@ -268,6 +269,117 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drift(args: argparse.Namespace) -> int:
+    from core.serving.monitor import EXIT_DRIFT, drift_report
+
+    with _store(args, read_only=True) as store:
+        report = drift_report(store, args.model, args.dataset, threshold=args.threshold, window=args.window)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(report.headline())
+        print()
+        print(report.measures[["label", "psi", "status"]].head(args.top).to_string(
+            index=False, float_format=lambda v: f"{v:.3f}"))
+        for note in report.notes:
+            print(note)
+    return EXIT_DRIFT if report.drifted else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from core.insight.report import build_report
+
+    bar, progress = _progress_bar("report")
+    with _store(args) as store, bar:
+        report = build_report(store, args.model, args.dataset, threshold=args.threshold,
+                              cohort_top=args.cohort_top, driver_users=args.driver_users, progress=progress)
+    path = report.write(args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {report.figures} figures; opens offline)")
+    for note in report.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def cmd_outlook(args: argparse.Namespace) -> int:
+    from core.insight.outlook import outlook
+
+    with _store(args) as store:
+        view = outlook(store, args.model, args.dataset, level=args.level, top=args.top)
+    if args.json:
+        _print_json(view.to_dict())
+        return 0
+    print(view.describe())
+    print(view.frame.drop(columns="realized").to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
+    totals = view.totals()
+    print(f"shown categories: {totals['expected']:,.1f} expected purchases against {totals['last_actual']:,.0f} "
+          f"buyers in the last horizon ({len(view.frame)} of {view.categories} categories)")
+    return 0
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    from core.runtime.update import update_dataset
+
+    bar, progress = _progress_bar("update")
+    with _store(args) as store, bar:
+        result = update_dataset(store, args.dataset, args.file, model=args.model, layout=args.format,
+                                column_map=dict(args.map or []) or None,
+                                behavior_map=dict(args.behavior_map or []) or None, ts_format=args.ts_format,
+                                tz=args.tz, year=args.year, duplicates=args.duplicates, epochs=args.epochs,
+                                seed=args.seed, threads=args.threads, progress=progress,
+                                log=lambda line: bar.write(line, file=sys.stderr))
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        print(result.summary())
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from core.serving.export import export_model
+
+    bar, progress = _progress_bar("export")
+    with _store(args, read_only=True) as store, bar:
+        result = export_model(args.model, store=store, dataset=args.dataset, progress=progress)
+    _print_json(result)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from core.serving import service
+
+    print(f"serving {args.model} on http://{args.host}:{args.port} (API docs at /docs; Ctrl-C stops)",
+          file=sys.stderr)
+    service.serve(args.model, host=args.host, port=args.port, db_path=args.db, dataset=args.dataset,
+                  threads=args.threads)
+    return 0
+
+
+def cmd_realized(args: argparse.Namespace) -> int:
+    from core.insight.realized import EXIT_FLAGGED, realized_runs
+
+    with _store(args, read_only=True) as store:
+        report = realized_runs(store, args.model, args.dataset, top_percent=args.top)
+    if args.json:
+        _print_json(report.to_dict())
+        return EXIT_FLAGGED if report.flagged else 0
+    print(report.headline())
+    if not report.runs.empty:
+        cols = ["cutoff", "n_users", "buyers", "top_rows", "precision", "promised", "recall", "lift",
+                "predicted_buyers", "roc_auc", "pr_auc", "flagged"]
+        print()
+        print(report.runs[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if not report.exports.empty:
+        print("\nExported cohorts:")
+        print(report.exports[["export_id", "cut", "rows", "buyers", "precision", "recall", "lift"]].to_string(
+            index=False, float_format=lambda v: f"{v:.3f}"))
+    if not report.pending.empty:
+        print(f"\n{len(report.pending)} run(s) still inside their horizon (next due "
+              f"{report.pending['due'].min():%Y-%m-%d %H:%M} UTC).")
+    for note in report.notes:
+        print(f"note: {note}")
+    return EXIT_FLAGGED if report.flagged else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from core.modeling.pipeline import PRESETS
     from models.artifact import MODEL_KINDS
@@ -399,6 +511,85 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON: score, summary, events with one column per method, and the faithfulness "
                         "curve (k, drop per method and random, random_drop_std)")
     p.set_defaults(func=cmd_explain)
+
+    p = with_db(sub.add_parser("drift", help="drift between a model's training window and the latest data "
+                                             "(exit code 3 when a measure is over the threshold)"))
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", required=True, help="the dataset whose latest window is checked")
+    p.add_argument("--threshold", type=float, default=0.25,
+                   help="PSI at which a measure counts as drift (default 0.25; 0.1 is the watch level)")
+    p.add_argument("--window", default=None,
+                   help="window length, e.g. 7d (default: the span of the model's training windows)")
+    p.add_argument("--top", type=_positive_int, default=15, help="measures listed, worst first (default 15)")
+    p.add_argument("--json", action="store_true", help="the whole report as JSON")
+    p.set_defaults(func=cmd_drift)
+    p = with_db(sub.add_parser("report", help="write a self-contained HTML report of a model on a dataset"))
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", required=True, help="the HTML file to write (opens offline; plotly embedded once)")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="cutoff probability the test-window performance is measured at (default 0.5)")
+    p.add_argument("--cohort-top", type=float, default=5.0,
+                   help="the cohort section's top X %% of the scoring run (default 5)")
+    p.add_argument("--driver-users", type=_positive_int, default=200,
+                   help="users sampled for the global drivers (default 200)")
+    p.set_defaults(func=cmd_report)
+
+    p = with_db(sub.add_parser("outlook", help="expected purchasers per category over the next horizon "
+                                               "(a category-scope model)"))
+    p.add_argument("--model", required=True, help="a model trained with --scope category")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--top", type=_positive_int, default=20, help="categories shown, most expected first (default 20)")
+    p.add_argument("--level", type=float, default=0.9, help="the interval's coverage (default 0.9)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_outlook)
+
+    p = with_db(sub.add_parser("update", help="append new events, warm-start the current model, promote it when "
+                                              "no worse on the newest test window, re-score (nightly)"))
+    p.add_argument("--dataset", required=True, help="the dataset to append to")
+    p.add_argument("--file", required=True, help="the new events (same layouts as ingest)")
+    p.add_argument("--model", default=None, metavar="DIR",
+                   help="the current model (default: the newest model trained on the dataset in the models folder)")
+    p.add_argument("--format", choices=LAYOUTS, default=None,
+                   help="layout of the new file (default: the one the dataset was first ingested with)")
+    p.add_argument("--map", action="append", type=_key_value, metavar="FIELD=COLUMN",
+                   help="generic layout: column map (default: the dataset's recorded one)")
+    p.add_argument("--behavior-map", action="append", type=_key_value, metavar="SOURCE=BEHAVIOR",
+                   help="generic layout: behaviour map (default: the dataset's recorded one)")
+    p.add_argument("--ts-format", metavar="FORMAT", help="generic layout: strptime format of the ts column")
+    p.add_argument("--tz", metavar="ZONE", help="generic layout: IANA time zone of the source's local times")
+    p.add_argument("--year", metavar="YYYY", help="generic layout: the year of dates whose --ts-format has none")
+    p.add_argument("--duplicates", choices=("auto", "drop", "keep"), default="auto",
+                   help="identical rows within the file, as for ingest; rows equal to a stored event in "
+                        "(user_id, item_id, category, behavior, ts) are always dropped")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="override the model's preset's epochs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch CPU threads for the Transformer (default: torch's choice)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_update)
+
+    p = with_db(sub.add_parser("export", help="write model.onnx beside a model, checked against torch on its "
+                                              "test window (max |dp| <= 1e-5); scoring then uses ONNX Runtime"))
+    p.add_argument("--model", required=True, metavar="DIR", help="the model directory (transformer or ensemble)")
+    p.add_argument("--dataset", required=True, help="the dataset whose test window checks the export")
+    p.set_defaults(func=cmd_export)
+    p = with_db(sub.add_parser("serve", help="answer score and explain requests over HTTP (FastAPI on uvicorn)"))
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", default=None,
+                   help="where stored users are looked up when a request names none (default: the model's)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_positive_int, default=8000)
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch / ONNX Runtime threads per request (default: torch's choice; 1 suits concurrent load)")
+    p.set_defaults(func=cmd_serve)
+    p = with_db(sub.add_parser("realized", help="did the predicted buyers buy: each scoring run whose horizon has "
+                                                "passed, against what happened (exit code 3 when flagged)"))
+    p.add_argument("--model", required=True, metavar="DIR", help="the model directory (or its model id)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--top", type=float, default=5.0, help="the top X %% of each run measured (default 5)")
+    p.add_argument("--json", action="store_true", help="the whole report as JSON")
+    p.set_defaults(func=cmd_realized)
     return parser
 
 

@@ -12,6 +12,7 @@ settings on its next call, and nothing is read at import time.
 | ``INTENTLENS_MODEL_DIRS`` | ``model_dirs`` (more folders models may load from, ``os.pathsep``-separated) | none |
 | ``INTENTLENS_DEMO`` | ``demo`` (``None`` when unset: the app then reads ``.streamlit/secrets.toml``) | unset |
 | ``INTENTLENS_MEMORY_LIMIT`` | ``memory_limit`` (DuckDB's limit, e.g. ``3GB``) | ``3GB`` |
+| ``INTENTLENS_API_KEY`` | ``api_key`` (the scoring service's key, sent as ``X-API-Key``) | none (open) |
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ ENV_MODELS = "INTENTLENS_MODELS"
 ENV_MODEL_DIRS = "INTENTLENS_MODEL_DIRS"
 ENV_DEMO = "INTENTLENS_DEMO"
 ENV_MEMORY = "INTENTLENS_MEMORY_LIMIT"
+ENV_API_KEY = "INTENTLENS_API_KEY"
 
 DEFAULT_DB = Path("data") / "intentlens.duckdb"   # relative: beside wherever the app is started
 DEFAULT_MODELS_ROOT = PROJECT_ROOT / "models" / "saved"
@@ -47,6 +49,7 @@ class Settings:
     model_dirs: tuple[Path, ...]    # further folders a browser user may load a model from
     demo: bool | None               # read-only demo mode; None = not set in the environment
     memory_limit: str               # DuckDB memory limit; it spills to <db>.tmp/ beyond it
+    api_key: str | None = None      # the scoring service's API key; None = no key needed
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -66,6 +69,7 @@ class Settings:
             model_dirs=tuple(Path(p) for p in extra.split(os.pathsep) if p) if extra else (),
             demo=parse_flag(demo) if demo is not None else None,
             memory_limit=value(ENV_MEMORY) or DEFAULT_MEMORY_LIMIT,
+            api_key=value(ENV_API_KEY),
         )
 
     def allowed_model_dirs(self) -> tuple[Path, ...]:
@@ -73,7 +77,7 @@ class Settings:
         return tuple(p.resolve() for p in (self.models_root, *self.model_dirs))
 
 
-ENV_NAMES: tuple[str, ...] = (ENV_DB, ENV_MODELS, ENV_MODEL_DIRS, ENV_DEMO, ENV_MEMORY)
+ENV_NAMES: tuple[str, ...] = (ENV_DB, ENV_MODELS, ENV_MODEL_DIRS, ENV_DEMO, ENV_MEMORY, ENV_API_KEY)
 
 
 @functools.lru_cache(maxsize=8)

@@ -10,6 +10,8 @@ Layout of a model directory::
     svm.json       SVMBaseline: scaling, linear weights and Platt sigmoid
     forest.skops   ForestBaseline's trees (skops.io, loaded with an explicit trusted-type list) + forest.json
     mlp.json       MLPBaseline: scaling and layer weights
+    model.onnx     optional: the transformer exported to ONNX (core.serving.export; the card's ``onnx``
+                   records its sha256, opset and time; LoadedModel.predict uses it when they match)
 
 ``card.json`` holds: ``format`` ("intentlens-model/1"), ``schema_version`` (core.data.schema), ``model_id``,
 ``kind`` (transformer | gbdt | logreg | svm | forest | mlp | ensemble), ``components`` (the member models stored here),
@@ -30,6 +32,7 @@ caller (CLI, pipeline, pages).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -54,6 +57,7 @@ if TYPE_CHECKING:   # types only: modeling sits above models; torch and scikit-l
     from core.modeling.sequences import SequenceBatch, Vocab
     from models.baselines import EnsembleModel, ForestBaseline, GBDTBaseline, LogisticBaseline, MLPBaseline, SVMBaseline
     from models.calibration import Calibrator
+    from models.onnx import OnnxSession
     from models.transformer import IntentTransformer
 
 # The files of a model directory (see above).
@@ -70,10 +74,11 @@ FOREST_META_FILE = "forest.json"         # ... beside it
 MLP_FILE = "mlp.json"                    # written by models.baselines.MLPBaseline.save
 EVALUATION_FILE = "evaluation.parquet"   # validation + test rows, written by core.modeling.pipeline
 VALIDATION_FILE = "validation.parquet"   # validation rows of models trained before the test window
+ONNX_FILE = "model.onnx"                 # the transformer in ONNX, written by core.serving.export
 # Every file a model directory may hold: what a zip upload or a copy may bring along.
 MODEL_FILES = frozenset({CARD_FILE, WEIGHTS_FILE, VOCAB_FILE, LOGREG_FILE, GBDT_MODEL_FILE,
                          GBDT_META_FILE, SVM_FILE, FOREST_MODEL_FILE, FOREST_META_FILE, MLP_FILE,
-                         VALIDATION_FILE, EVALUATION_FILE})
+                         VALIDATION_FILE, EVALUATION_FILE, ONNX_FILE})
 MAX_CARD_BYTES = 16 * 2**20       # a card is some kB (history and search trials included)
 WEIGHTS_OVERHEAD_BYTES = 2**20    # torch.save's zip headers and pickled structure beyond the values
 
@@ -86,6 +91,7 @@ KIND_LABELS = {"transformer": "Transformer (event sequences)", "gbdt": "Gradient
 # The models on aggregate features (models.baselines.FEATURE_KINDS holds their classes).
 FEATURE_COMPONENTS = ("gbdt", "logreg", "svm", "forest", "mlp")
 COMPONENTS = ("transformer", *FEATURE_COMPONENTS)   # what a model directory may hold; an ensemble, several
+ENGINES = ("auto", "torch", "onnx")   # LoadedModel.predict: what runs the transformer
 
 
 def json_default(value: Any) -> Any:
@@ -278,6 +284,8 @@ class LoadedModel:
     mlp: MLPBaseline | None = None
     ensemble: EnsembleModel | None = None
     calibration: Calibrator | None = None           # fitted on the validation window; None = raw
+    _onnx: OnnxSession | None = field(default=None, init=False, repr=False)   # see onnx_session
+    _onnx_refused: str | None = field(default=None, init=False, repr=False)   # why auto uses torch
 
     @property
     def components(self) -> list[str]:
@@ -309,12 +317,53 @@ class LoadedModel:
                                  f"(max {int(values.max())}, model has {limit}).",
                                  hint="Build sequences with the model's own vocab (LoadedModel.vocab).")
 
+    def onnx_session(self, threads: int | None = None, *, required: bool = False) -> OnnxSession | None:
+        """The ONNX Runtime session of this model's export (``model.onnx`` beside it), or None when
+        there is none or its sha256 differs from the one the card recorded at export (a changed or
+        replaced file is never run; ``onnx_refused`` says why). ``required``: ModelError instead of
+        None. The file is hashed and loaded once and the session kept; ``threads``: intra-op threads
+        (None: the kept session, else ``torch.get_num_threads()``; another number opens a new one)."""
+        from models.onnx import OnnxSession
+
+        if self._onnx is not None and threads in (None, self._onnx.threads):
+            return self._onnx
+        info = self.card.get("onnx")
+        path = self.path / ONNX_FILE
+        hint = f"Export it: `python -m core export --model {self.path} --dataset {self.card.get('dataset', 'NAME')}`."
+        if not isinstance(info, dict) or not path.is_file():
+            self._onnx_refused = f"{self.path} has no ONNX export ({ONNX_FILE} and its record on the card)."
+        else:
+            data = path.read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != info.get("sha256"):
+                self._onnx_refused = (f"{path} is not the file exported for this model (sha256 {digest[:12]}... "
+                                      f"on disk, {str(info.get('sha256'))[:12]}... on its card): it was changed "
+                                      f"or replaced after export.")
+                hint = "Export it again: " + hint.split(": ", 1)[1]
+            else:
+                self._onnx, self._onnx_refused = OnnxSession(data, threads=threads), None
+                return self._onnx
+        if required:
+            raise ModelError(self._onnx_refused, title="No usable ONNX export", hint=hint)
+        return None
+
+    @property
+    def onnx_refused(self) -> str | None:
+        """Why ``predict(engine="auto")`` last ran torch instead of ONNX Runtime; None when it did not."""
+        return self._onnx_refused
+
     def predict(self, seq: SequenceBatch | None = None, feats: pd.DataFrame | None = None, *,
-                batch_size: int = 1024, calibrated: bool = True) -> np.ndarray:
+                batch_size: int = 1024, calibrated: bool = True, engine: str = "auto") -> np.ndarray:
         """P(purchase within the horizon) per row, float64 (N,). ``seq``: a SequenceBatch built
         with ``self.vocab`` (transformer, ensemble); ``feats``: the aggregate features (baselines).
         ``calibrated=False``: the model's own probability before the calibration map (what
-        attributions add up to)."""
+        attributions add up to). ``engine`` runs the transformer: ``auto`` = ONNX Runtime when
+        ``model.onnx`` exists and matches the card (:meth:`onnx_session`), else torch; ``torch``;
+        ``onnx`` (ModelError without a usable export). Feature models always run their own library;
+        an ensemble sends only its transformer through ONNX; calibration applies after either."""
+        if engine not in ENGINES:
+            raise ModelError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}.")
+        session = None if engine == "torch" else self.onnx_session(required=engine == "onnx")
         probs: dict[str, np.ndarray] = {}
         for member in self._active():
             if member == "transformer":
@@ -325,7 +374,9 @@ class LoadedModel:
                     raise ModelError("this model scores (user, category) rows but the batch has "
                                      "no target_category.",
                                      hint="Build sequences with scope 'category'.")
-                probs[member] = self.transformer.predict_proba(seq.tensors(widen=False), batch_size)
+                tensors = seq.tensors(widen=False)
+                probs[member] = (session.predict_proba(tensors, batch_size) if session is not None
+                                 else self.transformer.predict_proba(tensors, batch_size))
             else:
                 if feats is None:
                     raise ModelError(f"this {self.kind} model needs aggregate features (feats) "

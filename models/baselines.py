@@ -319,7 +319,10 @@ class GBDTBaseline(FeatureModel):
                  "None or an int >= 1")
 
     def fit(self, X: pd.DataFrame, y: Any, X_valid: pd.DataFrame | None = None,
-            y_valid: Any = None) -> GBDTBaseline:
+            y_valid: Any = None, init_model: GBDTBaseline | None = None) -> GBDTBaseline:
+        """Boost up to ``n_estimators`` trees (early-stopped on the validation rows when given).
+        ``init_model``: a fitted GBDTBaseline on the same features to continue from (a warm start):
+        its trees are kept and the new ones added after them."""
         import lightgbm as lgb
 
         self._check_params()
@@ -347,6 +350,11 @@ class GBDTBaseline(FeatureModel):
                       "eval_metric": "average_precision",
                       "callbacks": [lgb.early_stopping(self.early_stopping_rounds,
                                                        first_metric_only=True, verbose=False)]}
+        if init_model is not None:
+            init_model._check_fitted()
+            if list(init_model.feature_names_in_) != names:
+                raise ValueError("GBDTBaseline.fit: init_model was fitted on other features than X's columns.")
+            kwargs["init_model"] = lgb.Booster(model_str=init_model.model_text())
         clf.fit(X.to_numpy(dtype=float), y.astype(int), feature_name=names, **kwargs)
         best = clf.best_iteration_ if valid_ok and clf.best_iteration_ else clf.n_estimators_
         self.feature_names_in_ = names
@@ -378,6 +386,11 @@ class GBDTBaseline(FeatureModel):
                                                   iteration=self.n_iter_)
         frame = pd.DataFrame({"feature": self.feature_names_in_, "importance": values})
         return frame.sort_values("importance", ascending=False, ignore_index=True)
+
+    def model_text(self) -> str:
+        """The LightGBM text model of the kept trees (what ``save`` writes)."""
+        self._check_fitted()
+        return str(self.booster_.model_to_string(num_iteration=self.n_iter_))
 
     def save(self, directory: str | Path) -> Path:
         self._check_fitted()

@@ -179,3 +179,66 @@ def test_rescore_runs_in_the_background(app_env):
     at.run()
     assert not at.exception, at.exception
     assert users(at) > 0
+
+
+def test_demand_outlook_explains_that_it_needs_a_category_scope_model(app_env):
+    at = open_tab(cohorts_page(), "Demand outlook")
+    assert any("--scope category" in e.value for e in at.error)
+    assert "Expected purchasers per category" not in " ".join(titles(at))
+
+
+def test_demand_outlook_of_a_category_scope_model(app_env, tmp_path, monkeypatch):
+    """A small category-scope GBDT scores the tiny dataset: the tab draws expected purchasers per
+    category with intervals beside the last horizon's buyers, and its table holds the same numbers
+    as core's outlook."""
+    from core.data.store import Store
+    from core.insight.cohorts import score_dataset
+    from core.insight.outlook import outlook
+    from core.modeling.labels import LabelSpec
+    from core.modeling.pipeline import train_model
+    from tests.app_util import point_app_at
+
+    root = tmp_path / "models"
+    with Store(app_env) as store:
+        spec = LabelSpec(horizon="1d", scope="category", max_len=30, max_train_cutoffs=2)
+        model = train_model(store, "synth", kind="gbdt", spec=spec, preset="fast", out=root / "cat").model_dir
+        score_dataset(store, model, "synth")
+        expected = outlook(store, model, "synth", top=20).frame
+    point_app_at(monkeypatch, app_env, root)
+    at = open_tab(cohorts_page(), "Demand outlook")
+    assert not at.error
+    spec_json = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                     if json.loads(c.proto.spec)["layout"]["title"]["text"].startswith("Expected purchasers"))
+    assert spec_json["data"][0]["x"] == expected["category"].tolist()
+    shown = next(d.value for d in at.dataframe if "last_actual" in d.value.columns)
+    assert shown["category"].tolist() == expected["category"].tolist()
+    assert shown["expected"].tolist() == pytest.approx(expected["expected"].tolist())
+    assert shown["high"].tolist() == expected["high"].tolist()
+    assert any("Poisson-binomial" in c.value for c in at.caption)
+
+
+def test_offers_column_and_the_likely_to_buy_filter(app_env):
+    """The tiny model predicts any purchase: its offers are each user's most-touched categories,
+    marked as coming from events; the "Likely to buy in" filter keeps the users offered a category."""
+    from core.insight.cohorts import OFFER_COUNT
+    from pages.shared import cached
+
+    at = cohorts_page(cut="threshold", threshold="0")
+    everyone = users(at)
+    open_tab(at, "Users")
+    rows = table(at)
+    assert "offers" in rows.columns and rows["offers"].str.endswith("(from events)").all()
+    first = rows.iloc[0]
+    store = cached.get_store()          # the process-wide store AppTest's run opened
+    (cats,) = store.fetchone("SELECT categories FROM user_stats WHERE dataset = 'synth' AND user_id = ?",
+                             [first["user_id"]])
+    assert first["offers"] == ", ".join(list(cats)[:OFFER_COUNT]) + " (from events)"
+    category = cats[0]
+    at.multiselect(key="cohort_likely").set_value([category]).run()
+    assert not at.exception, at.exception
+    kept = users(at)
+    (expected,) = store.fetchone("SELECT count(*) FROM user_stats WHERE dataset = 'synth' "
+                                 "AND list_contains(categories[1:?], ?)", [OFFER_COUNT, category])
+    assert 0 < kept == expected < everyone
+    assert at.query_params["likely"] in (category, [category])
+    assert all(category in text for text in table(at)["offers"])

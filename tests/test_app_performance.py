@@ -259,3 +259,16 @@ def test_the_random_split_comparison_is_drawn_when_the_model_has_it(models, tmp_
     assert table.loc["roc_auc", "random_split"] == pytest.approx(random_auc)
     assert table.loc["roc_auc", "overstatement"] == pytest.approx(random_auc - result.metrics["roc_auc"]["value"])
     assert any("random split mixes every window" in c.value.lower() for c in at.caption)
+
+
+def test_download_report_builds_the_html_of_this_cutoff(models):
+    at = performance_page(cutoff="0.35")
+    assert not at.get("download_button")                     # built only when asked
+    at.button(key="perf_build_report").click().run()
+    assert not at.exception and not at.error
+    buttons = at.get("download_button")
+    assert [b.proto.label for b in buttons] == ["Download report"]
+    built = at.session_state["_perf_report"]
+    page = built["data"].decode("utf-8")
+    assert page.startswith("<!DOCTYPE html>") and page.count("plotly.js v") == 1
+    assert "Test-window performance at cutoff 0.350" in page and built["figures"] >= 4

@@ -281,3 +281,31 @@ def test_label_efficiency_refuses_a_folder_that_is_not_an_encoder(env, tmp_path)
     assert "pretrain.json" in errors(at) and "python -m core pretrain" in errors(at)
     assert "train_label_efficiency_job" not in at.session_state     # no job was started
     assert listing(models) == before
+
+
+def test_models_timeline_shows_an_update_and_its_parent(env):
+    """A promoted update written beside the trained GBDT (its lineage on the card): the timeline draws
+    both models and the arrow between them, and its table names the parent."""
+    import json
+
+    from core.modeling.update import write_lineage
+    from models.artifact import load_card
+
+    _, models = env
+    parent = load_card(models / "demo-gbdt-1d")
+    child = models / "demo-gbdt-1d-v2"
+    shutil.copytree(models / "demo-gbdt-1d", child)
+    card = {**load_card(child), "model_id": "demo-gbdt-1d-v2-test", "created_at": "2099-01-01T00:00:00+00:00"}
+    (child / "card.json").write_text(json.dumps(card))
+    write_lineage(child, {"parent_id": parent["model_id"], "promoted": True, "reason": "promoted: no worse",
+                          "data": {"events_added": 123, "duplicates_dropped": 4},
+                          "metrics": {"candidate": {"roc_auc": {"value": 0.9}},
+                                      "current": {"roc_auc": {"value": 0.8}}}})
+    at = train_page()
+    spec = next(c.proto.spec for c in at.get("plotly_chart") if "Models over time" in c.proto.spec)
+    assert "update, promoted" in spec and "trained from scratch" in spec and "parent → child" in spec
+    table = next(d.value for d in at.dataframe if "status" in d.value.columns)
+    assert table["model_id"].tolist() == [parent["model_id"], "demo-gbdt-1d-v2-test"]
+    assert table["status"].tolist() == ["trained", "promoted"]
+    assert table["parent_id"].iloc[1] == parent["model_id"] and table["events_added"].iloc[1] == 123
+    assert table["new_window_roc_auc"].iloc[1] == 0.9 and table["parent_new_window_roc_auc"].iloc[1] == 0.8

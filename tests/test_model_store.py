@@ -302,4 +302,5 @@ def test_delete_model_only_below_the_root_and_forgets_the_cache(root, logreg, tm
 
 def test_model_files_cover_what_a_trained_model_holds():
     assert {"card.json", "weights.pt", "vocab.json", "logreg.json", "gbdt.txt", "gbdt.json", "svm.json",
-            "forest.skops", "forest.json", "mlp.json", "validation.parquet", "evaluation.parquet"} == set(MODEL_FILES)
+            "forest.skops", "forest.json", "mlp.json", "validation.parquet", "evaluation.parquet",
+            "model.onnx"} == set(MODEL_FILES)

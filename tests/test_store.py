@@ -90,3 +90,17 @@ def test_error_titles_do_not_confuse_block_with_lock():
     assert oom.title == "Out of memory"
     held = _translate(duckdb.IOException('IO Error: Could not set lock on file "x.duckdb": Conflicting lock'))
     assert held.title == "Database is in use"
+
+
+def test_deleting_a_dataset_removes_its_scoring_history_only(store):
+    with store.transaction() as cur:
+        for run, dataset in (("r1", "a"), ("r2", "a"), ("r3", "b")):
+            cur.execute("INSERT INTO score_runs VALUES (?, 'm', ?, TIMESTAMP '2017-12-01', "
+                        "TIMESTAMP '2017-12-02', 2)", [run, dataset])
+            cur.execute("INSERT INTO score_history VALUES (?, 'u1', NULL, 0.5), (?, 'u2', NULL, 0.1)", [run, run])
+    before = store.fingerprint()
+    store.delete_dataset("a")
+    assert store.fetchall("SELECT run_id FROM score_runs") == [("r3",)]
+    assert store.fetchall("SELECT DISTINCT run_id FROM score_history") == [("r3",)]
+    assert store.fetchone("SELECT count(*) FROM score_history")[0] == 2
+    assert store.fingerprint() != before        # the history tables are part of the fingerprint

@@ -3,7 +3,10 @@
 * :mod:`core.charts.base`: the one plotly template (``"intentlens"``), the behaviour colours, number
   formats, :func:`empty_figure` and the helpers every chart is built on;
 * :mod:`core.charts.data` (Data page), :mod:`core.charts.performance` (Train / Performance),
-  :mod:`core.charts.cohorts` (Cohorts), :mod:`core.charts.explain` (Explain).
+  :mod:`core.charts.cohorts` (Cohorts), :mod:`core.charts.outlook` (Cohorts: demand outlook),
+  :mod:`core.charts.explain` (Explain), :mod:`core.charts.monitor` (Monitor),
+  :mod:`core.charts.lineage` (Train: the Models timeline),
+  :mod:`core.charts.realized` (Monitor: realized accuracy and resources).
 
 A chart function checks the columns it needs (a missing one is a programming error:
 ``ValueError``) and returns :func:`empty_figure` with a sentence when the frame has no rows. Pages
@@ -60,6 +63,16 @@ from core.charts.explain import (  # noqa: F401
     shap_bar,
     shap_beeswarm,
 )
+from core.charts.lineage import LINEAGE_NAME, STATUS_STYLES, models_timeline  # noqa: F401
+from core.charts.monitor import (  # noqa: F401
+    behavior_shift,
+    cohort_overlap,
+    drift_bins,
+    feature_psi,
+    service_latency,
+    service_traffic,
+)
+from core.charts.outlook import demand_outlook  # noqa: F401
 from core.charts.performance import (  # noqa: F401
     BUYER_COLOR,
     CONFUSION_NAMES,
@@ -82,3 +95,4 @@ from core.charts.performance import (  # noqa: F401
     split_comparison_chart,
     training_curves,
 )
+from core.charts.realized import predicted_vs_actual, realized_precision, resource_usage  # noqa: F401

@@ -118,6 +118,7 @@ class IngestReport:
     duplicates: str = "drop"          # the policy used: drop | keep
     duplicates_reason: str = ""       # why: asked for, or from the timestamps' resolution
     duplicates_kept: int = 0          # rows identical to an earlier row that were stored (policy keep)
+    duplicates_across: int = 0        # append: rows equal to an event stored before (also in duplicates_dropped)
 
     @property
     def rows_quarantined(self) -> int:
@@ -362,6 +363,52 @@ def _insert_events(cur: Cursor, name: str, plan: ReadPlan, drop: bool) -> tuple[
     return int(stored), int(identical)
 
 
+# An append first inserts the file's rows under this name (a control character: no user can give it),
+# then moves those not already stored under the real name, and deletes the rest.
+_APPENDING = "\x00appending"
+_FRESH = "_ingest_fresh"
+_FRESH_SQL = f"""
+    CREATE TEMP TABLE {_FRESH} AS
+    SELECT n.* FROM events n
+    WHERE n.dataset = ? AND NOT EXISTS (
+        SELECT 1 FROM events o
+        WHERE o.dataset = ? AND o.user_id = n.user_id AND o.ts = n.ts AND o.behavior = n.behavior
+          AND o.item_id IS NOT DISTINCT FROM n.item_id AND o.category IS NOT DISTINCT FROM n.category)"""
+_MOVE_FRESH_SQL = (f"INSERT INTO events SELECT ?, user_id, item_id, category, behavior, ts, session_id, price, "
+                   f"brand, query FROM {_FRESH}")
+_DATASET_SPAN = ("SELECT count(DISTINCT user_id), count(DISTINCT item_id), min(ts), max(ts) FROM events "
+                 "WHERE dataset = ?")
+
+
+def _append_events(cur: Cursor, name: str, plan: ReadPlan, drop: bool) -> tuple[int, int, int]:
+    """Insert the good staged rows into ``events`` under ``name``, leaving out those equal to an event
+    of ``name`` stored before in (user_id, item_id, category, behavior, ts). Returns (rows stored,
+    rows identical to an earlier row of the file, rows left out as already stored)."""
+    staged, identical = _insert_events(cur, _APPENDING, plan, drop)
+    cur.execute(_FRESH_SQL, [_APPENDING, name])
+    stored = cur.execute(_MOVE_FRESH_SQL, [name]).fetchall()[0][0]
+    cur.execute("DELETE FROM events WHERE dataset = ?", [_APPENDING])
+    cur.execute("DROP TABLE " + _FRESH)
+    return int(stored), identical, staged - int(stored)
+
+
+def _update_appended(cur: Cursor, previous: dict[str, Any], record: dict[str, Any], quarantined: int) -> None:
+    """Add an append's counts to the dataset's record; recompute its users, items and time range."""
+    name = previous["name"]
+    n_users, n_items, ts_min, ts_max = cur.execute(_DATASET_SPAN, [name]).fetchall()[0]
+    options = json.loads(previous.get("options") or "{}")
+    options["appends"] = [*options.get("appends", []), record]
+    digest = hashlib.sha256(f"{previous.get('sha256') or ''}+{record['sha256']}".encode()).hexdigest()
+    cur.execute(
+        "UPDATE datasets SET sha256 = ?, rows_read = coalesce(rows_read, 0) + ?, "
+        "rows_stored = coalesce(rows_stored, 0) + ?, rows_quarantined = coalesce(rows_quarantined, 0) + ?, "
+        "duplicates_dropped = coalesce(duplicates_dropped, 0) + ?, n_users = ?, n_items = ?, ts_min = ?, "
+        "ts_max = ?, options = ?, ingested_at = ? WHERE name = ?",
+        [digest, record["rows_read"], record["rows_stored"], quarantined, record["duplicates_dropped"],
+         n_users, n_items, ts_min, ts_max, json.dumps(options, sort_keys=True, default=str),
+         record["appended_at"], name])
+
+
 def _day_resolution(cur: Cursor, plan: ReadPlan) -> str | None:
     """Why the timestamps are at day resolution (a date-only format, or every good one at local
     midnight), or None when they are finer. Stops at the first timestamp that is not midnight."""
@@ -514,7 +561,8 @@ def ingest_file(store: Store, path: str | Path, *, dataset: str | None = None, l
                 column_map: dict[str, str] | None = None, behavior_map: dict[str, str] | None = None,
                 replace: bool = False, progress: ProgressFn | None = None,
                 source_name: str | None = None, ts_format: str | None = None, tz: str | None = None,
-                year: int | str | None = None, duplicates: str | None = None) -> IngestReport:
+                year: int | str | None = None, duplicates: str | None = None,
+                append: bool = False) -> IngestReport:
     """Load one behaviour log into ``events`` as ``dataset``; see the module docstring.
 
     ``layout`` is ``auto`` or one of :data:`core.data.formats.LAYOUTS`; ``column_map`` (FIELD -> source
@@ -524,6 +572,13 @@ def ingest_file(store: Store, path: str | Path, *, dataset: str | None = None, l
     None (from the timestamps' resolution). ``source_name`` is the file name to record when
     ``path`` is a temporary copy of an upload. Raises DataError (bad file or option, nothing
     usable), ConflictError (name exists).
+
+    ``append``: add the file's events to the existing ``dataset`` (NotFoundError when there is none)
+    with the same validation, quarantine and duplicate policy; a row equal to a stored event of the
+    dataset in (user_id, item_id, category, behavior, ts) is dropped as a duplicate too (counted in
+    ``duplicates_dropped`` and ``duplicates_across``). The dataset record's counts, time range and
+    ``ingested_at`` are updated, its ``sha256`` becomes sha256(old digest + file digest) and its
+    ``options`` JSON lists the appended files (key ``appends``). One transaction, as always.
     """
     started = time.perf_counter()
     path = Path(path)
@@ -531,7 +586,13 @@ def ingest_file(store: Store, path: str | Path, *, dataset: str | None = None, l
     name = validate_dataset_name(dataset if dataset is not None else default_dataset_name(source_file))
     asked = duplicate_choice(duplicates)
     time_options = check_time_options(store, ts_format, tz, year)
-    store.require_new_dataset(name, replace)
+    if append:
+        if replace:
+            raise DataError("append and replace exclude each other.", title="Invalid option",
+                            hint="Append new events to a dataset, or replace it, not both.")
+        previous = store.dataset(name)      # NotFoundError names the datasets that exist
+    else:
+        store.require_new_dataset(name, replace)
     plan = _read_plan(store, path, layout, column_map, behavior_map, time_options)
 
     hasher = _Hasher(path)
@@ -567,8 +628,12 @@ def ingest_file(store: Store, path: str | Path, *, dataset: str | None = None, l
         policy, why = _duplicate_policy(asked, day)
         if replace:
             store.delete_dataset(name, cur)
-        stored, identical = _insert_events(cur, name, plan, drop=policy == "drop")
-        dropped = identical if policy == "drop" else 0
+        across = 0
+        if append:
+            stored, identical, across = _append_events(cur, name, plan, drop=policy == "drop")
+        else:
+            stored, identical = _insert_events(cur, name, plan, drop=policy == "drop")
+        dropped = (identical if policy == "drop" else 0) + across
 
         report(progress, 3, STEPS, "writing quarantine and dataset record")
         if plan.info.kind == "csv":
@@ -583,11 +648,17 @@ def ingest_file(store: Store, path: str | Path, *, dataset: str | None = None, l
         options = {**plan.options(), "duplicates": {"policy": policy, "asked": asked, "reason": why,
                                                     "day_resolution": day is not None,
                                                     "identical_rows": identical}}
-        cur.execute(
-            "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [name, plan.layout, source_file, digest, rows_read, stored, sum(quarantined.values()),
-             dropped, n_users, n_items, ts_min, ts_max, plan.source_tz,
-             json.dumps(options, sort_keys=True), datetime.now(UTC).replace(tzinfo=None)])
+        if append:
+            record = {"file": source_file, "sha256": digest, "rows_read": rows_read, "rows_stored": stored,
+                      "duplicates_dropped": dropped, "duplicates_across": across, "ts_min": ts_min,
+                      "ts_max": ts_max, "appended_at": datetime.now(UTC).replace(tzinfo=None)}
+            _update_appended(cur, previous, record, sum(quarantined.values()))
+        else:
+            cur.execute(
+                "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [name, plan.layout, source_file, digest, rows_read, stored, sum(quarantined.values()),
+                 dropped, n_users, n_items, ts_min, ts_max, plan.source_tz,
+                 json.dumps(options, sort_keys=True), datetime.now(UTC).replace(tzinfo=None)])
         cur.execute(_DROP_STAGE)
         report(progress, STEPS, STEPS, "done")
 
@@ -595,7 +666,7 @@ def ingest_file(store: Store, path: str | Path, *, dataset: str | None = None, l
                         rows_read=rows_read, rows_stored=stored, duplicates_dropped=dropped,
                         quarantined=quarantined, ts_min=ts_min, ts_max=ts_max, source_tz=plan.source_tz,
                         seconds=time.perf_counter() - started, duplicates=policy, duplicates_reason=why,
-                        duplicates_kept=identical if policy == "keep" else 0)
+                        duplicates_kept=identical if policy == "keep" else 0, duplicates_across=across)
 
 
 def _nothing_usable(source_file: str, plan: ReadPlan, rows_read: int,

@@ -35,7 +35,8 @@ Cursor = duckdb.DuckDBPyConnection
 _ConfigValue = str | bool | int | float | list[str]
 
 # Tables in the order used by fingerprint(); the schema is created from _DDL on first use.
-TABLES: tuple[str, ...] = ("meta", "datasets", "events", "quarantine", "scores", "user_stats")
+TABLES: tuple[str, ...] = ("meta", "datasets", "events", "quarantine", "scores", "user_stats", "score_runs",
+                          "score_history", "exports", "export_rows")
 
 _BEHAVIOR_ENUM = ", ".join("'" + b + "'" for b in BEHAVIORS)  # constants, not user input
 _DDL: tuple[str, ...] = (
@@ -96,12 +97,52 @@ _DDL: tuple[str, ...] = (
         categories VARCHAR[]        -- every category the user touched
     )""",
 )
+# Tables added after schema version 1 shipped: created when missing on every writable open, so an
+# existing database file gains them. Every scoring run is appended here (``scores`` keeps only a
+# model's latest run): drift and cohort stability compare runs.
+_DDL_ADDED: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS score_runs (
+        run_id VARCHAR PRIMARY KEY,
+        model_id VARCHAR NOT NULL,
+        dataset VARCHAR NOT NULL,
+        cutoff TIMESTAMP NOT NULL,  -- T: users described as of this moment
+        scored_at TIMESTAMP NOT NULL,
+        n_users BIGINT NOT NULL     -- distinct users scored
+    )""",
+    """CREATE TABLE IF NOT EXISTS score_history (
+        run_id VARCHAR NOT NULL,
+        user_id VARCHAR NOT NULL,
+        category VARCHAR,
+        score DOUBLE NOT NULL
+    )""",
+    # Every cohort export (its audit stamp) and the rows it wrote: realized accuracy measures the
+    # exported cut once the run's horizon has passed (core.insight.realized).
+    """CREATE TABLE IF NOT EXISTS exports (
+        export_id VARCHAR PRIMARY KEY,
+        run_id VARCHAR,             -- the scoring run exported (NULL: scores without a recorded run)
+        model_id VARCHAR NOT NULL,
+        dataset VARCHAR NOT NULL,
+        cutoff TIMESTAMP,
+        cut VARCHAR NOT NULL,       -- CohortSpec.describe()
+        spec VARCHAR NOT NULL,      -- CohortSpec as JSON
+        n_rows BIGINT NOT NULL,
+        path VARCHAR,
+        exported_at TIMESTAMP NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS export_rows (
+        export_id VARCHAR NOT NULL,
+        user_id VARCHAR NOT NULL,
+        category VARCHAR
+    )""",
+)
 
 
 # Deleting a dataset: every table that holds its rows (names are constants, the value is bound).
-_DELETE_DATASET: tuple[str, ...] = tuple(
-    "DELETE FROM " + table + " WHERE " + ("name" if table == "datasets" else "dataset") + " = ?"
-    for table in ("scores", "user_stats", "quarantine", "events", "datasets"))
+_DELETE_DATASET: tuple[str, ...] = (
+    "DELETE FROM score_history WHERE run_id IN (SELECT run_id FROM score_runs WHERE dataset = ?)",
+    "DELETE FROM export_rows WHERE export_id IN (SELECT export_id FROM exports WHERE dataset = ?)",
+    *("DELETE FROM " + table + " WHERE " + ("name" if table == "datasets" else "dataset") + " = ?"
+      for table in ("exports", "score_runs", "scores", "user_stats", "quarantine", "events", "datasets")))
 
 
 def resolve_db_path(path: str | os.PathLike[str] | None = None) -> Path:
@@ -244,10 +285,12 @@ class Store:
                         f"{self.path} has schema version {found}; this IntentLens needs {SCHEMA_VERSION}.",
                         title="Incompatible database",
                         hint="Point --db / INTENTLENS_DB at a new file and ingest again.")
+                for ddl in _DDL_ADDED:
+                    cur.execute(ddl)
                 return
             cur.execute("BEGIN TRANSACTION")
             try:
-                for ddl in _DDL:
+                for ddl in _DDL + _DDL_ADDED:
                     cur.execute(ddl)
                 cur.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
                 cur.execute("COMMIT")
@@ -284,7 +327,7 @@ class Store:
         return {str(key): value for key, value in frame.iloc[0].items()}
 
     def delete_dataset(self, name: str, cur: Cursor | None = None) -> None:
-        """Remove a dataset's events, quarantine, scores and row (inside ``cur``'s transaction)."""
+        """Remove a dataset's events, quarantine, scores, scoring history and row (inside ``cur``'s transaction)."""
         if cur is None:
             with self.transaction() as own:
                 self.delete_dataset(name, own)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,8 @@ ACTIVITY_EDGES = (5, 30)                  # light < 5 events <= regular < 30 <= 
 ACTIVITY_LEVELS = ("light", "regular", "heavy")
 BANDS = ("high", "medium", "low")
 DEFAULT_BAND_EDGES = (0.2, 0.5)           # low < 0.2 <= medium < 0.5 <= high
+OFFER_COUNT = 3                           # categories offered per user (the Cohorts table, exports, filter)
+OFFER_SOURCES = {"model": "model probability", "events": "from the user's events, not a model probability"}
 # A value bound to a ``?`` of the cohort SQL.
 Param = str | int | float | list[str] | None
 SORTABLE = {"score": "score", "user_id": "user_id", "n_events": "n_events",
@@ -106,7 +109,8 @@ def predict_at(store: Store, model: LoadedModel, dataset: str, cutoff: TimeLike,
 def score_dataset(store: Store, model_dir: str | Path, dataset: str, *,
                   progress: ProgressFn | None = None,
                   cancel: CancelToken | None = None) -> pd.DataFrame:
-    """Score every user at T = the dataset's last event; replace this model's rows in ``scores``.
+    """Score every user at T = the dataset's last event; replace this model's rows in ``scores``
+    and append the run to ``score_runs`` / ``score_history`` (one transaction).
 
     Returns one row per user (per user and candidate category for scope ``category``) with
     columns ``user_id``, [``category``,] ``score`` = P(buy within the model's horizon after T),
@@ -126,6 +130,12 @@ def score_dataset(store: Store, model_dir: str | Path, dataset: str, *,
         cur.register("staged_scores", staged[["user_id", "category", "score"]])
         cur.execute("INSERT INTO scores SELECT ?, ?, user_id, CAST(category AS VARCHAR), score, ?, ? "
                     "FROM staged_scores", [model_id, dataset, cutoff, scored_at])
+        # the run is also appended to the history (drift and cohort stability compare runs)
+        run_id = uuid.uuid4().hex
+        cur.execute("INSERT INTO score_runs SELECT ?, ?, ?, ?, ?, count(DISTINCT user_id) FROM staged_scores",
+                    [run_id, model_id, dataset, cutoff, scored_at])
+        cur.execute("INSERT INTO score_history SELECT ?, user_id, CAST(category AS VARCHAR), score "
+                    "FROM staged_scores", [run_id])
         cur.unregister("staged_scores")
         refresh_user_stats(cur, dataset)
     return frame.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
@@ -171,6 +181,9 @@ class CohortSpec:
     max_days_since_last / min_days_since_last: days between the user's last event and T.
     open_cart: True = only users with an item carted and not bought; False = only without.
     activity: any of ``light`` (< 5 events), ``regular`` (5-29), ``heavy`` (>= 30); empty = all.
+    likely_categories: keep users whose :data:`OFFER_COUNT` offered categories include any of these
+        ("likely to buy in C"): a category-scope model's highest-probability categories; for an
+        any-scope model the user's most-touched categories (from events, not a probability).
     """
 
     mode: str = "top"
@@ -183,6 +196,7 @@ class CohortSpec:
     min_days_since_last: float | None = None
     open_cart: bool | None = None
     activity: tuple[str, ...] = ()
+    likely_categories: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in ("top", "threshold", "band"):
@@ -223,6 +237,8 @@ class CohortSpec:
             parts.append("has an open cart" if self.open_cart else "no open cart")
         if self.activity:
             parts.append("activity " + "/".join(self.activity))
+        if self.likely_categories:
+            parts.append(f"likely to buy in {', '.join(self.likely_categories)} (top {OFFER_COUNT} offers)")
         return "; ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -232,26 +248,37 @@ class CohortSpec:
     def from_json(cls, text: str) -> CohortSpec:
         """The spec from ``json.dumps(spec.to_dict())`` (lists back to tuples)."""
         raw = json.loads(text)
-        for name in ("band_edges", "categories", "activity"):
-            raw[name] = tuple(raw[name])
+        for name in ("band_edges", "categories", "activity", "likely_categories"):
+            if name in raw:
+                raw[name] = tuple(raw[name])
         return cls(**raw)
 
 
-# Every scored row joined with its user's stats, ranked; parameters: model_id, dataset, dataset.
-_BASE_SQL = """
+# Every scored row joined with its user's stats and offers, ranked; parameters: model_id, dataset,
+# the two activity edges, dataset. Offers: a category-scope run's OFFER_COUNT highest-probability
+# categories of the user (offer_probabilities beside them); else the user's most-touched categories
+# (offer_probabilities NULL).
+_BASE_SQL = f"""
 WITH run AS (
     SELECT user_id, category, probability AS score, cutoff,
            (row_number() OVER (ORDER BY probability DESC, user_id) - 1)::DOUBLE
                / count(*) OVER () AS score_rank
     FROM scores WHERE model_id = ? AND dataset = ?),
+offers AS (
+    SELECT user_id, list(category ORDER BY score DESC, category)[1:{OFFER_COUNT}] AS offer_categories,
+           list(score ORDER BY score DESC, category)[1:{OFFER_COUNT}] AS offer_probabilities
+    FROM run WHERE category IS NOT NULL GROUP BY user_id),
 base AS (
     SELECT r.user_id, r.category, r.score, r.score_rank,
            u.n_events, u.n_views, u.n_carts, u.n_favs, u.n_buys, u.open_carts, u.last_ts,
            u.top_category, u.categories,
            date_diff('second', u.last_ts, r.cutoff) / 86400.0 AS days_since_last,
            CASE WHEN u.n_events < ? THEN 'light' WHEN u.n_events < ? THEN 'regular' ELSE 'heavy' END
-               AS activity
-    FROM run r JOIN user_stats u ON u.dataset = ? AND u.user_id = r.user_id)
+               AS activity,
+           coalesce(o.offer_categories, u.categories[1:{OFFER_COUNT}]) AS offer_categories,
+           o.offer_probabilities
+    FROM run r JOIN user_stats u ON u.dataset = ? AND u.user_id = r.user_id
+    LEFT JOIN offers o ON o.user_id = r.user_id)
 """
 
 
@@ -290,6 +317,9 @@ def _where(spec: CohortSpec) -> tuple[str, list[Param]]:
     if spec.activity:
         clauses.append("list_contains(?::VARCHAR[], activity)")
         params.append(list(spec.activity))
+    if spec.likely_categories:
+        clauses.append("list_has_any(offer_categories, ?::VARCHAR[])")
+        params.append(list(spec.likely_categories))
     return " AND ".join(clauses), params
 
 
@@ -360,18 +390,46 @@ def measured_at_cut(rows: pd.DataFrame, spec: CohortSpec) -> dict[str, float]:
             "lift": precision / base_rate if picked and base_rate > 0 else float("nan")}
 
 
+def offer_text(categories: Any, probabilities: Any) -> str:
+    """One user's offers as text: ``c9 42 %, c1 13 %`` (model probabilities) or ``c2, c5 (from
+    events)`` when there are no probabilities (an any-scope model)."""
+    cats = [str(c) for c in categories] if _is_list(categories) else []
+    if not cats:
+        return ""
+    if not _is_list(probabilities) or len(probabilities) != len(cats):
+        return ", ".join(cats) + " (from events)"
+    return ", ".join(f"{c} {100 * float(p):.0f} %" for c, p in zip(cats, probabilities, strict=True))
+
+
+def _is_list(value: Any) -> bool:
+    """A DuckDB list value (a Python list or numpy array), not a NULL (None, NaN or pd.NA)."""
+    return isinstance(value, list | tuple | np.ndarray)
+
+
+def _with_offers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add ``offers`` (text, :func:`offer_text`) and ``offers_source`` (model | events) and drop the
+    list columns they are made from."""
+    has_probs = frame["offer_probabilities"].map(lambda v: _is_list(v) and len(v) > 0).astype(bool)
+    frame["offers"] = [offer_text(c, p) for c, p in zip(frame["offer_categories"], frame["offer_probabilities"],
+                                                        strict=True)]
+    frame["offers_source"] = np.where(has_probs, "model", "events")
+    return frame.drop(columns=["offer_categories", "offer_probabilities"])
+
+
 def cohort_users(store: Store, model_id: str, dataset: str, spec: CohortSpec, *, order_by: str = "score",
                  descending: bool = True, limit: int = 50, offset: int = 0) -> pd.DataFrame:
-    """One page of the cohort's users, sorted by a whitelisted column."""
+    """One page of the cohort's users, sorted by a whitelisted column, with each user's offers
+    (``offers`` text and ``offers_source``: ``model`` probabilities of a category-scope model, or
+    ``events`` = the user's most-touched categories)."""
     if order_by not in SORTABLE:
         raise DataError(f"cannot sort by {order_by!r}; choose one of {', '.join(SORTABLE)}.",
                         title="Bad sort column")
     sql, params = cohort_sql(model_id, dataset, spec)
     direction = "DESC" if descending else "ASC"
     page = ("SELECT user_id, category, score, score_rank, activity, n_events, open_carts, "
-            "days_since_last, top_category FROM (" + sql + ") ORDER BY " + SORTABLE[order_by]
-            + " " + direction + ", user_id LIMIT ? OFFSET ?")
-    return store.df(page, [*params, int(limit), int(offset)])
+            "days_since_last, top_category, offer_categories, offer_probabilities FROM (" + sql + ") ORDER BY "
+            + SORTABLE[order_by] + " " + direction + ", user_id LIMIT ? OFFSET ?")
+    return _with_offers(store.df(page, [*params, int(limit), int(offset)]))
 
 
 # One scan of the scored base: each row flagged in or out of the cohort, then every comparison
@@ -483,14 +541,34 @@ def value_curve(store: Store, model_id: str, dataset: str, spec: CohortSpec | No
 
 
 # -- export -----------------------------------------------------------------------------
+_STAMP_LINES = ("model_id", "dataset", "run_id", "cutoff", "export_id", "dataset_sha256", "cut", "rows",
+                "exported_at")
+
+
+def latest_run_id(store: Store, model_id: str, dataset: str) -> str | None:
+    """The ``score_runs`` id of the run the ``scores`` table holds for (model, dataset): the run
+    recorded with the same ``scored_at``; None for scores written without a recorded run."""
+    row = store.fetchone(
+        "SELECT r.run_id FROM score_runs r WHERE r.model_id = ? AND r.dataset = ? AND r.scored_at = "
+        "(SELECT max(scored_at) FROM scores WHERE model_id = ? AND dataset = ?) ORDER BY r.run_id LIMIT 1",
+        [model_id, dataset, model_id, dataset])
+    return None if row is None else str(row[0])
+
+
 def export_cohort(store: Store, model_id: str, dataset: str, spec: CohortSpec, path: str | Path, *,
                   fmt: str | None = None) -> dict[str, Any]:
     """Write the cohort to CSV or Parquet with an audit stamp; returns the stamp.
 
-    CSV: the stamp is written as ``# key: value`` lines before the header and as a
-    ``<file>.audit.json`` sidecar. Parquet: the stamp is in the file's key-value metadata
-    (``intentlens.audit``) and in the sidecar.
+    The stamp names the export (``export_id``), the scoring run it cut (``run_id``, ``model_id``,
+    ``dataset``, ``cutoff``), the cohort (``cut`` text and ``cohort`` spec), the SQL and its values,
+    ``rows`` and ``exported_at``. CSV: the stamp is written as ``# key: value`` lines before the
+    header and as a ``<file>.audit.json`` sidecar. Parquet: the stamp is in the file's key-value
+    metadata (``intentlens.audit``) and in the sidecar. On a writable store the stamp and the
+    exported (user, category) rows are also recorded (tables ``exports`` / ``export_rows``), so
+    :func:`core.insight.realized.realized_runs` can tell, once the run's horizon has passed, how
+    the exported users bought (its ``exports`` frame carries the same ``export_id``).
     """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = Path(path)
@@ -500,30 +578,52 @@ def export_cohort(store: Store, model_id: str, dataset: str, spec: CohortSpec, p
     require_run(store, model_id, dataset)
     sql, params = cohort_sql(model_id, dataset, spec)
     select = ("SELECT user_id, category, score, activity, n_events, open_carts, days_since_last, "
-              "top_category FROM (" + sql + ") ORDER BY score DESC, user_id")
-    table = store.arrow(select, params)
+              "top_category, offer_categories, offer_probabilities FROM (" + sql + ") ORDER BY score DESC, user_id")
+    frame = _with_offers(store.df(select, params))
     info = store.dataset(dataset)
+    (cutoff,) = store.fetchone("SELECT max(cutoff) FROM scores WHERE model_id = ? AND dataset = ?",
+                               [model_id, dataset]) or (None,)
+    exported_at = datetime.now(UTC).replace(microsecond=0)
     stamp = {
-        "model_id": model_id, "dataset": dataset, "dataset_sha256": info.get("sha256"),
+        "export_id": uuid.uuid4().hex, "run_id": latest_run_id(store, model_id, dataset),
+        "model_id": model_id, "dataset": dataset,
+        "cutoff": None if cutoff is None else pd.Timestamp(cutoff).isoformat(),
+        "dataset_sha256": info.get("sha256"),
         "dataset_ingested_at": str(info.get("ingested_at")), "cut": spec.describe(),
         "cohort": spec.to_dict(), "sql": select, "params": [str(p) for p in params],
-        "rows": table.num_rows,
-        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "rows": len(frame), "path": str(path.resolve()),
+        "exported_at": exported_at.isoformat(timespec="seconds"),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
+        table = pa.Table.from_pandas(frame, preserve_index=False)
         meta = dict(table.schema.metadata or {})
         meta[b"intentlens.audit"] = json.dumps(stamp).encode()
         pq.write_table(table.replace_schema_metadata(meta), path)
     else:
         with open(path, "w", encoding="utf-8", newline="") as handle:
-            for key in ("model_id", "dataset", "dataset_sha256", "cut", "rows", "exported_at"):
+            for key in _STAMP_LINES:
                 handle.write(f"# {key}: {stamp[key]}\n")
             handle.write("# sql: " + " ".join(select.split()) + "\n")
             handle.write("# params: " + json.dumps(stamp["params"]) + "\n")
-            table.to_pandas().to_csv(handle, index=False)
+            frame.to_csv(handle, index=False)
     Path(str(path) + ".audit.json").write_text(json.dumps(stamp, indent=2), encoding="utf-8")
+    if not store.read_only:
+        _record_export(store, stamp, frame, cutoff, exported_at.replace(tzinfo=None))
     return stamp
+
+
+def _record_export(store: Store, stamp: dict[str, Any], frame: pd.DataFrame, cutoff: Any,
+                   exported_at: datetime) -> None:
+    """The stamp into ``exports`` and the exported keys into ``export_rows`` (one transaction)."""
+    with store.transaction() as cur:
+        cur.execute("INSERT INTO exports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [stamp["export_id"], stamp["run_id"], stamp["model_id"], stamp["dataset"], cutoff,
+                     stamp["cut"], json.dumps(stamp["cohort"]), stamp["rows"], stamp["path"], exported_at])
+        cur.register("exported_keys", frame[["user_id", "category"]])
+        cur.execute("INSERT INTO export_rows SELECT ?, user_id, CAST(category AS VARCHAR) FROM exported_keys",
+                    [stamp["export_id"]])
+        cur.unregister("exported_keys")
 
 
 # -- lookups for the Cohorts and Explain pages --------------------------------------------
@@ -571,6 +671,34 @@ def cohort_sample(store: Store, model_id: str, dataset: str, spec: CohortSpec, n
     rows = store.fetchall("SELECT DISTINCT user_id FROM (" + sql + ") ORDER BY md5(user_id), user_id LIMIT ?",
                           [*params, max(0, int(n))])
     return [row[0] for row in rows]
+
+
+RECENT_EVENTS = 20                        # an any-scope user's offers: categories of their last 20 events
+
+
+def user_offers(store: Store, model_id: str, dataset: str, user_id: str,
+                recent: int = RECENT_EVENTS) -> pd.DataFrame:
+    """What to offer one scored user: ``category``, ``probability``, ``events``, ``source``.
+
+    A category-scope model's run: the user's :data:`OFFER_COUNT` highest-probability categories
+    (``source`` ``model``). An any-scope model has no per-category probability: the categories of
+    the user's last ``recent`` events at or before the run's cutoff, most events first (then most
+    recent), ``probability`` NaN and ``source`` ``events``. Empty when the user was not scored.
+    """
+    require_run(store, model_id, dataset)
+    frame = store.df(
+        "SELECT category, probability, NULL::BIGINT AS events, 'model' AS source FROM scores "
+        "WHERE model_id = ? AND dataset = ? AND user_id = ? AND category IS NOT NULL "
+        "ORDER BY probability DESC, category LIMIT ?", [model_id, dataset, user_id, OFFER_COUNT])
+    if not frame.empty:
+        return frame
+    return store.df(
+        "WITH t AS (SELECT max(cutoff) AS cutoff FROM scores WHERE model_id = ? AND dataset = ? AND user_id = ?), "
+        "last AS (SELECT e.category, e.ts FROM events e, t WHERE e.dataset = ? AND e.user_id = ? "
+        "         AND e.ts <= t.cutoff ORDER BY e.ts DESC LIMIT ?) "
+        "SELECT category, NULL::DOUBLE AS probability, count(*) AS events, 'events' AS source FROM last "
+        "WHERE category IS NOT NULL GROUP BY category ORDER BY events DESC, max(ts) DESC, category LIMIT ?",
+        [model_id, dataset, user_id, dataset, user_id, max(1, int(recent)), OFFER_COUNT])
 
 
 def cohort_categories(store: Store, dataset: str, limit: int = 200) -> pd.DataFrame:

@@ -362,6 +362,15 @@ def scoring_examples(store: Store, dataset: str, spec: LabelSpec, cutoff: TimeLi
     return frame
 
 
+def labels_at(store: Store, dataset: str, spec: LabelSpec, cutoff: TimeLike) -> pd.DataFrame:
+    """The rows of :func:`scoring_examples` at ``cutoff`` with their labels (the same SQL as the
+    training rows), split ``realized``: what happened after a scoring run once (T, T + H] is in
+    the data."""
+    frame = _run_examples(store, dataset, spec, [(_to_datetime(cutoff), "realized")])
+    frame["label"] = frame["label"].astype("int64")
+    return frame
+
+
 # ---------------------------------------------------------------------------------------------
 # Eligibility
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Events -> padded integer arrays per (user, cutoff): behaviour, item, category, time gap, hour, query.
 
 Padding id 0 defines the mask (as in RecBole's SASRec). Sequences are LEFT-padded: the newest event
-sits at position L-1. Built inside DuckDB and streamed in chunks of users.
+sits at position L-1. Built inside DuckDB and streamed in chunks of users (:func:`build_sequences`);
+for a few users whose events are already in memory, :func:`sequences_from_events` computes the same
+rows and arrays in numpy (the scoring service's fast path).
 
 Per position:
 
@@ -26,8 +28,11 @@ the same for every run and every chunking.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+import math
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -431,6 +436,163 @@ def _scatter(arrays: dict[str, np.ndarray], batch: pa.RecordBatch) -> None:
         arrays[name][row, pos] = columns[name]
     for j in range(QUERY_TOKENS):
         arrays["query"][row, pos, j] = columns[f"q{j}"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The same arrays from events in memory (the scoring service's fast path)
+# ---------------------------------------------------------------------------------------------
+
+_DAY_US = 86_400 * 1_000_000
+_HOUR_US = 3_600 * 1_000_000
+_TOKEN = re.compile(r"[^\W_]+")       # a run of letters and digits: what _TOKENS keeps
+# DuckDB's lower() maps one code point to one (Unicode's simple case mapping); Python's str.lower()
+# differs from that for exactly these two: U+0130 (to "i" + a combining dot) and a word-final
+# capital sigma (to the final form).
+_SIMPLE_LOWER = str.maketrans({"\u0130": "i", "\u03a3": "\u03c3"})
+
+
+def query_tokens(query: str, query_buckets: int) -> list[int]:
+    """The query ids of one search text, as the sequence SQL computes them (``_TOKENS``): lowercased,
+    split on anything that is not a letter or digit, the first ``QUERY_TOKENS`` tokens, each
+    ``1 + stable_hash(token) % query_buckets``."""
+    tokens = _TOKEN.findall(query.translate(_SIMPLE_LOWER).lower())[:QUERY_TOKENS]
+    return [1 + stable_hash(token) % query_buckets for token in tokens]
+
+
+def _desc_rank(values: np.ndarray) -> np.ndarray:
+    """Sort key of a text column for ``DESC NULLS LAST``: smaller = earlier; missing values last."""
+    present = pd.notna(values)
+    key = np.ones(len(values), np.int64)               # missing: after every present value
+    if present.any():
+        _, rank = np.unique(values[present].astype(str), return_inverse=True)
+        key[present] = -rank.astype(np.int64)
+    return key
+
+
+def _epoch_seconds(delta_us: np.ndarray) -> np.ndarray:
+    """DuckDB's ``epoch(interval)`` of ``cutoff - ts`` (>= 0): whole days in seconds plus the
+    rest's microseconds / 1e6, added in float64 in that order, so the gap buckets match bit for bit."""
+    days, rest = np.divmod(delta_us, _DAY_US)
+    return (days * 86_400).astype(np.float64) + rest.astype(np.float64) / 1e6
+
+
+def _per_user_cutoffs(users: pd.Series, cutoffs: Mapping[str, TimeLike] | TimeLike) -> np.ndarray:
+    """Each event's cutoff in microseconds (int64); NaT (the int64 minimum) for a user without one."""
+    if isinstance(cutoffs, Mapping):
+        table = {str(u): _to_datetime(t) for u, t in cutoffs.items()}
+        return pd.Series(users.map(table), dtype="datetime64[us]").to_numpy().view(np.int64)
+    return np.full(len(users), np.datetime64(_to_datetime(cutoffs), "us")).view(np.int64)
+
+
+def sequences_from_events(events: pd.DataFrame, cutoffs: Mapping[str, TimeLike] | TimeLike, vocab: Vocab,
+                          spec: LabelSpec) -> SequenceBatch:
+    """What :func:`core.modeling.labels.scoring_examples` and :func:`build_sequences` give for these
+    events, built in numpy without DuckDB (the scoring service's path for a few users).
+
+    events: one row per event with columns user_id, ts (naive UTC), behavior, item_id, category and
+    optionally query (missing = no search text); other columns are ignored. cutoffs: each user's T
+    (a mapping user id -> time; users it lacks are not scored), or one T for every user. The rows
+    (``keys``: user_id, cutoff, label NaN, split ``score``) are the users with an event in
+    (T - lookback, T] (any event at or before T without a lookback), ordered by cutoff then user id,
+    as the examples SQL orders them; the arrays equal ``build_sequences``'s for those rows byte for
+    byte: the same last ``spec.max_len`` events in the same order (newest first, ties broken by
+    behaviour, item, category and query descending, missing values last), context bits, vocabulary
+    ids (:func:`map_ids`), gap and hour buckets and query tokens (:func:`query_tokens`).
+    Scope ``any`` only: DataError for scope ``category`` (use the SQL path).
+    """
+    if spec.scope != "any":
+        raise DataError("sequences_from_events builds scope 'any' rows only.", title="Wrong scope",
+                        hint="Build scope 'category' rows with scoring_examples and build_sequences.")
+    missing = [c for c in ("user_id", "ts", "behavior", "item_id", "category") if c not in events.columns]
+    if missing:
+        raise DataError(f"the events lack column(s) {missing}.", title="Bad events",
+                        hint="Give user_id, ts, behavior, item_id, category (and query) per event.")
+    length = int(spec.max_len)
+    users = events["user_id"].astype(str).reset_index(drop=True)
+    ts = pd.to_datetime(events["ts"].reset_index(drop=True)).to_numpy(dtype="datetime64[us]").view(np.int64)
+    cut = _per_user_cutoffs(users, cutoffs)
+    nat = np.iinfo(np.int64).min
+    keep = (cut != nat) & (ts <= cut)
+    lookback = spec.lookback_td
+    if lookback is not None:
+        keep &= ts > cut - int(lookback / timedelta(microseconds=1))
+    rows = np.flatnonzero(keep)
+    user, ts, cut = users.to_numpy(dtype=object)[rows], ts[rows], cut[rows]
+    column = {name: events[name].to_numpy(dtype=object)[rows] for name in ("behavior", "item_id", "category")}
+    column["query"] = (events["query"].to_numpy(dtype=object)[rows] if "query" in events.columns
+                       else np.full(len(rows), None, dtype=object))
+
+    # the rows: one per (user, cutoff) left, ordered by cutoff then user id
+    pairs = pd.DataFrame({"cutoff": cut, "user_id": user}).drop_duplicates()
+    pairs = pairs.sort_values(["cutoff", "user_id"], kind="stable").reset_index(drop=True)
+    seq = pd.MultiIndex.from_frame(pairs).get_indexer(pd.MultiIndex.from_arrays([cut, user]))
+    n_seq = len(pairs)
+
+    # newest first within a sequence, ties as _NEWEST_FIRST breaks them
+    codes = pd.Series(column["behavior"], dtype=object).astype(str).map(BEHAVIOR_CODE)
+    if codes.isna().any():
+        raise DataError(f"unknown behaviour(s) {sorted(set(column['behavior'][codes.isna().to_numpy()]))}.",
+                        title="Bad events", hint=f"Use one of {', '.join(BEHAVIORS)}.")
+    code = codes.to_numpy(dtype=np.int64)
+    order = np.lexsort((_desc_rank(column["query"]), _desc_rank(column["category"]),
+                        _desc_rank(column["item_id"]), -code, -ts, seq))
+    seq, ts, cut, code = seq[order], ts[order], cut[order], code[order]
+    column = {name: values[order] for name, values in column.items()}
+    starts = np.searchsorted(seq, np.arange(n_seq))
+    rn = np.arange(len(seq)) - starts[seq]                        # 0 = the newest event
+    recent = rn < length
+    seq, ts, cut, code, rn = seq[recent], ts[recent], cut[recent], code[recent], rn[recent]
+    column = {name: values[recent] for name, values in column.items()}
+
+    # context bits over the kept events: a newer event of the same item (bought / any), and the
+    # category of the newest event
+    item_code, _ = pd.factorize(pd.Series(column["item_id"], dtype=object))
+    cat_code, _ = pd.factorize(pd.Series(column["category"], dtype=object))
+    by_item = np.lexsort((rn, item_code, seq))
+    same = np.zeros(len(seq), bool)
+    same[1:] = (seq[by_item][1:] == seq[by_item][:-1]) & (item_code[by_item][1:] == item_code[by_item][:-1])
+    group = np.cumsum(~same) - 1
+    bought = np.cumsum(code[by_item] == BEHAVIOR_CODE["buy"])
+    bought_before = bought - (code[by_item] == BEHAVIOR_CODE["buy"])
+    group_start = np.flatnonzero(~same)
+    newer_buys = bought_before - bought_before[group_start][group]
+    has_item = item_code[by_item] >= 0
+    context = np.zeros(len(seq), np.int64)
+    context[by_item] = ((has_item & (newer_buys > 0)).astype(np.int64)
+                        + 2 * (has_item & same).astype(np.int64))
+    newest_cat = cat_code[rn == 0][seq] if len(seq) else cat_code
+    context += NEWEST_CATEGORY * ((cat_code >= 0) & (cat_code == newest_cat))
+
+    seconds = _epoch_seconds(cut - ts)
+    log2 = {s: math.log2(1.0 + s) for s in np.unique(seconds).tolist()}   # libm's log2, as DuckDB's
+    steps = np.fromiter((log2[s] for s in seconds.tolist()), np.float64, len(seconds)) * vocab.gap_steps
+    gap = 1 + np.minimum(vocab.gap_buckets - 1, np.floor(steps))
+    tokens = np.zeros((len(seq), QUERY_TOKENS), np.int64)
+    texts: dict[str, list[int]] = {}
+    for i, text in enumerate(column["query"]):
+        if isinstance(text, str):
+            ids = texts.setdefault(text, query_tokens(text, vocab.query_buckets))
+            tokens[i, :len(ids)] = ids
+
+    pos = length - 1 - rn
+    arrays = {
+        "behavior": np.zeros((n_seq, length), np.int8),
+        "item": np.zeros((n_seq, length), _id_dtype(vocab.n_items - 1)),
+        "category": np.zeros((n_seq, length), _id_dtype(vocab.n_categories - 1)),
+        "gap": np.zeros((n_seq, length), _id_dtype(vocab.gap_buckets)),
+        "hour": np.zeros((n_seq, length), np.int8),
+        "query": np.zeros((n_seq, length, QUERY_TOKENS), _id_dtype(vocab.query_buckets)),
+    }
+    arrays["behavior"][seq, pos] = code + BEHAVIOR_STRIDE * context
+    arrays["item"][seq, pos] = map_ids(column["item_id"], vocab.items, vocab.item_buckets)
+    arrays["category"][seq, pos] = map_ids(column["category"], vocab.categories, vocab.category_buckets)
+    arrays["gap"][seq, pos] = gap
+    arrays["hour"][seq, pos] = 1 + (ts // _HOUR_US) % 24
+    arrays["query"][seq, pos] = tokens
+    keys = pd.DataFrame({"user_id": pd.Series(pairs["user_id"], dtype="str"),      # as a DuckDB result has them
+                         "cutoff": pairs["cutoff"].to_numpy().view("datetime64[us]"),
+                         "label": np.full(n_seq, np.nan), "split": pd.Series(["score"] * n_seq, dtype="str")})
+    return SequenceBatch(keys=keys, mask=arrays["behavior"] != PAD, **arrays)
 
 
 # ---------------------------------------------------------------------------------------------

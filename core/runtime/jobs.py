@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from core.errors import IntentLensError, NotFoundError
@@ -81,9 +82,16 @@ class JobContext:
 
 
 class JobRegistry:
-    """Thread-safe registry of jobs run by one worker thread."""
+    """Thread-safe registry of jobs run by one worker thread.
 
-    def __init__(self, workers: int = 1):
+    resource_log: when given, a :class:`core.serving.resources.ResourceSampler` writes this
+    process's CPU and memory there (source ``job:<kind>``) every ``resource_interval`` seconds
+    while each job runs.
+    """
+
+    def __init__(self, workers: int = 1, resource_log: str | Path | None = None, resource_interval: float = 2.0):
+        self.resource_log = Path(resource_log) if resource_log is not None else None
+        self.resource_interval = float(resource_interval)
         self._lock = threading.Lock()
         self._jobs: dict[str, JobState] = {}
         self._tokens: dict[str, CancelToken] = {}
@@ -102,6 +110,12 @@ class JobRegistry:
         if ctx.cancel.cancelled:
             return                                   # cancelled while queued (already marked)
         self._update(job_id, status="running", started_at=time.time())
+        sampler = None
+        if self.resource_log is not None:
+            from core.serving.resources import ResourceSampler
+
+            sampler = ResourceSampler(self.resource_log, f"job:{self._jobs[job_id].kind}",
+                                      interval=self.resource_interval).start()
         try:
             result = fn(ctx)
         except Cancelled:
@@ -115,6 +129,9 @@ class JobRegistry:
         else:
             self._update(job_id, status="done", finished_at=time.time(), result=result,
                          message="finished")
+        finally:
+            if sampler is not None:
+                sampler.stop()
 
     def _update(self, job_id: str, **values: object) -> None:
         with self._lock:

@@ -25,7 +25,10 @@ from models.artifact import load_card
 if TYPE_CHECKING:     # imported where used: the first page a server draws does not need them
     from core.data.quality import QualityReport
     from core.insight.evaluation import Evaluation
+    from core.insight.realized import RealizedReport
     from core.runtime.jobs import JobRegistry
+    from core.serving.monitor import DriftReport
+    from core.serving.resources import ResourceSampler
     from models.artifact import LoadedModel
 
 
@@ -173,10 +176,75 @@ def evaluation(model_dir: str) -> Evaluation:
     return _evaluation_cached(str(model_dir), model_store.card_stamp(model_dir))
 
 
+# -- monitoring -----------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=16)
+def _drift_cached(db: str, model_dir: str, stamp: int, dataset: str, version: str, threshold: float,
+                  reference_version: str) -> DriftReport:
+    from core.serving.monitor import drift_report
+
+    return drift_report(_open_store(db), model_dir, dataset, threshold=threshold)
+
+
+def drift(model_dir: str, dataset: str, threshold: float) -> DriftReport:
+    """``core.serving.monitor.drift_report``, once per model version, data version of the dataset
+    (and of the model's training dataset) and threshold."""
+    reference = str(load_card(model_dir).get("dataset") or dataset)
+    return _drift_cached(db_path(), str(model_dir), model_store.card_stamp(model_dir), dataset,
+                         data_version(dataset), float(threshold), data_version(reference))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _stability_cached(db: str, model_id: str, dataset: str, top_percent: float,
+                      runs: tuple[str, ...]) -> pd.DataFrame:
+    from core.serving.monitor import cohort_stability
+
+    return cohort_stability(_open_store(db), model_id, dataset, top_percent=top_percent)
+
+
+def cohort_stability(model_id: str, dataset: str, top_percent: float, runs: tuple[str, ...]) -> pd.DataFrame:
+    """``core.serving.monitor.cohort_stability`` (consecutive runs), until a new run is recorded:
+    ``runs`` is the run ids of ``core.serving.monitor.score_runs``."""
+    return _stability_cached(db_path(), model_id, dataset, float(top_percent), runs)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _realized_cached(db: str, model_dir: str, stamp: int, dataset: str, version: str, top_percent: float,
+                     history: str) -> RealizedReport:
+    from core.insight.realized import realized_runs
+
+    return realized_runs(_open_store(db), model_dir, dataset, top_percent=top_percent)
+
+
+def realized(model_dir: str, dataset: str, top_percent: float) -> RealizedReport:
+    """``core.insight.realized.realized_runs``, until the model, the data, its scoring runs or its
+    exports change."""
+    card = load_card(model_dir)
+    row = get_store().fetchone(
+        "SELECT (SELECT count(*) FROM score_runs WHERE model_id = ? AND dataset = ?), "
+        "(SELECT count(*) FROM exports WHERE model_id = ? AND dataset = ?)",
+        [card.get("model_id"), dataset, card.get("model_id"), dataset])
+    return _realized_cached(db_path(), str(model_dir), model_store.card_stamp(model_dir), dataset,
+                            data_version(dataset), float(top_percent), str(row))
+
+
 # -- jobs -----------------------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False)
 def get_jobs() -> JobRegistry:
     """The process-wide job registry: training and scoring run in its worker thread."""
     from core.runtime.jobs import JobRegistry
+    from core.serving.resources import default_resource_path
 
-    return JobRegistry()
+    return JobRegistry(resource_log=default_resource_path(db_path()))
+
+
+@st.cache_resource(show_spinner=False)
+def _app_sampler(db: str) -> ResourceSampler:
+    from core.serving.resources import start_sampler
+
+    return start_sampler(db, "app")
+
+
+def sample_app_resources() -> None:
+    """Start, once per process and database, the thread that writes this app's CPU and memory to
+    the resource log the Monitor page reads."""
+    _app_sampler(db_path())

@@ -35,6 +35,9 @@ PAGES: tuple[PageSpec, ...] = (
              "Pick high-intent users, see what sets them apart, export them.", "cohort-builder"),
     PageSpec("pages/views/explain.py", "Explain", ":material/psychology:",
              "Why the model scores one user the way it does.", "explanations"),
+    PageSpec("pages/views/monitor.py", "Monitor", ":material/vital_signs:",
+             "Drift since training, cohort stability across runs, the scoring service's health.",
+             "monitoring"),
 )
 
 

@@ -20,6 +20,7 @@ import streamlit as st
 from core import charts
 from core.errors import IntentLensError
 from core.insight import cohorts as C
+from core.insight.outlook import OutlookFrame, outlook
 from core.modeling.model_store import card_stamp
 from core.runtime.jobs import JobContext
 from pages.shared import cached, display, feedback, registry, session
@@ -31,7 +32,8 @@ K_SORT, K_DESC, K_PAGE_SIZE, K_PAGE = "cohort_sort", "cohort_desc", "cohort_page
 K_FMT, K_EXPORT, K_SCORE_JOB = "cohort_export_fmt", "cohort_export", "cohort_score_job"
 SPEC_KEY, SPEC_MODEL_KEY = "cohort_spec", "cohort_model"   # read by the Explain page
 SAVED_KEY = "_cohort_saved"                                  # the cohort widgets' last values
-COHORT_KEYS = (K_MODE, K_TOP, K_THRESHOLD, K_BAND, K_CATS, K_DAYS, K_CART, K_ACTIVITY)
+K_LIKELY = "cohort_likely"
+COHORT_KEYS = (K_MODE, K_TOP, K_THRESHOLD, K_BAND, K_CATS, K_DAYS, K_CART, K_ACTIVITY, K_LIKELY)
 MODES = {"top": "Top X %", "threshold": "Above a threshold", "band": "Score band"}
 CART_CHOICES = {"any": "Any", "yes": "Has an open cart", "no": "No open cart"}
 PAGE_SIZES = (25, 50, 100, 250)
@@ -70,6 +72,11 @@ def _users(db: str, model_id: str, dataset: str, run: str, spec_json: str, order
            descending: bool, limit: int, offset: int) -> pd.DataFrame:
     return C.cohort_users(cached.get_store(), model_id, dataset, C.CohortSpec.from_json(spec_json),
                           order_by=order_by, descending=descending, limit=limit, offset=offset)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _outlook(db: str, model_id: str, dataset: str, run: str, model_dir: str, stamp: int, top: int) -> OutlookFrame:
+    return outlook(cached.get_store(), model_dir, dataset, top=top)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -114,6 +121,7 @@ def _seed(max_days: int) -> None:
         K_DAYS: (int(min(low, high)), int(max(low, high))),
         K_CART: q.get("cart") if q.get("cart") in CART_CHOICES else "any",
         K_ACTIVITY: [a for a in q.get("activity", "").split(",") if a in C.ACTIVITY_LEVELS],
+        K_LIKELY: [c for c in q.get("likely", "").split(",") if c],
     }
     saved = state.get(SAVED_KEY, {})
     for key, value in from_url.items():
@@ -135,6 +143,7 @@ def _to_query(max_days: int) -> None:
     q["threshold"] = f"{state[K_THRESHOLD]:g}"
     q["band"] = state[K_BAND]
     for name, value in (("cats", ",".join(state[K_CATS])), ("activity", ",".join(state[K_ACTIVITY])),
+                        ("likely", ",".join(state[K_LIKELY])),
                         ("cart", "" if state[K_CART] == "any" else state[K_CART])):
         if value:
             q[name] = value
@@ -157,7 +166,7 @@ def _current_spec(max_days: int) -> C.CohortSpec:
         min_days_since_last=float(low) if low > 0 else None,
         max_days_since_last=float(high) if high < max_days else None,
         open_cart={"any": None, "yes": True, "no": False}[state[K_CART]],
-        activity=tuple(state[K_ACTIVITY]))
+        activity=tuple(state[K_ACTIVITY]), likely_categories=tuple(state[K_LIKELY]))
 
 
 def _use_threshold(value: float) -> None:
@@ -283,6 +292,11 @@ with filter_col:
                        accept_new_options=True, placeholder="any category",
                        help="Keep users who touched any of these categories (most common first; "
                             "type an id to add one that is not listed).")
+        st.multiselect("Likely to buy in", _categories(db, dataset, run), key=K_LIKELY, on_change=_reset_page,
+                       accept_new_options=True, placeholder="any category",
+                       help=f"Keep users offered any of these categories: among a category model's "
+                            f"{C.OFFER_COUNT} highest-probability categories for the user (for a model "
+                            f"of any purchase: the user's {C.OFFER_COUNT} most-touched categories).")
         st.slider("Days since last visit", min_value=0, max_value=max_days, key=K_DAYS, on_change=_reset_page,
                   help="Days between the user's last event and T (the dataset's last event).")
     with b:
@@ -333,8 +347,8 @@ display.chart(charts.cohort_score_histogram(_histogram(db, model_id, dataset, ru
                                            band_edges=EDGES), key="cohort_histogram")
 
 # Stateful tabs: only the open one runs its queries (a contrast over a million users is not free).
-apart, value_tab, users_tab, export_tab = st.tabs(["What sets it apart", "Value", "Users", "Export"],
-                                                  key="cohort_tab", on_change="rerun")
+apart, value_tab, users_tab, export_tab, outlook_tab = st.tabs(
+    ["What sets it apart", "Value", "Users", "Export", "Demand outlook"], key="cohort_tab", on_change="rerun")
 
 with apart:
     if apart.open is False:
@@ -415,7 +429,8 @@ with users_tab:
         st.dataframe(
             table, hide_index=True, key="cohort_table",
             column_order=["explain", "user_id", "score", "score_rank", "activity", "n_events", "open_carts",
-                          "days_since_last", "top_category"] + (["category"] if rows["category"].notna().any() else []),
+                          "days_since_last", "top_category", "offers"]
+                         + (["category"] if rows["category"].notna().any() else []),
             column_config={
                 "explain": st.column_config.LinkColumn("Explain", display_text="open ↗",
                                                        help="Open this user on the Explain page."),
@@ -427,6 +442,11 @@ with users_tab:
                 "open_carts": st.column_config.NumberColumn("open carts", format="localized"),
                 "days_since_last": st.column_config.NumberColumn("days since last visit", format="%.1f"),
                 "top_category": st.column_config.TextColumn("top category"),
+                "offers": st.column_config.TextColumn(
+                    "offer", help=f"What to offer: the user's {C.OFFER_COUNT} most likely categories with the "
+                                  "model's probability of a purchase in each (a category model), or the user's "
+                                  "most-touched categories, marked 'from events' (a model of any purchase: "
+                                  "not a probability)."),
             })
         first = (int(page_no) - 1) * page_size
         st.caption(f"Page {display.fmt_int(page_no)} of {display.fmt_int(pages)}: rows "
@@ -471,3 +491,28 @@ with export_tab:
             st.caption("Press **Prepare the export file** to write this cohort; the download button "
                        "appears here with the file's audit stamp (model id, dataset fingerprint, cut, "
                        "filters, SQL, time).")
+
+with outlook_tab:
+    if outlook_tab.open is not False:
+        st.caption("Expected purchasers per category over the next horizon: each user's probability of "
+                   "buying in each category they touched recently, summed, with a 90 % Poisson-binomial "
+                   "interval (the spread chance alone gives if the probabilities are right), beside the "
+                   "buyers of the last complete horizon. The whole scoring run, not only the cohort.")
+        top_n = st.number_input("Categories shown", min_value=1, max_value=200, value=20, step=5,
+                                key="cohort_outlook_top", help="The categories with the most expected purchasers.")
+        with feedback.guard():
+            view = _outlook(db, model_id, dataset, run, model_dir, card_stamp(model_dir), int(top_n))
+            display.chart(charts.demand_outlook(view.frame, level=view.level, horizon=view.horizon),
+                          key="cohort_outlook_chart")
+            st.dataframe(view.frame.drop(columns=["realized"]), hide_index=True, key="cohort_outlook_table",
+                         column_config={"users": st.column_config.NumberColumn("users scored", format="localized"),
+                                        "expected": st.column_config.NumberColumn("expected", format="%.1f"),
+                                        "low": st.column_config.NumberColumn("90 % low"),
+                                        "high": st.column_config.NumberColumn("90 % high"),
+                                        "last_actual": st.column_config.NumberColumn("last horizon's buyers")})
+            totals = view.totals()
+            st.caption(f"{view.describe()} Shown: {totals['expected']:,.1f} expected against "
+                       f"{totals['last_actual']:,.0f} buyers last horizon ({len(view.frame)} of {view.categories} "
+                       "categories). A user who buys in a category they had not touched before T is not in "
+                       "the expected count, and a model that is off shifts every bar: the interval covers "
+                       "chance, not model error.")

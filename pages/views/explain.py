@@ -205,6 +205,17 @@ if exp is not None:
     st.markdown(f"> {exp.summary}")
     st.caption(f"T = {display.fmt_ts(exp.cutoff)} (UTC), the dataset's last event · model `{exp.model_id}`"
                + (f" · target category {exp.category}" if exp.category else ""))
+    if run is not None and model_id is not None:
+        with feedback.guard():
+            offers = C.user_offers(cached.get_store(), model_id, dataset, user)
+        if not offers.empty and (offers["source"] == "model").all():
+            st.markdown("**What to offer**: " + ", ".join(
+                f"category {c} ({100 * p:.0f} % likely to buy)" for c, p in zip(offers["category"],
+                                                                                offers["probability"], strict=True)))
+        elif not offers.empty:
+            st.markdown("**What to offer** (from recent events, not a model probability): " + ", ".join(
+                f"category {c} ({n} of the last {C.RECENT_EVENTS} events)"
+                for c, n in zip(offers["category"], offers["events"], strict=True)))
 
     if not exp.methods:
         st.info("This model has no Transformer, so there is no per-event attribution; below is tree SHAP "

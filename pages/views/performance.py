@@ -28,6 +28,7 @@ from core.insight.evaluation import (
     segment_table,
     window_table,
 )
+from core.insight.report import build_report
 from core.modeling.pipeline import split_comparison
 from pages.shared import cached, display, feedback, session
 
@@ -35,6 +36,7 @@ MODE_KEY, PROB_KEY, TOP_KEY = "perf_cut_mode", "perf_cut_prob", "perf_cut_top"
 PICK_KEY, COMPARE_KEY, CONFUSION_KEY = "perf_model", "perf_compare", "perf_confusion_view"
 SAVED_KEY = "_perf_saved"          # the cutoff widgets' last values (kept across pages)
 MODES = {"probability": "probability ≥", "top": "top X % of users"}
+REPORT_KEY = "_perf_report"        # the last built report: {"key", "data", "figures", "notes"}
 
 
 # -- state: session, then the URL, then defaults --------------------------------------------------
@@ -75,6 +77,32 @@ def _label(paths_info: pd.DataFrame, path: str | None) -> str:
     r = row.iloc[0]
     auc = "" if r["pr_auc"] is None or pd.isna(r["pr_auc"]) else f" · PR-AUC {r['pr_auc']:.3f}"
     return f"{Path(path).name} · {r['kind']}{auc}"
+
+
+def _report_download(model_dir: str, ev: Evaluation, threshold: float) -> None:
+    """A button that builds the HTML report (core.insight.report) of the model at this cutoff, then
+    the download of that file; a report built for another model or cutoff is not offered."""
+    dataset_name = str(ev.card.get("dataset") or "")
+    key = f"{model_dir}|{ev.card.get('model_id')}|{dataset_name}|{threshold:.6f}"
+    left, right = st.columns([1, 3], vertical_alignment="center")
+    if left.button("Build the report", icon=":material/summarize:", key="perf_build_report",
+                   help="One HTML file that opens offline: the model card, this cutoff's test-window "
+                        "performance, the top 5 % cohort of its scoring run and the global drivers."):
+        with feedback.guard(), st.spinner("Writing the report…"):
+            built = build_report(cached.get_store(), model_dir, dataset_name, threshold=threshold)
+            st.session_state[REPORT_KEY] = {"key": key, "data": built.html.encode("utf-8"),
+                                            "figures": built.figures, "notes": built.notes}
+    ready = st.session_state.get(REPORT_KEY)
+    if ready and ready["key"] == key:
+        right.download_button("Download report", ready["data"], file_name=f"report-{Path(model_dir).name}.html",
+                              mime="text/html", icon=":material/download:", key="perf_download_report",
+                              on_click="ignore",
+                              help=f"{ready['figures']} figures; plotly is inside the file, so it opens offline.")
+        for note in ready["notes"]:
+            st.caption(note)
+    else:
+        right.caption(f"Press **Build the report** to write this model's report at the cutoff "
+                      f"{threshold:.3f} on **{dataset_name}**; the download appears here.")
 
 
 def _calibration_text(card: dict[str, Any]) -> str:
@@ -197,6 +225,8 @@ def cutoff_view() -> None:
     base = main.base_rate
     cols[4].metric("Lift", f"{main_cut.values['precision'] / base:.2f}×" if base > 0 else "–",
                    help="Precision divided by the share of buyers among all rows.")
+
+    _report_download(primary, main, main_cut.threshold)
 
     st.markdown("##### Metrics with bootstrap 95 % intervals")
     table = metrics_table(evals, cuts)

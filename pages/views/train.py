@@ -25,6 +25,7 @@ from core.errors import IntentLensError
 from core.modeling.labels import CutoffPlan, Eligibility, LabelSpec, parse_duration
 from core.modeling.model_store import default_model_dir
 from core.modeling.pipeline import PRESETS, checkpoint_dir_for
+from core.modeling.update import model_timeline
 from core.runtime.jobs import JobContext, JobState
 from models.artifact import KIND_LABELS, MODEL_KINDS
 from pages.shared import actions, cached, display, feedback, session
@@ -450,6 +451,39 @@ with feedback.guard():
             "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm", help="UTC"),
         })
         display.chart(charts.leaderboard(board), key="chart_leaderboard")
+
+# -- models timeline ------------------------------------------------------------------------------
+st.subheader("Models timeline")
+st.caption("This dataset's models in the order they were trained, each at its ROC-AUC on its own test "
+           "window, with an arrow from a model to the update made from it. `python -m core update` "
+           "appends new events, warm-starts the current model and promotes the candidate only when it is "
+           "no worse on the newest test window; a candidate that is not promoted is kept aside in the "
+           "models folder's `rejected/` and the current model keeps serving.")
+with feedback.guard():
+    timeline = model_timeline(dataset)
+    if not timeline.empty:
+        display.chart(charts.models_timeline(timeline), key="chart_models_timeline")
+        st.dataframe(timeline[["trained_at", "model_id", "kind", "status", "parent_id", "roc_auc", "pr_auc",
+                               "new_window_roc_auc", "parent_new_window_roc_auc", "events_added",
+                               "duplicates_dropped", "reason"]],
+                     hide_index=True, key="models_timeline_table", column_config={
+            "trained_at": st.column_config.DatetimeColumn("trained at", format="YYYY-MM-DD HH:mm", help="UTC"),
+            "model_id": "model", "parent_id": st.column_config.TextColumn(
+                "parent", help="The model this one was warm-started from (empty: trained from scratch)."),
+            "status": st.column_config.TextColumn(help="trained: from scratch; promoted: an update that serves "
+                                                  "(or served); rejected: an update kept aside."),
+            "roc_auc": st.column_config.NumberColumn("ROC-AUC", format="%.3f",
+                                                     help="On the model's own test window."),
+            "pr_auc": st.column_config.NumberColumn("PR-AUC", format="%.3f", help="On the model's own test window."),
+            "new_window_roc_auc": st.column_config.NumberColumn(
+                "ROC-AUC, compared", format="%.3f",
+                help="An update's ROC-AUC on the newest test window it was compared on."),
+            "parent_new_window_roc_auc": st.column_config.NumberColumn(
+                "parent's ROC-AUC, same rows", format="%.3f", help="The parent's ROC-AUC on the very same rows."),
+            "events_added": st.column_config.NumberColumn("events added", format="%d"),
+            "duplicates_dropped": st.column_config.NumberColumn("duplicates dropped", format="%d"),
+            "reason": st.column_config.TextColumn(help="Why the update was promoted or not, with both figures."),
+        })
 
 # -- add or delete saved models --------------------------------------------------------------------
 if not demo:
