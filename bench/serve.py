@@ -18,9 +18,10 @@ the service answering a 100-event user at p99 <= 10 ms with 0 errors under bound
    loopback port (the copy: ONNX Runtime when its export exists, as ``engine="auto"`` does); after
    ``--warmup`` untimed requests, ``--clients`` threads, each with its own httpx client, send
    ``--requests`` requests in all: POST /v1/score with the same user's newest ``--events`` events inline.
-   Printed: requests/s over the whole run, latency p50/p99 seen by the clients and by the service
-   itself (its request log, ``core.serving.requestlog``), and the error count (any answer but 200, or
-   a failed connection).
+   Printed: the service's input path (``fast``: numpy, no DuckDB, for a transformer; ``sql``), requests/s
+   over the whole run, latency p50/p99 seen by the clients and by the service itself (its request log,
+   ``core.serving.requestlog``), and the error count (any answer but 200, or a failed connection). The
+   clients run on the same machine as the service and share its cores.
 """
 from __future__ import annotations
 
@@ -159,9 +160,12 @@ def load_test(model_dir: Path, db: Path, body: dict[str, object], *, requests: i
         wait_ready(url, server)
         payload = json.dumps(body).encode()
         headers = {"content-type": "application/json"}
+        path = "?"
         with httpx.Client(base_url=url, timeout=30.0) as client:
             for _ in range(warmup):
-                client.post("/v1/score", content=payload, headers=headers).raise_for_status()
+                answer = client.post("/v1/score", content=payload, headers=headers)
+                answer.raise_for_status()
+                path = str(answer.json().get("path", "?"))
         log_path = default_log_path(db)
         logged_before = len(read_request_log(log_path))
         latencies: list[list[float]] = [[] for _ in range(clients)]
@@ -194,7 +198,8 @@ def load_test(model_dir: Path, db: Path, body: dict[str, object], *, requests: i
         lines = read_request_log(log_path).iloc[logged_before:]
         served = lines.loc[lines["route"] == "/v1/score", "latency_ms"].to_numpy()
         print(f"\n2. service on loopback: {requests:,} requests from {clients} clients, one user of "
-              f"{n_events:,} events inline (after {warmup} warm-up requests), {threads} thread(s)")
+              f"{n_events:,} events inline (after {warmup} warm-up requests), {threads} thread(s), "
+              f"inputs built by the {path} path")
         print(f"   {requests / wall:,.0f} requests/s over {wall:.2f} s; errors {sum(errors)} (goal 0)")
         print(f"   latency at the clients   p50 {np.percentile(seen, 50):.1f} ms   "
               f"p99 {np.percentile(seen, 99):.1f} ms (goal p99 <= 10 ms)")

@@ -134,6 +134,16 @@ def test_inline_cutoff_defaults_to_the_newest_event_and_drops_later_ones(db, cli
     assert moved["n_events"] == len(events[user])
 
 
+@pytest.mark.parametrize("model", [TRANSFORMER, GBDT], ids=["fast", "sql"])
+def test_events_only_after_the_cutoff_are_a_422_on_both_paths(client, model):
+    events = [{"behavior": "view", "item_id": "1", "category": "2", "ts": "2017-12-01T10:00:00"}]
+    api = client(model)
+    answer = api.post("/v1/score", json={"batch": [{"events": events}, {"events": events,
+                                                                         "cutoff": "2017-11-30T00:00:00"}]})
+    assert answer.status_code == 422 and "batch entry 1 has no event at or before 2017-11-30" in answer.text
+    assert api.post("/v1/score", json={"events": events}).json()["n_events"] == 1
+
+
 def test_bands_and_behaviours_follow_the_project():
     assert [band_of(p) for p in (0.5, 0.4999, 0.2, 0.1999, 0.0, 1.0)] == ["high", "medium", "medium", "low",
                                                                            "low", "high"]

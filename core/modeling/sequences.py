@@ -243,17 +243,16 @@ def map_ids(values: Iterable[object], mapping: dict[str, int], buckets: int) -> 
     ``2 + K + stable_hash % buckets``, else OOV; missing values map to OOV."""
     series = pd.Series(values, dtype=object)
     uniques = pd.unique(series.dropna())
-    base = OOV + 1 + len(mapping)
-    table = {}
-    for value in uniques:          # one step per distinct value, not per event
-        text = str(value)
-        if text in mapping:
-            table[value] = mapping[text]
-        elif buckets > 0:
-            table[value] = base + stable_hash(text) % buckets
-        else:
-            table[value] = OOV
+    # one step per distinct value, not per event
+    table = {value: vocab_id(str(value), mapping, buckets) for value in uniques}
     return series.map(table).fillna(OOV).to_numpy(dtype=np.int64)
+
+
+def vocab_id(text: str, mapping: dict[str, int], buckets: int) -> int:
+    """The vocabulary id of one present value (see :func:`map_ids`)."""
+    if text in mapping:
+        return mapping[text]
+    return OOV + 1 + len(mapping) + stable_hash(text) % buckets if buckets > 0 else OOV
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,14 +458,22 @@ def query_tokens(query: str, query_buckets: int) -> list[int]:
     return [1 + stable_hash(token) % query_buckets for token in tokens]
 
 
-def _desc_rank(values: np.ndarray) -> np.ndarray:
-    """Sort key of a text column for ``DESC NULLS LAST``: smaller = earlier; missing values last."""
-    present = pd.notna(values)
-    key = np.ones(len(values), np.int64)               # missing: after every present value
+def _text_codes(values: np.ndarray, mapping: dict[str, int] | None = None,
+                buckets: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(sort key, vocabulary ids) of a text column. The key orders ``DESC NULLS LAST`` (smaller =
+    earlier; equal values share a key, missing values get 1, after every present one); the ids are
+    what :func:`map_ids` gives (:func:`vocab_id` per distinct value, OOV for missing ones; zeros
+    when no ``mapping`` is given)."""
+    present = ~pd.isna(values)
+    key = np.ones(len(values), np.int64)
+    ids = np.full(len(values), OOV if mapping is not None else 0, np.int64)
     if present.any():
-        _, rank = np.unique(values[present].astype(str), return_inverse=True)
+        uniques, rank = np.unique(values[present].astype(str), return_inverse=True)
         key[present] = -rank.astype(np.int64)
-    return key
+        if mapping is not None:             # one lookup per distinct value
+            ids[present] = np.fromiter((vocab_id(text, mapping, buckets) for text in uniques.tolist()),
+                                       np.int64, len(uniques))[rank]
+    return key, ids
 
 
 def _epoch_seconds(delta_us: np.ndarray) -> np.ndarray:
@@ -474,14 +481,6 @@ def _epoch_seconds(delta_us: np.ndarray) -> np.ndarray:
     rest's microseconds / 1e6, added in float64 in that order, so the gap buckets match bit for bit."""
     days, rest = np.divmod(delta_us, _DAY_US)
     return (days * 86_400).astype(np.float64) + rest.astype(np.float64) / 1e6
-
-
-def _per_user_cutoffs(users: pd.Series, cutoffs: Mapping[str, TimeLike] | TimeLike) -> np.ndarray:
-    """Each event's cutoff in microseconds (int64); NaT (the int64 minimum) for a user without one."""
-    if isinstance(cutoffs, Mapping):
-        table = {str(u): _to_datetime(t) for u, t in cutoffs.items()}
-        return pd.Series(users.map(table), dtype="datetime64[us]").to_numpy().view(np.int64)
-    return np.full(len(users), np.datetime64(_to_datetime(cutoffs), "us")).view(np.int64)
 
 
 def sequences_from_events(events: pd.DataFrame, cutoffs: Mapping[str, TimeLike] | TimeLike, vocab: Vocab,
@@ -508,68 +507,70 @@ def sequences_from_events(events: pd.DataFrame, cutoffs: Mapping[str, TimeLike] 
         raise DataError(f"the events lack column(s) {missing}.", title="Bad events",
                         hint="Give user_id, ts, behavior, item_id, category (and query) per event.")
     length = int(spec.max_len)
-    users = events["user_id"].astype(str).reset_index(drop=True)
-    ts = pd.to_datetime(events["ts"].reset_index(drop=True)).to_numpy(dtype="datetime64[us]").view(np.int64)
-    cut = _per_user_cutoffs(users, cutoffs)
-    nat = np.iinfo(np.int64).min
-    keep = (cut != nat) & (ts <= cut)
+    users = events["user_id"].to_numpy(dtype=object).astype(str)
+    ts = events["ts"].to_numpy(dtype="datetime64[us]").view(np.int64)
+    if isinstance(cutoffs, Mapping):
+        table = {str(u): np.datetime64(_to_datetime(t), "us").view(np.int64) for u, t in cutoffs.items()}
+        nat = np.iinfo(np.int64).min                          # no cutoff: not scored
+        cut = np.fromiter((table.get(u, nat) for u in users.tolist()), np.int64, len(users))
+        keep = (cut != nat) & (ts <= cut)
+    else:
+        cut = np.full(len(users), np.datetime64(_to_datetime(cutoffs), "us").view(np.int64))
+        keep = ts <= cut
     lookback = spec.lookback_td
     if lookback is not None:
-        keep &= ts > cut - int(lookback / timedelta(microseconds=1))
+        keep &= ts > cut - lookback // timedelta(microseconds=1)
     rows = np.flatnonzero(keep)
-    user, ts, cut = users.to_numpy(dtype=object)[rows], ts[rows], cut[rows]
+    user, ts, cut = users[rows], ts[rows], cut[rows]
     column = {name: events[name].to_numpy(dtype=object)[rows] for name in ("behavior", "item_id", "category")}
     column["query"] = (events["query"].to_numpy(dtype=object)[rows] if "query" in events.columns
                        else np.full(len(rows), None, dtype=object))
 
     # the rows: one per (user, cutoff) left, ordered by cutoff then user id
-    pairs = pd.DataFrame({"cutoff": cut, "user_id": user}).drop_duplicates()
-    pairs = pairs.sort_values(["cutoff", "user_id"], kind="stable").reset_index(drop=True)
-    seq = pd.MultiIndex.from_frame(pairs).get_indexer(pd.MultiIndex.from_arrays([cut, user]))
+    pairs = sorted(set(zip(cut.tolist(), user.tolist(), strict=True)))
+    index = {pair: i for i, pair in enumerate(pairs)}
+    seq = np.fromiter((index[pair] for pair in zip(cut.tolist(), user.tolist(), strict=True)), np.int64, len(rows))
     n_seq = len(pairs)
 
     # newest first within a sequence, ties as _NEWEST_FIRST breaks them
-    codes = pd.Series(column["behavior"], dtype=object).astype(str).map(BEHAVIOR_CODE)
-    if codes.isna().any():
-        raise DataError(f"unknown behaviour(s) {sorted(set(column['behavior'][codes.isna().to_numpy()]))}.",
-                        title="Bad events", hint=f"Use one of {', '.join(BEHAVIORS)}.")
-    code = codes.to_numpy(dtype=np.int64)
-    order = np.lexsort((_desc_rank(column["query"]), _desc_rank(column["category"]),
-                        _desc_rank(column["item_id"]), -code, -ts, seq))
-    seq, ts, cut, code = seq[order], ts[order], cut[order], code[order]
-    column = {name: values[order] for name, values in column.items()}
-    starts = np.searchsorted(seq, np.arange(n_seq))
-    rn = np.arange(len(seq)) - starts[seq]                        # 0 = the newest event
-    recent = rn < length
-    seq, ts, cut, code, rn = seq[recent], ts[recent], cut[recent], code[recent], rn[recent]
-    column = {name: values[recent] for name, values in column.items()}
+    unknown = sorted({str(b) for b in column["behavior"].tolist()} - set(BEHAVIOR_CODE))
+    if unknown:
+        raise DataError(f"unknown behaviour(s) {unknown}.", title="Bad events",
+                        hint=f"Use one of {', '.join(BEHAVIORS)}.")
+    code = np.fromiter((BEHAVIOR_CODE[str(b)] for b in column["behavior"].tolist()), np.int64, len(rows))
+    item_key, item_id = _text_codes(column["item_id"], vocab.items, vocab.item_buckets)
+    cat_key, cat_id = _text_codes(column["category"], vocab.categories, vocab.category_buckets)
+    query_key, _ = _text_codes(column["query"])
+    order = np.lexsort((query_key, cat_key, item_key, -code, -ts, seq))
+    starts = np.searchsorted(seq[order], np.arange(n_seq))
+    rn = np.arange(len(order)) - starts[seq[order]]                 # 0 = the newest event
+    order, rn = order[rn < length], rn[rn < length]
+    seq, ts, cut, code, item_key, item_id, cat_key, cat_id = (
+        a[order] for a in (seq, ts, cut, code, item_key, item_id, cat_key, cat_id))
+    query = column["query"][order]
 
     # context bits over the kept events: a newer event of the same item (bought / any), and the
     # category of the newest event
-    item_code, _ = pd.factorize(pd.Series(column["item_id"], dtype=object))
-    cat_code, _ = pd.factorize(pd.Series(column["category"], dtype=object))
-    by_item = np.lexsort((rn, item_code, seq))
-    same = np.zeros(len(seq), bool)
-    same[1:] = (seq[by_item][1:] == seq[by_item][:-1]) & (item_code[by_item][1:] == item_code[by_item][:-1])
+    by_item = np.lexsort((rn, item_key, seq))
+    same = np.zeros(len(seq), bool)           # a newer event of the same sequence and item exists
+    same[1:] = (seq[by_item][1:] == seq[by_item][:-1]) & (item_key[by_item][1:] == item_key[by_item][:-1])
     group = np.cumsum(~same) - 1
-    bought = np.cumsum(code[by_item] == BEHAVIOR_CODE["buy"])
-    bought_before = bought - (code[by_item] == BEHAVIOR_CODE["buy"])
-    group_start = np.flatnonzero(~same)
-    newer_buys = bought_before - bought_before[group_start][group]
-    has_item = item_code[by_item] >= 0
+    is_buy = code[by_item] == BEHAVIOR_CODE["buy"]
+    bought_before = np.cumsum(is_buy) - is_buy
+    newer_buys = bought_before - bought_before[np.flatnonzero(~same)][group]
+    has_item = item_key[by_item] <= 0
     context = np.zeros(len(seq), np.int64)
-    context[by_item] = ((has_item & (newer_buys > 0)).astype(np.int64)
-                        + 2 * (has_item & same).astype(np.int64))
-    newest_cat = cat_code[rn == 0][seq] if len(seq) else cat_code
-    context += NEWEST_CATEGORY * ((cat_code >= 0) & (cat_code == newest_cat))
+    context[by_item] = (has_item & (newer_buys > 0)) + 2 * (has_item & same)
+    newest_cat = cat_key[rn == 0][seq]
+    context += NEWEST_CATEGORY * ((cat_key <= 0) & (cat_key == newest_cat))
 
     seconds = _epoch_seconds(cut - ts)
-    log2 = {s: math.log2(1.0 + s) for s in np.unique(seconds).tolist()}   # libm's log2, as DuckDB's
+    log2 = {s: math.log2(1.0 + s) for s in set(seconds.tolist())}       # libm's log2, as DuckDB's
     steps = np.fromiter((log2[s] for s in seconds.tolist()), np.float64, len(seconds)) * vocab.gap_steps
     gap = 1 + np.minimum(vocab.gap_buckets - 1, np.floor(steps))
     tokens = np.zeros((len(seq), QUERY_TOKENS), np.int64)
     texts: dict[str, list[int]] = {}
-    for i, text in enumerate(column["query"]):
+    for i, text in enumerate(query.tolist()):
         if isinstance(text, str):
             ids = texts.setdefault(text, query_tokens(text, vocab.query_buckets))
             tokens[i, :len(ids)] = ids
@@ -584,13 +585,13 @@ def sequences_from_events(events: pd.DataFrame, cutoffs: Mapping[str, TimeLike] 
         "query": np.zeros((n_seq, length, QUERY_TOKENS), _id_dtype(vocab.query_buckets)),
     }
     arrays["behavior"][seq, pos] = code + BEHAVIOR_STRIDE * context
-    arrays["item"][seq, pos] = map_ids(column["item_id"], vocab.items, vocab.item_buckets)
-    arrays["category"][seq, pos] = map_ids(column["category"], vocab.categories, vocab.category_buckets)
+    arrays["item"][seq, pos] = item_id
+    arrays["category"][seq, pos] = cat_id
     arrays["gap"][seq, pos] = gap
     arrays["hour"][seq, pos] = 1 + (ts // _HOUR_US) % 24
     arrays["query"][seq, pos] = tokens
-    keys = pd.DataFrame({"user_id": pd.Series(pairs["user_id"], dtype="str"),      # as a DuckDB result has them
-                         "cutoff": pairs["cutoff"].to_numpy().view("datetime64[us]"),
+    keys = pd.DataFrame({"user_id": pd.Series([u for _, u in pairs], dtype="str"),   # as a DuckDB result has them
+                         "cutoff": np.array([t for t, _ in pairs], np.int64).view("datetime64[us]"),
                          "label": np.full(n_seq, np.nan), "split": pd.Series(["score"] * n_seq, dtype="str")})
     return SequenceBatch(keys=keys, mask=arrays["behavior"] != PAD, **arrays)
 

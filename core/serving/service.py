@@ -380,9 +380,9 @@ class ScoringService:
             if user.events is None:
                 stored.setdefault(user.dataset, []).append(i)
                 continue
-            frame = pd.DataFrame([e.model_dump() for e in user.events], columns=list(_EVENT_COLUMNS)[1:])
+            frame = pd.DataFrame({"user_id": "", **{c: [getattr(e, c) for e in user.events]
+                                                    for c in _EVENT_COLUMNS[1:]}})
             frame["ts"] = frame["ts"].astype("datetime64[us]")
-            frame.insert(0, "user_id", "")
             cutoff = _naive_utc(user.cutoff) if user.cutoff is not None else frame["ts"].max().to_pydatetime()
             out[i] = _Subject(user.user_id, frame, cutoff)
         for name, indexes in stored.items():
@@ -407,8 +407,8 @@ class ScoringService:
         equal to the SQL path's arrays byte for byte); no DuckDB."""
         from core.modeling.sequences import sequences_from_events
 
-        frame = pd.concat([s.events.assign(user_id=key) for s, key in zip(subjects, keys, strict=True)],
-                          ignore_index=True)
+        frames = [s.events.assign(user_id=key) for s, key in zip(subjects, keys, strict=True)]
+        frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
         cutoffs = {key: s.cutoff for s, key in zip(subjects, keys, strict=True)}
         vocab = self.model.vocab
         assert vocab is not None        # the fast path is chosen only for a model with a vocabulary
@@ -462,18 +462,20 @@ class ScoringService:
         else:
             examples, seq, feats = self._sql_inputs(subjects, keys)
         probabilities = np.asarray(model.predict(seq, feats), dtype=np.float64)
-        examples["probability"] = probabilities
-        by_key = dict(tuple(examples.groupby("user_id", sort=False)))
+        # each subject's rows (one; one per candidate category), highest probability first
+        by_key: dict[str, list[tuple[float, str]]] = {}
+        categories = examples["category"].tolist() if spec.scope == "category" else [""] * len(examples)
+        for key, category, p in zip(examples["user_id"].tolist(), categories, probabilities.tolist(), strict=True):
+            by_key.setdefault(key, []).append((p, str(category)))
         results = []
         for key, subject in zip(keys, subjects, strict=True):
-            rows = by_key[key].sort_values("probability", ascending=False, kind="stable")
-            best = float(rows["probability"].iloc[0])
+            rows = sorted(by_key[key], key=lambda row: row[0], reverse=True)      # stable: ties keep row order
+            best = rows[0][0]
             result = ScoreResult(user_id=subject.label, probability=best, band=band_of(best), cutoff=subject.cutoff,
                                  n_events=int((subject.events["ts"] <= subject.cutoff).sum()))
             if spec.scope == "category":
-                result.category = str(rows["category"].iloc[0])
-                result.categories = [CategoryScore(category=str(c), probability=float(p), band=band_of(float(p)))
-                                     for c, p in zip(rows["category"], rows["probability"], strict=True)]
+                result.category = rows[0][1]
+                result.categories = [CategoryScore(category=c, probability=p, band=band_of(p)) for p, c in rows]
             results.append(result)
         self.metrics.users.inc(len(results))
         return results
