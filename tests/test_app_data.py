@@ -146,7 +146,7 @@ def test_existing_name_is_refused_without_replace_and_replaced_with_it(db):
     ("empty.csv", b""),
     ("header_only.csv", b"user_id,item_id,behavior_type,user_geohash,item_category,time\n"),
     ("truncated.csv.gz", gzip.compress(b"1,2,3,pv,1511544070\n" * 200)[:60]),
-])
+], ids=["junk", "empty", "header_only", "truncated_gz"])   # fixed ids: xdist workers must collect the same
 def test_bad_upload_shows_the_message_and_changes_nothing(db, name, content):
     at = data_page()
     before = fingerprint(db)

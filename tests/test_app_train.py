@@ -167,7 +167,7 @@ def test_cancel_stops_a_running_job(env):
     ("plain.zip", b"this is not an archive", "not a readable .zip archive"),
     ("wrong-format.zip", make_zip({"card.json": b'{"format": "other/9", "kind": "gbdt"}'}),
      "model format"),
-])
+], ids=["no-card", "escape", "absolute", "extra", "plain", "wrong-format"])   # zips hold the time: fixed ids
 def test_a_bad_model_upload_is_refused_and_changes_nothing(env, name, content, why):
     _, models = env
     before = listing(models)

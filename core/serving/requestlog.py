@@ -18,7 +18,7 @@ import json
 import logging
 import logging.handlers
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -86,14 +86,9 @@ def _empty() -> pd.DataFrame:
     return frame
 
 
-def read_request_log(path: str | Path) -> pd.DataFrame:
-    """The request log at ``path`` and its rotated backups as one frame, oldest first.
-
-    Columns :data:`LOG_COLUMNS`; ``time`` is tz-naive UTC ``datetime64``, ``status``, ``n_users``
-    and ``n_events`` int64, ``latency_ms`` float64, ``error`` None on success. A line that is not a
-    JSON object with a parsable time (a line cut short by a crash) is skipped. No file: an empty
-    frame with these columns.
-    """
+def read_json_lines(path: str | Path, columns: Sequence[str]) -> list[dict[str, object]]:
+    """The ``columns`` of every JSON object line with a string ``time`` in the log at ``path`` and its
+    rotated backups, oldest first; other lines (one cut short by a crash) are skipped."""
     rows: list[dict[str, object]] = []
     for file in log_files(path):
         with open(file, encoding="utf-8", errors="replace") as handle:
@@ -103,7 +98,19 @@ def read_request_log(path: str | Path) -> pd.DataFrame:
                 except ValueError:
                     continue
                 if isinstance(record, dict) and isinstance(record.get("time"), str):
-                    rows.append({key: record.get(key) for key in LOG_COLUMNS})
+                    rows.append({key: record.get(key) for key in columns})
+    return rows
+
+
+def read_request_log(path: str | Path) -> pd.DataFrame:
+    """The request log at ``path`` and its rotated backups as one frame, oldest first.
+
+    Columns :data:`LOG_COLUMNS`; ``time`` is tz-naive UTC ``datetime64``, ``status``, ``n_users``
+    and ``n_events`` int64, ``latency_ms`` float64, ``error`` None on success. A line that is not a
+    JSON object with a parsable time (a line cut short by a crash) is skipped. No file: an empty
+    frame with these columns.
+    """
+    rows = read_json_lines(path, LOG_COLUMNS)
     if not rows:
         return _empty()
     frame = pd.DataFrame(rows, columns=list(LOG_COLUMNS))

@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 
-from core.serving.requestlog import log_files
+from core.serving.requestlog import read_json_lines
 
 RESOURCE_COLUMNS: tuple[str, ...] = ("time", "source", "pid", "cpu_percent", "rss_mb", "processes")
 RESOURCE_FILE = "resources.log"
@@ -164,17 +164,7 @@ def read_resource_log(path: str | Path) -> pd.DataFrame:
     """The resource log at ``path`` and its rotated backups, oldest first: :data:`RESOURCE_COLUMNS`
     with ``time`` tz-naive UTC ``datetime64``; lines that do not parse are skipped; no file: an
     empty frame with these columns."""
-    rows: list[dict[str, object]] = []
-    for file in log_files(path):
-        with open(file, encoding="utf-8", errors="replace") as handle:
-            for text in handle:
-                try:
-                    record = json.loads(text)
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and isinstance(record.get("time"), str):
-                    rows.append({key: record.get(key) for key in RESOURCE_COLUMNS})
-    frame = pd.DataFrame(rows, columns=list(RESOURCE_COLUMNS))
+    frame = pd.DataFrame(read_json_lines(path, RESOURCE_COLUMNS), columns=list(RESOURCE_COLUMNS))
     frame["time"] = pd.to_datetime(frame["time"], utc=True, format="ISO8601", errors="coerce")
     frame = frame[frame["time"].notna()].copy()
     frame["time"] = frame["time"].dt.tz_localize(None).astype("datetime64[ns]")
