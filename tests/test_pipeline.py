@@ -182,3 +182,16 @@ def test_refit_keeps_the_evaluated_figures_and_learns_from_every_window(world, t
     T = pd.Timestamp(store.dataset("syn")["ts_max"])
     pa_, pb = predict_at(store, a, "syn", T)["score"], predict_at(store, b, "syn", T)["score"]
     assert not np.allclose(pa_.to_numpy(), pb.to_numpy())
+
+
+def test_caps_sample_each_window_and_keep_the_others_whole():
+    from core.modeling.pipeline import _cap_rows
+
+    examples = pd.DataFrame({"split": ["train"] * 50 + ["valid"] * 30 + ["test"] * 20, "row": range(100)})
+    capped = _cap_rows(examples, {"train": 10, "valid": 8, "test": 25}, seed=3)
+    assert capped["split"].value_counts().to_dict() == {"train": 10, "valid": 8, "test": 20}
+    assert capped["row"].is_monotonic_increasing and capped["row"].is_unique     # time order kept
+    assert set(capped.loc[capped["split"] == "test", "row"]) == set(range(80, 100))
+    again = _cap_rows(examples, {"train": 10, "valid": 8, "test": 25}, seed=3)
+    pd.testing.assert_frame_equal(capped, again)                                 # seeded
+    assert _cap_rows(examples, {"valid": 30}, seed=0) is examples                # nothing to cut
