@@ -30,6 +30,18 @@ def private_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
         yield db
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One torch intra-op thread for a module (as ``serve --threads 1`` runs; tiny models gain nothing
+    from two, and CI shares its cores); the previous count is restored after the module."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def store(tmp_path):
     from core.data.store import Store

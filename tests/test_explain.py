@@ -52,13 +52,7 @@ def planted(n: int, seed: int, noise: float = 0.1) -> tuple[SequenceBatch, np.nd
                          hour=hour, query=np.zeros((n, L, 2), np.int64), mask=mask), where
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: the tiny model gains nothing from two, and CI shares its cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def carts_only_planted(batch: SequenceBatch, where: np.ndarray) -> SequenceBatch:
@@ -99,12 +93,12 @@ def _train_planted(event_stats: int = 0) -> IntentTransformer:
 
 
 @pytest.fixture(scope="module")
-def model(one_thread) -> IntentTransformer:
+def model(one_torch_thread) -> IntentTransformer:
     return _train_planted()
 
 
 @pytest.fixture(scope="module")
-def stats_model(one_thread) -> IntentTransformer:
+def stats_model(one_torch_thread) -> IntentTransformer:
     """The same rows learned by a model with the event-statistics path (soft-window counts)."""
     return _train_planted(event_stats=4)
 

@@ -30,15 +30,7 @@ DATASET = "small"
 N_USERS = 12
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread, as a serving process runs (``serve --threads 1``): the machine is shared."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # as a serving process runs (`serve --threads 1`)
 
 
 @pytest.fixture(scope="module")
