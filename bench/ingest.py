@@ -1,4 +1,4 @@
-"""Ingest throughput against a bare DuckDB ``read_csv`` into a table, in the same process.
+"""Ingest throughput against a bare DuckDB ``read_csv`` into a table or a Parquet file, in the same process.
 
     python bench/ingest.py [--events 10000000] [--repeats 5] [--threads N]
     python bench/ingest.py --scale [--events 100000000] [--memory-limit 2GB]
@@ -13,11 +13,13 @@ the same DuckDB threads:
   * bare:          CREATE TABLE t AS SELECT * FROM read_csv(path, ignore_errors=true)
                    (DuckDB sniffs the types, infers BIGINT ids, skips lines it cannot split)
   * bare_varchar:  the same with every column read as VARCHAR (what `events` stores for ids)
+  * bare_parquet:  the VARCHAR read written to one zstd Parquet file, as the store's segments are
+                   (the like-for-like reference since the store is Parquet segments + a catalog)
   * ingest:        core.data.ingest.ingest_file (validation, quarantine with line numbers,
-                   duplicate policy, dataset record, one transaction)
-and prints the median seconds and rows/s of each, the ratio ingest / bare (goal >= 0.7) and
-ingest / bare_varchar, and, for the dirty file, the rows stored, dropped and quarantined against
-the planted numbers. The previous dataset is deleted before each ingest, outside the timing.
+                   duplicate policy, dataset record, one atomic write)
+and prints the median seconds and rows/s of each, the ratio ingest / bare (goal >= 0.7),
+ingest / bare_varchar and ingest / bare_parquet, and, for the dirty file, the rows stored, dropped
+and quarantined against the planted numbers. The previous dataset is deleted before each ingest, outside the timing.
 
 ``--scale`` generates a ``core.modeling.synth`` log of about ``--events`` events and ingests it once under
 a DuckDB memory limit with a temp directory, printing wall time and the peak RSS of the process.
@@ -68,6 +70,9 @@ _BARE = {
     "bare": "CREATE TABLE bench_bare AS SELECT * FROM read_csv(?, ignore_errors=true)",
     "bare_varchar": ("CREATE TABLE bench_bare AS SELECT * FROM read_csv(?, header=false, ignore_errors=true, "
                      f"columns={_VARCHAR})"),
+    # {out}: a temp path made by the bench (COPY ... TO takes no parameter)
+    "bare_parquet": ("COPY (SELECT * FROM read_csv(?, header=false, ignore_errors=true, "
+                     f"columns={_VARCHAR})) TO '{{out}}' (FORMAT parquet, COMPRESSION zstd)"),
 }
 
 
@@ -86,7 +91,8 @@ def _time(fn: Callable[[], object]) -> float:
 
 def _bench_file(store: Store, path: Path, events: int, repeats: int) -> tuple[dict[str, float], IngestReport]:
     """Median seconds per method over ``repeats`` rounds; the order of the methods rotates per round."""
-    times: dict[str, list[float]] = {"bare": [], "bare_varchar": [], "ingest": []}
+    times: dict[str, list[float]] = {name: [] for name in (*_BARE, "ingest")}
+    out = str(path.with_suffix(".bare.parquet")).replace("'", "''")
     last: list[IngestReport] = []
     steps: list[tuple[str, float]] = []
 
@@ -100,7 +106,7 @@ def _bench_file(store: Store, path: Path, events: int, repeats: int) -> tuple[di
         last.append(ingest_file(store, path, dataset=DATASET,
                                 progress=lambda done, total, msg: steps.append((msg, time.perf_counter()))))
 
-    methods: dict[str, Callable[[], object]] = {name: bare(sql) for name, sql in _BARE.items()}
+    methods: dict[str, Callable[[], object]] = {name: bare(sql.replace("{out}", out)) for name, sql in _BARE.items()}
     methods["ingest"] = ingest
     names = list(methods)
     for r in range(repeats):
@@ -116,6 +122,7 @@ def _bench_file(store: Store, path: Path, events: int, repeats: int) -> tuple[di
         print(f"  {key:>13}: median {sec:6.2f} s ({spread})  {events / sec:>12,.0f} rows/s")
     print(f"  ratio ingest / bare          = {med['bare'] / med['ingest']:.2f}  (goal >= 0.70)")
     print(f"  ratio ingest / bare_varchar  = {med['bare_varchar'] / med['ingest']:.2f}")
+    print(f"  ratio ingest / bare_parquet  = {med['bare_parquet'] / med['ingest']:.2f}")
     print("  ingest steps (last round): " + ", ".join(
         f"{msg} {t1 - t0:.2f}s" for (msg, t0), (_, t1) in itertools.pairwise(steps)))
     return med, last[-1]

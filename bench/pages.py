@@ -57,7 +57,6 @@ from tests.browser_util import (  # noqa: E402
 UNSEEN_RUNS = 0   # page opens that started no script run (see timed_open)
 
 EVENTS_SQL = """
-INSERT INTO events (dataset, user_id, item_id, category, behavior, ts)
 SELECT 'bench', 'u' || u, 'i' || (hash(u, k, 1) % 50000), 'c' || (hash(u, 2) % 300 + (k % 3)),
        CASE WHEN hash(u, k, 3) % 1000 < 890 THEN 'view' WHEN hash(u, k, 3) % 1000 < 945 THEN 'cart'
             WHEN hash(u, k, 3) % 1000 < 975 THEN 'fav' ELSE 'buy' END::behavior_t,
@@ -71,25 +70,26 @@ def build_database(db: Path, users: int, events_per_user: int) -> dict:
     started = time.perf_counter()
     with Store(db) as store:
         ingest_file(store, ROOT / "sample_data/demo/events.csv.gz", dataset="demo")
-        with store.transaction() as cur:
-            cur.execute(EVENTS_SQL, [users, 2 * events_per_user, events_per_user])
-            cur.execute("""INSERT INTO datasets (name, layout, source_file, sha256, rows_read, rows_stored,
-                               rows_quarantined, duplicates_dropped, n_users, n_items, ts_min, ts_max,
-                               source_tz, ingested_at)
-                           SELECT 'bench', 'synthetic', 'bench/pages.py', 'bench', count(*), count(*), 0, 0,
-                                  count(DISTINCT user_id), count(DISTINCT item_id), min(ts), max(ts),
-                                  '+00:00', now()::TIMESTAMP
-                           FROM events WHERE dataset = 'bench'""")
-            ts_max = cur.execute("SELECT ts_max FROM datasets WHERE name = 'bench'").fetchone()[0]
+        with store.write("bench", "bench data") as w:
+            w.add("events", EVENTS_SQL, [users, 2 * events_per_user, events_per_user],
+                  columns=("dataset", "user_id", "item_id", "category", "behavior", "ts"))
+            w.add("datasets", """SELECT 'bench', 'synthetic', 'bench/pages.py', 'bench', count(*), count(*), 0, 0,
+                                        count(DISTINCT user_id), count(DISTINCT item_id), min(ts), max(ts),
+                                        '+00:00', now()::TIMESTAMP
+                                 FROM events WHERE dataset = 'bench'""",
+                  columns=("name", "layout", "source_file", "sha256", "rows_read", "rows_stored", "rows_quarantined",
+                           "duplicates_dropped", "n_users", "n_items", "ts_min", "ts_max", "source_tz", "ingested_at"))
+            ts_max = w.cur.execute("SELECT ts_max FROM datasets WHERE name = 'bench'").fetchone()[0]
             for name in ("demo", "demo-gbdt"):
                 card_dir = ROOT / "models" / "saved" / name
                 if not (card_dir / "card.json").exists():
                     continue
-                cur.execute("""INSERT INTO scores SELECT ?, 'bench', user_id, NULL,
-                                   pow((hash(user_id, ?) % 100000) / 100000.0, 4), ?, now()::TIMESTAMP
-                               FROM (SELECT DISTINCT user_id FROM events WHERE dataset = 'bench')""",
-                            [load_card(card_dir)["model_id"], name, ts_max])
-            refresh_user_stats(cur, "bench")
+                model_id = load_card(card_dir)["model_id"]
+                w.add("scores", """SELECT ?, 'bench', user_id, NULL,
+                                      pow((hash(user_id, ?) % 100000) / 100000.0, 4), ?, now()::TIMESTAMP
+                                   FROM (SELECT DISTINCT user_id FROM events WHERE dataset = 'bench')""",
+                      [model_id, name, ts_max], key=model_id)
+            refresh_user_stats(w)
         events = store.fetchone("SELECT rows_stored FROM datasets WHERE name = 'bench'")[0]
     return {"events": events, "seconds": time.perf_counter() - started}
 

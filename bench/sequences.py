@@ -30,13 +30,13 @@ from bench.timing import MIN_REPEATS, PeakRSS, Stat, repeat
 from core.data.store import Store
 from core.modeling.labels import LabelSpec, scoring_examples
 from core.modeling.sequences import build_sequences, build_vocab
+from tests.event_rows import insert_events
 
 DATASET = "bench"
 
 # Users get 1..99 events (about 50 on average) spread over nine days; items follow a skewed
 # (cubic) popularity so the vocabulary has a head and a long tail; 2% of events are searches.
 _GENERATE_SQL = """
-INSERT INTO events (dataset, user_id, item_id, category, behavior, ts, session_id, query)
 WITH u AS (SELECT range AS u, 1 + (hash(range, ?) % 99) AS n FROM range(?)),
 e AS (SELECT u.u, x.range AS k,
              (hash(u.u, x.range, ?) % 1000000) / 1000000.0 AS r1,
@@ -94,10 +94,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "bench.duckdb", memory_limit=args.memory_limit)
         start = time.perf_counter()
-        store.execute(_GENERATE_SQL, [args.seed, args.users, args.seed, args.seed + 1, DATASET])
-        store.execute("""INSERT INTO datasets (name, layout, ts_min, ts_max)
-                         SELECT ?, 'synthetic', min(ts), max(ts) FROM events WHERE dataset = ?""",
-                      [DATASET, DATASET])
+        with store.write(DATASET, "bench events") as w:
+            insert_events(w, _GENERATE_SQL, [args.seed, args.users, args.seed, args.seed + 1, DATASET],
+                          columns=("dataset", "user_id", "item_id", "category", "behavior", "ts", "session_id",
+                                   "query"), layout="synthetic")
         n_events, ts_max = store.fetchone(
             "SELECT count(*), max(ts) FROM events WHERE dataset = ?", [DATASET])
         print(f"generated {n_events:,} events for {args.users:,} users "

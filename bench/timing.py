@@ -70,11 +70,13 @@ def repeat(fn: Callable[[], T], repeats: int, *, warmup: int = 0) -> tuple[list[
 class PeakRSS:
     """Peak resident memory of a process (this one by default), with its children when
     ``children`` is true, sampled every ``interval`` seconds in a daemon thread. Use as a context
-    manager, or ``start()`` / ``stop()``; ``peak`` is in bytes."""
+    manager, or ``start()`` / ``stop()``; ``peak`` is in bytes, ``each`` the peak of every process
+    seen (pid -> (command name, bytes))."""
 
     def __init__(self, pid: int | None = None, *, children: bool = False, interval: float = 0.02):
         self.pid, self.children, self.interval = pid, children, interval
         self.peak = 0
+        self.each: dict[int, tuple[str, int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -85,7 +87,10 @@ class PeakRSS:
             total = 0
             for proc in procs:
                 with contextlib.suppress(psutil.Error):     # a child ended between listing and reading
-                    total += proc.memory_info().rss
+                    rss = proc.memory_info().rss
+                    total += rss
+                    name, seen = self.each.get(proc.pid, (proc.name(), 0))
+                    self.each[proc.pid] = (name, max(seen, rss))
             self.peak = max(self.peak, total)
         except psutil.Error:
             pass            # the process itself is gone: keep the peak seen so far

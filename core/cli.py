@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.errors import DataError, IntentLensError
+from core.errors import DataError, IntentLensError, NotFoundError
 from core.progress import ProgressFn
 
 if TYPE_CHECKING:
@@ -147,15 +149,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     spec = LabelSpec(horizon=args.horizon, scope=args.scope, lookback=args.lookback,
                      max_len=args.max_len)
+    from core.modeling.distributed import process_group
+
     bar, progress = _progress_bar("train")
-    with _store(args) as store, bar:
+    with process_group(args.model) as (rank, world), _store(args, read_only=world > 1) as store, bar, \
+            tempfile.TemporaryDirectory(prefix="intentlens-rank-") as scratch:
+        # under torchrun only process 0 saves the model and prints; the others train into scratch
+        out = args.out if rank == 0 else str(Path(scratch) / "model")
         # log lines (cutoffs, rows, "resumed from the checkpoint at epoch 3 of 8", ...) go to stderr
         result = train_model(store, args.dataset, kind=args.model, spec=spec, epochs=args.epochs,
-                             search=args.search, seed=args.seed, out=args.out, preset=args.preset,
-                             progress=progress, threads=args.threads, refit=args.refit,
+                             search=args.search, seed=args.seed, out=out, preset=args.preset,
+                             progress=progress if rank == 0 else None, threads=args.threads, refit=args.refit,
                              label_share=args.label_share, compare_random_split=args.compare_random_split,
-                             init=args.init, freeze=args.freeze,
-                             log=lambda line: bar.write(line, file=sys.stderr))
+                             init=args.init, freeze=args.freeze, spark_master=args.spark,
+                             log=(lambda line: bar.write(line, file=sys.stderr)) if rank == 0 else None)
+    if rank > 0:
+        return 0
     print(result.summary())
     if args.compare_random_split:
         print()
@@ -380,6 +389,48 @@ def cmd_realized(args: argparse.Namespace) -> int:
     return EXIT_FLAGGED if report.flagged else 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from core.data.catalog import Catalog
+    from core.data.store import STORE_FORMAT, check_segments, resolve_db_path
+
+    path = resolve_db_path(args.db)
+    if not path.is_dir():
+        raise NotFoundError(f"there is no store at {path}.", hint="Check --db / INTENTLENS_DB.")
+    catalog = Catalog(path, create=False, schema_version=STORE_FORMAT)   # no views: works on a damaged store
+    try:
+        collected = catalog.collect_garbage() if args.collect else {}
+        problems = check_segments(catalog)
+        writes = catalog.open_writes()
+        version = catalog.version()
+    finally:
+        catalog.close()
+    if args.json:
+        _print_json({"version": version, "problems": problems, "open_writes": writes, "collected": collected})
+    else:
+        print(f"store version {version}: " + ("every segment is whole" if not problems else
+                                                f"{len(problems)} problem(s)"))
+        for line in problems:
+            print("  " + line)
+        for w in writes:
+            print(f"  write in progress: {w['what']} of {w['dataset']!r} by pid {w['pid']} on {w['host']}")
+        if collected:
+            print("collected: " + ", ".join(f"{k} {v}" for k, v in collected.items()))
+    return 1 if problems else 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from core.data.store import migrate_single_file
+
+    with _store(args) as store:
+        counts = migrate_single_file(args.source, store)
+    if args.json:
+        _print_json(counts)
+    else:
+        for name, rows in counts.items():
+            print(f"{name}: {rows:,} rows")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from core.modeling.pipeline import PRESETS
     from models.artifact import MODEL_KINDS
@@ -389,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_db(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--db", help="DuckDB file (default: $INTENTLENS_DB or data/intentlens.duckdb)")
+        p.add_argument("--db", help="the store folder (default: $INTENTLENS_DB or data/intentlens)")
         return p
 
     p = with_db(sub.add_parser("ingest", help="load a behaviour log into the database"))
@@ -481,6 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start the Transformer from a pre-trained encoder (`python -m core pretrain --out DIR`)")
     p.add_argument("--freeze", choices=("none", "embeddings", "all"), default="none",
                    help="with --init: keep the encoder's event embeddings (or the whole encoder) fixed")
+    p.add_argument("--spark", default=None, metavar="MASTER",
+                   help="build the sequences and features on Apache Spark from the store's files: local[N], "
+                        "local-cluster[W,C,MB] or spark://HOST:7077 (pip install -r requirements-scale.txt)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="print a saved model's test-window metrics (validation beside them)")
@@ -590,6 +644,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=float, default=5.0, help="the top X %% of each run measured (default 5)")
     p.add_argument("--json", action="store_true", help="the whole report as JSON")
     p.set_defaults(func=cmd_realized)
+
+    p = with_db(sub.add_parser("check", help="verify the store: every committed segment whole, writes in progress "
+                                             "(exit code 1 on a problem)"))
+    p.add_argument("--collect", action="store_true",
+                   help="also delete files of writes whose process died and of long-replaced segments")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_check)
+
+    p = with_db(sub.add_parser("migrate", help="copy a single-file DuckDB database of an earlier IntentLens into "
+                                               "the store, one write per dataset"))
+    p.add_argument("--from", dest="source", required=True, metavar="FILE", help="the old .duckdb file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_migrate)
     return parser
 
 

@@ -7,7 +7,7 @@ settings on its next call, and nothing is read at import time.
 
 | variable | field | default |
 |---|---|---|
-| ``INTENTLENS_DB`` | ``db_path`` | ``<project>/data/intentlens.duckdb`` |
+| ``INTENTLENS_DB`` | ``db_path`` | ``data/intentlens`` (a folder) |
 | ``INTENTLENS_MODELS`` | ``models_root`` | ``<project>/models/saved`` |
 | ``INTENTLENS_MODEL_DIRS`` | ``model_dirs`` (more folders models may load from, ``os.pathsep``-separated) | none |
 | ``INTENTLENS_DEMO`` | ``demo`` (``None`` when unset: the app then reads ``.streamlit/secrets.toml``) | unset |
@@ -31,7 +31,7 @@ ENV_DEMO = "INTENTLENS_DEMO"
 ENV_MEMORY = "INTENTLENS_MEMORY_LIMIT"
 ENV_API_KEY = "INTENTLENS_API_KEY"
 
-DEFAULT_DB = Path("data") / "intentlens.duckdb"   # relative: beside wherever the app is started
+DEFAULT_DB = Path("data") / "intentlens"   # a store folder, relative: beside wherever the app is started
 DEFAULT_MODELS_ROOT = PROJECT_ROOT / "models" / "saved"
 DEFAULT_MEMORY_LIMIT = "3GB"
 SAMPLE_DIR = PROJECT_ROOT / "sample_data"
@@ -44,7 +44,7 @@ def parse_flag(value: str) -> bool:
 
 @dataclass(frozen=True)
 class Settings:
-    db_path: Path                   # the DuckDB file every process of the installation shares
+    db_path: Path                   # the store folder every process of the installation shares
     models_root: Path               # where models are saved, listed and loaded
     model_dirs: tuple[Path, ...]    # further folders a browser user may load a model from
     demo: bool | None               # read-only demo mode; None = not set in the environment

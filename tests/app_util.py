@@ -3,11 +3,12 @@
 installation the Cohorts and Explain tests share."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+
+from tests.event_rows import copy_store
 
 ROOT = Path(__file__).resolve().parents[1]
 _BUILT: dict[str, tuple[Path, Path]] = {}
@@ -43,7 +44,7 @@ def tiny_app_env(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path,
     served by the app, with the tiny model's folder as the models root."""
     db, saved = tiny_app_data(tmp_path_factory)
     mine = tmp_path / "app.duckdb"
-    shutil.copy(db, mine)
+    copy_store(db, mine)
     point_app_at(monkeypatch, mine, saved)
     return mine
 

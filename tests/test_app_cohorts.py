@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.settings import get_settings
 from tests.app_util import open_app_page, open_app_tab, tiny_app_env
+from tests.event_rows import clear_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 120
@@ -165,7 +166,7 @@ def test_rescore_runs_in_the_background(app_env):
     from core.data.store import Store
 
     with Store(app_env) as store:
-        store.execute("DELETE FROM scores")
+        clear_scores(store)
     at = cohorts_page()
     assert any("has not scored" in i.value for i in at.info)
     at.button(key="cohort_rescore").click().run()

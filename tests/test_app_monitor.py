@@ -115,10 +115,11 @@ def test_monitor_page_realized_accuracy_and_resources(app_env):
     store = cached.get_store()
     (ts_max,) = store.fetchone("SELECT ts_max FROM datasets WHERE name = 'synth'")
     (run_id, model_id) = store.fetchone("SELECT run_id, model_id FROM score_runs WHERE dataset = 'synth'")
-    store.execute("INSERT INTO score_runs SELECT 'old', model_id, dataset, ?, scored_at - INTERVAL 1 DAY, n_users "
-                  "FROM score_runs WHERE run_id = ?", [ts_max - timedelta(days=1, hours=1), run_id])
-    store.execute("INSERT INTO score_history SELECT 'old', user_id, category, score FROM score_history "
-                  "WHERE run_id = ?", [run_id])
+    with store.write("synth", "test: an old run") as w:
+        w.add("score_runs", "SELECT 'old', model_id, dataset, ?, scored_at - INTERVAL 1 DAY, n_users "
+              "FROM score_runs WHERE run_id = ?", [ts_max - timedelta(days=1, hours=1), run_id], key="old")
+        w.add("score_history", "SELECT 'old', user_id, category, score FROM score_history WHERE run_id = ?",
+              [run_id], key="old")
     path = app_env.parent / "logs" / "resources.log"
     path.parent.mkdir(exist_ok=True)
     t0 = datetime(2024, 5, 1, 12)

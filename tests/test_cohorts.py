@@ -19,6 +19,7 @@ from core.insight.cohorts import (
     score_histogram,
     value_curve,
 )
+from tests.event_rows import insert_events
 
 T = datetime(2017, 12, 3, 12)
 
@@ -35,17 +36,17 @@ def scored(store):
         if k < 5:
             rows.append(("d", f"u{k}", "icart", "c9", "buy", T - timedelta(minutes=30)))
     events = pd.DataFrame(rows, columns=["dataset", "user_id", "item_id", "category", "behavior", "ts"])
-    with store.transaction() as cur:
-        cur.register("ev", events)
-        cur.execute("INSERT INTO events (dataset, user_id, item_id, category, behavior, ts) "
-                    "SELECT dataset, user_id, item_id, category, behavior, ts FROM ev")
-        cur.execute("INSERT INTO datasets (name, layout, sha256, ts_min, ts_max) VALUES "
-                    "('d', 'taobao', 'abc', ?, ?)", [events.ts.min(), T])
+    assert events.ts.max() == T                         # the dataset's range is its events' range
+    with store.write("d", "test: scored") as w:
+        w.cur.register("ev", events)
+        insert_events(w, "SELECT dataset, user_id, item_id, category, behavior, ts FROM ev",
+                      columns=("dataset", "user_id", "item_id", "category", "behavior", "ts"),
+                      layout="taobao", sha256="abc")
         scores = pd.DataFrame({"user_id": [f"u{k}" for k in range(100)],
                                "p": np.linspace(0.99, 0.0, 100)})
-        cur.register("sc", scores)
-        cur.execute("INSERT INTO scores SELECT 'm1', 'd', user_id, NULL, p, ?, ? FROM sc", [T, T])
-        refresh_user_stats(cur, "d")
+        w.cur.register("sc", scores)
+        w.add("scores", "SELECT 'm1', 'd', user_id, NULL, p, ?, ? FROM sc", [T, T], key="m1")
+        refresh_user_stats(w)
     return store
 
 

@@ -25,7 +25,8 @@ def test_search_users_by_prefix_shortest_first(scored):  # noqa: F811
 
 
 def test_search_users_reads_events_before_any_scoring(scored):  # noqa: F811
-    scored.execute("DELETE FROM user_stats")
+    with scored.write("d", "test: no user stats") as w:
+        w.remove("user_stats")
     assert search_users(scored, "d", "u5")[:2] == ["u5", "u50"]
 
 

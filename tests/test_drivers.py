@@ -4,7 +4,6 @@ cohort, tree SHAP adds up to the booster's scores for exactly the sampled users,
 gives one user's drivers, and the what-if and faithfulness checks run on one explanation."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from core.insight import cohorts as C
 from core.insight import drivers as D
 from core.insight import explain as E
 from tests.app_util import tiny_app_data
+from tests.event_rows import copy_store
 
 TOP_5 = C.CohortSpec(mode="top", top_percent=5)
 
@@ -30,7 +30,7 @@ def tiny(tmp_path_factory) -> tuple[Path, Path, Path]:
     db, saved = tiny_app_data(tmp_path_factory)
     folder = tmp_path_factory.mktemp("drivers")
     mine = folder / "db.duckdb"
-    shutil.copy(db, mine)
+    copy_store(db, mine)
     with Store(mine) as store:
         gbdt = train_model(store, "synth", kind="gbdt", preset="fast", out=folder / "gbdt",
                            spec=LabelSpec(horizon="1d", max_len=30, max_train_cutoffs=2))
@@ -54,7 +54,9 @@ def test_first_user_is_the_top_of_the_scoring_run(tiny):
         low = store.fetchone("SELECT user_id FROM scores WHERE model_id = ? ORDER BY probability, user_id "
                              "LIMIT 1", [mid])[0]
         assert low != top
-        store.execute("UPDATE scores SET probability = 0.999999 WHERE model_id = ? AND user_id = ?", [mid, low])
+        with store.write("synth", "test: planted top score") as w:
+            w.replace("scores", "SELECT * REPLACE (CASE WHEN user_id = ? THEN 0.999999 ELSE probability END "
+                      "AS probability) FROM scores WHERE model_id = ? AND dataset = 'synth'", [low, mid], key=mid)
         assert D.first_user(store, mid, "synth") == low
         assert D.first_user(store, "never-scored", "synth") is None
 

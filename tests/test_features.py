@@ -11,15 +11,14 @@ import pytest
 from core.errors import DataError
 from core.modeling.features import CATEGORY_FEATURE_NAMES, FEATURE_NAMES, NEVER_SECONDS, build_features, feature_names
 from core.modeling.labels import LabelSpec, build_examples, plan_cutoffs, scoring_examples
-from tests.event_rows import add_events
+from tests.event_rows import add_events, insert_events
 
 T = datetime(2024, 1, 10, 12)
 H1 = LabelSpec(horizon="1h")
 
 
 def add_random_events(store, dataset, users=100, seed=5):
-    store.execute("""
-        INSERT INTO events (dataset, user_id, item_id, category, behavior, ts, session_id)
+    sql = """
         WITH e AS (
             SELECT u.range AS u, x.range AS k,
                    (hash(u.range, x.range, ?) % 1000) / 1000.0 AS r1,
@@ -30,10 +29,10 @@ def add_random_events(store, dataset, users=100, seed=5):
                     WHEN r2 < 0.95 THEN 'buy' ELSE 'remove_from_cart' END,
                TIMESTAMP '2024-01-01' + to_seconds((u * 7919 + k * 13007) % (10 * 86400)),
                CASE WHEN u % 3 = 0 THEN 's' || (k // 4) END
-        FROM e""", [seed, seed + 1, users, seed, dataset])
-    store.execute("""INSERT INTO datasets (name, layout, ts_min, ts_max)
-                     SELECT ?, 'test', min(ts), max(ts) FROM events WHERE dataset = ?""",
-                  [dataset, dataset])
+        FROM e"""
+    with store.write(dataset, "test events") as w:
+        insert_events(w, sql, [seed, seed + 1, users, seed, dataset],
+                      columns=("dataset", "user_id", "item_id", "category", "behavior", "ts", "session_id"))
 
 
 def ago(**kw) -> datetime:

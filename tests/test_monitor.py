@@ -34,6 +34,7 @@ from core.serving.monitor import (
     status_of,
 )
 from core.serving.requestlog import read_request_log
+from tests.event_rows import add_events, copy_store
 
 BASE = {"users": 500, "days": 6, "n_items": 2000, "n_categories": 40}
 
@@ -139,8 +140,7 @@ def test_drift_cli_exit_codes(world, capsys):
 # -- score history and cohort stability --------------------------------------------------------
 def test_scoring_appends_to_the_history(world, tmp_path):
     db, model_dir = world
-    copy = tmp_path / "db.duckdb"
-    copy.write_bytes(Path(db).read_bytes())
+    copy = copy_store(Path(db), tmp_path / "db.duckdb")
     with Store(copy) as store:
         first = score_dataset(store, model_dir, "same")
         score_dataset(store, model_dir, "same")
@@ -160,14 +160,15 @@ def test_cohort_stability_against_hand_counts(store):
     """Three runs of 10 users. Top 30 % = 3 rows. Run 1: u0 u1 u2; run 2: u0 u1 u5; run 3: u7 u8 u9."""
     t0 = datetime(2024, 1, 1)
     ranking = {"r1": ["u0", "u1", "u2"], "r2": ["u0", "u1", "u5"], "r3": ["u7", "u8", "u9"]}
-    rows = []
-    for k, (run, top) in enumerate(ranking.items()):
-        store.execute("INSERT INTO score_runs VALUES (?, 'm', 'd', ?, ?, 10)", [run, t0, t0 + timedelta(days=k)])
-        for u in range(10):
-            user = f"u{u}"
-            rows.append((run, user, 0.9 - 0.01 * top.index(user) if user in top else 0.1 + 0.01 * u))
-    store.execute("INSERT INTO score_history SELECT * FROM (VALUES " + ", ".join(["(?, ?, NULL, ?)"] * len(rows))
-                  + ")", [v for row in rows for v in row])
+    with store.write("d", "test runs") as w:
+        for k, (run, top) in enumerate(ranking.items()):
+            w.add("score_runs", "SELECT ?, 'm', 'd', ?, ?, 10", [run, t0, t0 + timedelta(days=k)], key=run)
+            rows = []
+            for u in range(10):
+                user = f"u{u}"
+                rows.append((run, user, 0.9 - 0.01 * top.index(user) if user in top else 0.1 + 0.01 * u))
+            w.add("score_history", "SELECT * FROM (VALUES " + ", ".join(["(?, ?, NULL, ?)"] * len(rows)) + ")",
+                  [v for row in rows for v in row], key=run)
     frame = cohort_stability(store, "m", "d", top_percent=30)
     assert frame["earlier_run"].tolist() == ["r1", "r2"] and frame["later_run"].tolist() == ["r2", "r3"]
     assert frame["common"].tolist() == [2, 0]
@@ -186,11 +187,12 @@ def test_cohort_stability_against_hand_counts(store):
     assert list(fig.data[0].y) == pytest.approx([2 / 3, 0.0])
 
 
-def test_old_database_files_gain_the_history_tables(tmp_path):
+def test_a_store_without_runs_has_empty_history_tables(tmp_path):
+    """(Was: an old single-file database without the history tables. A store folder always has every
+    table, so the closest case is a store whose data was never scored: no run segments at all.)"""
     path = tmp_path / "old.duckdb"
     with Store(path) as store:
-        store.execute("DROP TABLE score_history")
-        store.execute("DROP TABLE score_runs")
+        add_events(store, "d", [("u1", "i1", "c1", "view", datetime(2024, 1, 1))])
     with Store(path, read_only=True) as store:
         assert score_runs(store, "m", "d").empty and cohort_stability(store, "m", "d").empty
     with Store(path) as store:

@@ -124,12 +124,11 @@ def truth_world(tmp_path_factory):
 
 def plant_scores(store: Store, model_id: str, rows: pd.DataFrame, cutoff: pd.Timestamp) -> None:
     """Replace the model's scoring run with ``rows`` (user_id, category, score) made at ``cutoff``."""
-    with store.transaction() as cur:
-        cur.execute("DELETE FROM scores WHERE model_id = ? AND dataset = 'syn'", [model_id])
-        cur.register("planted", rows)
-        cur.execute("INSERT INTO scores SELECT ?, 'syn', user_id, category, score, ?, ? FROM planted",
-                    [model_id, cutoff.to_pydatetime(), cutoff.to_pydatetime()])
-        cur.unregister("planted")
+    with store.write("syn", "test: planted scores") as w:
+        w.cur.register("planted", rows)
+        w.replace("scores", "SELECT ?, 'syn', user_id, category, score, ?, ? FROM planted",
+                  [model_id, cutoff.to_pydatetime(), cutoff.to_pydatetime()], key=model_id)
+        w.cur.unregister("planted")
 
 
 def test_outlook_intervals_cover_the_realised_buyers_of_known_probabilities(truth_world):

@@ -27,15 +27,15 @@ ROWS = [
 
 
 def add_dataset(store, name, rows, *, source_tz="+08:00", quarantine=()):
-    for user, item, cat, behavior, ts in rows:
-        store.execute("INSERT INTO events (dataset, user_id, item_id, category, behavior, ts) "
-                      "VALUES (?, ?, ?, ?, ?, ?)", [name, user, item, cat, behavior, ts])
-    for line, reason, raw in quarantine:
-        store.execute("INSERT INTO quarantine VALUES (?, ?, ?, ?)", [name, line, reason, raw])
-    store.execute(
-        "INSERT INTO datasets (name, layout, rows_stored, n_users, ts_min, ts_max, source_tz, "
-        "ingested_at) SELECT ?, 'taobao', count(*), count(DISTINCT user_id), min(ts), max(ts), ?, "
-        "now() FROM events WHERE dataset = ?", [name, source_tz, name])
+    with store.write(name, "test dataset") as w:
+        for user, item, cat, behavior, ts in rows:
+            w.add("events", "SELECT ?, ?, ?, ?, ?, ?", [name, user, item, cat, behavior, ts],
+                  columns=("dataset", "user_id", "item_id", "category", "behavior", "ts"))
+        for line, reason, raw in quarantine:
+            w.add("quarantine", "SELECT ?, ?, ?, ?", [name, line, reason, raw])
+        w.add("datasets", "SELECT ?, 'taobao', count(*), count(DISTINCT user_id), min(ts), max(ts), ?, now() "
+              "FROM events WHERE dataset = ?", [name, source_tz, name],
+              columns=("name", "layout", "rows_stored", "n_users", "ts_min", "ts_max", "source_tz", "ingested_at"))
 
 
 @pytest.fixture

@@ -94,14 +94,16 @@ def test_events_after_the_cutoff_do_not_move_scores(world, tmp_path, kind):
     future = pd.DataFrame({"dataset": "syn", "user_id": users, "item_id": "future-item",
                            "category": "future-cat", "behavior": "buy",
                            "ts": [T + timedelta(minutes=5 + i) for i in range(len(users))]})
-    with store.transaction() as cur:
-        cur.register("future", future)
-        cur.execute("INSERT INTO events (dataset, user_id, item_id, category, behavior, ts) "
-                    "SELECT dataset, user_id, item_id, category, behavior::behavior_t, ts FROM future")
+    with store.write("syn", "test: future events") as w:
+        w.cur.register("future", future)
+        w.add("events", "SELECT dataset, user_id, item_id, category, behavior::behavior_t, ts FROM future",
+              columns=("dataset", "user_id", "item_id", "category", "behavior", "ts"))
     try:
         after = predict_at(store, model, "syn", T)
     finally:
-        store.execute("DELETE FROM events WHERE item_id = 'future-item'")
+        with store.write("syn", "test: drop future events") as w:
+            w.replace("events", "SELECT * FROM events WHERE dataset = 'syn' "
+                      "AND item_id IS DISTINCT FROM 'future-item'")
     pd.testing.assert_frame_equal(before, after)
 
 

@@ -23,6 +23,7 @@ from core.insight.realized import Z95, offer_hit_rate, predicted_range, realized
 from core.modeling.labels import LabelSpec
 from core.modeling.pipeline import load_evaluation, train_model
 from core.modeling.synth import SynthConfig, generate
+from tests.event_rows import insert_events
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "models" / "saved" / "demo-gbdt"           # horizon 1d, scope any; its id scores the tiny log
@@ -34,12 +35,11 @@ SCORES = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05]      # u0 .. u9
 
 def _insert_events(store: Store, rows: list[tuple]) -> None:
     frame = pd.DataFrame(rows, columns=["user_id", "category", "behavior", "ts"]).assign(dataset="d", item_id="i")
-    with store.transaction() as cur:
-        cur.register("ev", frame)
-        cur.execute("INSERT INTO events (dataset, user_id, item_id, category, behavior, ts) "
-                    "SELECT dataset, user_id, item_id, category, behavior, ts FROM ev")
-        cur.execute("INSERT INTO datasets (name, layout, sha256, ts_min, ts_max) VALUES ('d', 'taobao', 'abc', ?, ?)",
-                    [frame["ts"].min(), frame["ts"].max()])
+    with store.write("d", "test events") as w:
+        w.cur.register("ev", frame)
+        insert_events(w, "SELECT dataset, user_id, item_id, category, behavior, ts FROM ev",
+                      columns=("dataset", "user_id", "item_id", "category", "behavior", "ts"),
+                      layout="taobao", sha256="abc")
 
 
 @pytest.fixture
@@ -53,15 +53,15 @@ def tiny(store):
     _insert_events(store, rows)
     scored_at = datetime(2024, 3, 1, 13)
     history = pd.DataFrame({"user_id": [f"u{k}" for k in range(10)], "score": SCORES})
-    with store.transaction() as cur:
-        cur.register("h", history)
-        cur.execute("INSERT INTO score_runs VALUES ('r1', ?, 'd', ?, ?, 10)", [DEMO_ID, T, scored_at])
-        cur.execute("INSERT INTO score_history SELECT 'r1', user_id, NULL, score FROM h")
-        cur.execute("INSERT INTO scores SELECT ?, 'd', user_id, NULL, score, ?, ? FROM h", [DEMO_ID, T, scored_at])
-        cur.execute("INSERT INTO score_runs VALUES ('r2', ?, 'd', ?, ?, 10)",
-                    [DEMO_ID, T + H + timedelta(hours=1), scored_at + H + H])
-        cur.execute("INSERT INTO score_history SELECT 'r2', user_id, NULL, score FROM h")
-        refresh_user_stats(cur, "d")
+    with store.write("d", "test runs") as w:
+        w.cur.register("h", history)
+        w.add("score_runs", "SELECT 'r1', ?, 'd', ?, ?, 10", [DEMO_ID, T, scored_at], key="r1")
+        w.add("score_history", "SELECT 'r1', user_id, NULL, score FROM h", key="r1")
+        w.add("scores", "SELECT ?, 'd', user_id, NULL, score, ?, ? FROM h", [DEMO_ID, T, scored_at], key=DEMO_ID)
+        w.add("score_runs", "SELECT 'r2', ?, 'd', ?, ?, 10", [DEMO_ID, T + H + timedelta(hours=1), scored_at + H + H],
+              key="r2")
+        w.add("score_history", "SELECT 'r2', user_id, NULL, score FROM h", key="r2")
+        refresh_user_stats(w)
     return store
 
 

@@ -16,6 +16,7 @@ from core.insight.evaluation import at_cutoff, evaluate_model
 from core.insight.report import FIGURES_META, SECTIONS, build_report
 from tests.app_util import tiny_app_data
 from tests.browser_util import CHROMIUM, CHROMIUM_ARGS, needs_chromium
+from tests.event_rows import clear_scores, copy_store
 
 THRESHOLD, TOP, USERS = 0.3, 10.0, 30
 
@@ -36,7 +37,7 @@ def world(tmp_path_factory):
     """The tiny scored installation (a 'fast' Transformer, scope any) and its report."""
     db, saved = tiny_app_data(tmp_path_factory)
     mine = tmp_path_factory.mktemp("report") / "db.duckdb"
-    shutil.copy(db, mine)
+    copy_store(db, mine)
     store = Store(mine)
     model = saved / "tiny"
     built = build_report(store, model, "synth", threshold=THRESHOLD, cohort_top=TOP, driver_users=USERS)
@@ -94,10 +95,9 @@ def test_text_is_escaped_and_a_missing_run_is_explained(world, tmp_path, tmp_pat
     odd = tmp_path / "m<b>&x"
     shutil.copytree(model, odd)
     db, _ = tiny_app_data(tmp_path_factory)
-    shutil.copy(db, tmp_path / "copy.duckdb")
+    copy_store(db, tmp_path / "copy.duckdb")
     with Store(tmp_path / "copy.duckdb") as copy:
-        with copy.transaction() as cur:
-            cur.execute("DELETE FROM scores")
+        clear_scores(copy)
         built = build_report(copy, odd, "synth", driver_users=10)
     assert "m&lt;b&gt;&amp;x" in built.html and "m<b>&x" not in built.html
     assert any("has not scored" in note for note in built.notes)

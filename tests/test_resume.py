@@ -10,7 +10,6 @@ context's callbacks, where the "resumed" line lands in the job's log.
 """
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from core.modeling.synth import SynthConfig, generate
 from core.modeling.training import CHECKPOINT_FILE
 from core.runtime.jobs import JobContext, JobRegistry
 from models.artifact import load_card
+from tests.event_rows import copy_store
 
 EPOCHS = 5
 SPEC = LabelSpec(horizon="1d", max_len=30)
@@ -56,9 +56,8 @@ def _without_seconds(history: list[dict[str, float]]) -> list[dict[str, float]]:
 
 
 def test_cli_training_killed_with_sigkill_resumes_with_the_same_command(database: Path, tmp_path: Path) -> None:
-    db, reference_db = tmp_path / "db.duckdb", tmp_path / "reference.duckdb"
-    shutil.copy(database, db)
-    shutil.copy(database, reference_db)        # its own file: DuckDB locks a database per process
+    db = copy_store(database, tmp_path / "db")
+    reference_db = db                          # both processes read the one store at the same time
     out, reference_out = tmp_path / "model", tmp_path / "reference"
     checkpoint = checkpoint_dir_for(out) / CHECKPOINT_FILE
     # the uninterrupted run of the same command goes alongside, on its own copy of the data
@@ -99,8 +98,7 @@ def test_cli_training_killed_with_sigkill_resumes_with_the_same_command(database
 def test_train_page_job_resumes_and_its_log_says_so(database: Path, tmp_path: Path) -> None:
     """The Train page's job: a run stopped after its first epoch (here by Cancel) is started again with
     the same settings; the job's log carries the "resumed" line and its epochs list the whole run."""
-    db = tmp_path / "db.duckdb"
-    shutil.copy(database, db)
+    db = copy_store(database, tmp_path / "db")
     out = tmp_path / "model"
     registry = JobRegistry()
 

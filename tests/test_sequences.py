@@ -26,7 +26,7 @@ from core.modeling.sequences import (
     user_events,
 )
 from core.progress import Cancelled, CancelToken
-from tests.event_rows import add_events
+from tests.event_rows import add_events, insert_events
 
 T = datetime(2024, 1, 10, 12)
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
@@ -34,8 +34,7 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 def add_random_events(store, dataset, users=150, seed=3):
     """A few thousand seeded events over ten days: skewed items, searches, sessions."""
-    store.execute("""
-        INSERT INTO events (dataset, user_id, item_id, category, behavior, ts, session_id, query)
+    sql = """
         WITH e AS (
             SELECT u.range AS u, x.range AS k,
                    (hash(u.range, x.range, ?) % 1000) / 1000.0 AS r1,
@@ -48,10 +47,10 @@ def add_random_events(store, dataset, users=150, seed=3):
                TIMESTAMP '2024-01-01' + to_seconds((u * 7919 + k * 13007) % (10 * 86400)),
                CASE WHEN u % 2 = 0 THEN 's' || (k // 5) END,
                CASE WHEN r2 >= 0.95 THEN 'Blue Jeans, slim-fit ' || (k % 9) || ' extra words' END
-        FROM e""", [seed, seed + 1, users, seed, dataset])
-    store.execute("""INSERT INTO datasets (name, layout, ts_min, ts_max)
-                     SELECT ?, 'test', min(ts), max(ts) FROM events WHERE dataset = ?""",
-                  [dataset, dataset])
+        FROM e"""
+    with store.write(dataset, "test events") as w:
+        insert_events(w, sql, [seed, seed + 1, users, seed, dataset],
+                      columns=("dataset", "user_id", "item_id", "category", "behavior", "ts", "session_id", "query"))
 
 
 def arrays_equal(a: SequenceBatch, b: SequenceBatch) -> bool:

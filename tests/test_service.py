@@ -22,6 +22,7 @@ from core.serving import service as svc
 from core.serving.requestlog import LOG_COLUMNS, RequestLog, read_request_log
 from core.serving.service import MAX_BATCH_USERS, MAX_EVENTS_PER_USER, band_of, create_app
 from models.artifact import load_model
+from tests.event_rows import insert_events
 
 ROOT = Path(__file__).resolve().parents[1]
 TRANSFORMER = ROOT / "models" / "saved" / "demo"
@@ -39,12 +40,11 @@ def db(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("service") / "store.duckdb"
     with Store(path) as store:
         ingest_file(store, ROOT / "sample_data" / "demo" / "events.csv.gz", dataset="demo")
-        with store.transaction() as cur:
-            cur.execute("INSERT INTO events SELECT ? AS dataset, * EXCLUDE (dataset) FROM events "
-                        "WHERE dataset = 'demo' AND user_id IN (SELECT user_id FROM events WHERE dataset = 'demo' "
-                        "GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT ?)", [DATASET, N_USERS])
-            cur.execute("INSERT INTO datasets (name, layout, ts_min, ts_max) SELECT ?, 'taobao', min(ts), max(ts) "
-                        "FROM events WHERE dataset = ?", [DATASET, DATASET])
+        with store.write(DATASET, "test dataset") as w:
+            insert_events(w, "SELECT ? AS dataset, * EXCLUDE (dataset) FROM events WHERE dataset = 'demo' "
+                          "AND user_id IN (SELECT user_id FROM events WHERE dataset = 'demo' "
+                          "GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT ?)", [DATASET, N_USERS],
+                          layout="taobao")
     return path
 
 

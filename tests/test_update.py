@@ -33,6 +33,7 @@ from core.modeling.update import REJECTED_DIR, PromotionRule, current_model, mod
 from core.runtime.update import update_dataset
 from models.artifact import load_card, load_model
 from models.transformer import IntentTransformer
+from tests.event_rows import copy_store
 
 PLANTED = 40                   # rows of week 1 sent again in the second file
 SPEC = LabelSpec(horizon="1d")
@@ -61,7 +62,7 @@ def world(tmp_path_factory):
 def env(world, tmp_path, monkeypatch):
     """(store on a private copy of the database, private models folder, the world)."""
     tmp = world[0]
-    shutil.copy(tmp / "db.duckdb", tmp_path / "db.duckdb")
+    copy_store(tmp / "db.duckdb", tmp_path / "db.duckdb")
     shutil.copytree(tmp / "models", tmp_path / "models")
     monkeypatch.setenv("INTENTLENS_MODELS", str(tmp_path / "models"))
     store = Store(tmp_path / "db.duckdb")

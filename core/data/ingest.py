@@ -20,8 +20,9 @@ Timestamps of the generic layout are read as :class:`core.data.formats.TimeOptio
 (``ts_format``, ``tz``, ``year``); :func:`check_time_options` refuses a wrong one, naming it.
 :func:`preview_file` parses the first rows into a DataFrame without writing to any store.
 
-Everything happens inside one :meth:`Store.transaction`: an error, a refused file or a
-KeyboardInterrupt (even from the progress callback) leaves the database exactly as it was.
+Everything happens inside one :meth:`Store.write`: an error, a refused file, a KeyboardInterrupt
+(even from the progress callback) or the process being killed leaves the store exactly as it was,
+and other processes keep reading the previous version until the write commits.
 
 Line numbers count the lines DuckDB's reader sees; blank lines, which it skips, are not counted.
 """
@@ -48,7 +49,7 @@ from core.data.formats import (
     inspect_file,
     plan_read,
 )
-from core.data.store import Store
+from core.data.store import Store, Write
 from core.errors import DataError, StoreError
 from core.progress import ProgressFn, report
 
@@ -302,8 +303,10 @@ _REJECTED_LINES = f"""
            arg_min(csv_line, column_idx) AS csv_line
     FROM {_REJECTS} GROUP BY line"""
 _COUNT_REJECTED_SQL = f"SELECT reason, count(*) FROM ({_REJECTED_LINES}) GROUP BY ALL"
+_QUARANTINE = "_ingest_quarantine"   # the quarantined rows, gathered on the ingest's cursor
+_CREATE_QUARANTINE = f"CREATE TEMP TABLE {_QUARANTINE} (dataset VARCHAR, line BIGINT, reason VARCHAR, raw VARCHAR)"
 _QUARANTINE_ROWS_SQL = f"""
-    INSERT INTO quarantine
+    INSERT INTO {_QUARANTINE}
     WITH rej AS (SELECT line, row_number() OVER (ORDER BY line) AS j
                  FROM (SELECT DISTINCT line FROM {_REJECTS})),
          steps AS (SELECT line - ? - j AS accepted_before, max(j) AS j FROM rej GROUP BY ALL),
@@ -312,25 +315,28 @@ _QUARANTINE_ROWS_SQL = f"""
     SELECT ?, bad.k + 1 + ? + coalesce(steps.j, 0), bad.reason, bad.raw
     FROM bad ASOF LEFT JOIN steps ON bad.k >= steps.accepted_before
 """
-_QUARANTINE_SKIPPED_SQL = f"INSERT INTO quarantine VALUES (?, ?, ?, left({_SHOW_RAW.format(raw='?')}, {MAX_RAW_LEN}))"
+_QUARANTINE_SKIPPED_SQL = (f"INSERT INTO {_QUARANTINE} VALUES "
+                           f"(?, ?, ?, left({_SHOW_RAW.format(raw='?')}, {MAX_RAW_LEN}))")
 _QUARANTINE_PARQUET_SQL = f"""
-    INSERT INTO quarantine
+    INSERT INTO {_QUARANTINE}
     SELECT ?, rowid - (SELECT min(rowid) FROM {_STAGE}) + 1, reason, raw
     FROM {_STAGE} WHERE reason IS NOT NULL
 """
 _QUARANTINE_REJECTS_SQL = f"""
-    INSERT INTO quarantine
+    INSERT INTO {_QUARANTINE}
     SELECT ?, line, reason, left({_SHOW_RAW.format(raw="csv_line")}, {MAX_RAW_LEN})
     FROM ({_REJECTED_LINES})
 """
 
 
-def _insert_events(cur: Cursor, name: str, plan: ReadPlan, drop: bool) -> tuple[int, int]:
-    """Insert the good staged rows into ``events``; returns (rows stored, rows identical to an earlier one).
+def _good_rows(cur: Cursor, name: str, plan: ReadPlan, drop: bool) -> tuple[str, list[Any], int | None]:
+    """The SELECT of the good staged rows to store as ``name``, its parameters, and how many rows are
+    identical to an earlier one (None with ``drop``: then it is the good rows less those stored).
 
     Identical means equal in every source column. Rows are first grouped by a 64-bit hash of the
     whole row (cheap); only rows whose hash occurs more than once go through the exact DISTINCT.
-    With ``drop`` one row of each identical group is stored, otherwise all of them.
+    With ``drop`` one row of each identical group is kept, otherwise all of them. The caller drops
+    the temporary hash table (``_DROP_DUPKEYS``) once the SELECT has run.
     """
     row = ("user_id, item_id, category, behavior, ts, session_id, price, brand, query"
            + "".join(f", x{i}" for i in plan.extra_columns))
@@ -338,75 +344,79 @@ def _insert_events(cur: Cursor, name: str, plan: ReadPlan, drop: bool) -> tuple[
     dupkeys_sql = (f"CREATE TEMP TABLE {_DUPKEYS} AS SELECT hash({row}) AS hk FROM {_STAGE} "
                    "WHERE reason IS NULL GROUP BY hk HAVING count(*) > 1")
     cur.execute(dupkeys_sql)
-    project = ("?, user_id, item_id, category, CAST(behavior AS behavior_t), ts, session_id, price, "
-               "brand, query")
-    insert_all = f"INSERT INTO events SELECT {project} FROM {_STAGE} WHERE reason IS NULL"
+    project = ("? AS dataset, user_id, item_id, category, CAST(behavior AS behavior_t) AS behavior, ts, "
+               "session_id, price, brand, query")
+    select_all = f"SELECT {project} FROM {_STAGE} WHERE reason IS NULL"
     suspects = f"FROM {_STAGE} WHERE reason IS NULL AND hash({row}) IN (SELECT hk FROM {_DUPKEYS})"
     if cur.execute(_COUNT_DUPKEYS).fetchall()[0][0] == 0:
-        stored, identical = cur.execute(insert_all, [name]).fetchall()[0][0], 0
-    elif drop:
-        insert_sql = (
-            f"""INSERT INTO events
-                SELECT {project} FROM {_STAGE}
-                WHERE reason IS NULL AND hash({row}) NOT IN (SELECT hk FROM {_DUPKEYS})
-                UNION ALL
-                SELECT {project} FROM (SELECT DISTINCT {row} {suspects})""")
-        stored = cur.execute(insert_sql, [name, name]).fetchall()[0][0]
-        good = cur.execute(_COUNT_GOOD).fetchall()[0][0]
-        identical = int(good) - int(stored)
-    else:
-        stored = cur.execute(insert_all, [name]).fetchall()[0][0]
-        identical = cur.execute(
-            f"SELECT (SELECT count(*) {suspects}) - (SELECT count(*) FROM (SELECT DISTINCT {row} {suspects}))"
-        ).fetchall()[0][0]
-    cur.execute(_DROP_DUPKEYS)
-    return int(stored), int(identical)
+        return select_all, [name], 0
+    if drop:
+        return (f"""SELECT {project} FROM {_STAGE}
+                    WHERE reason IS NULL AND hash({row}) NOT IN (SELECT hk FROM {_DUPKEYS})
+                    UNION ALL
+                    SELECT {project} FROM (SELECT DISTINCT {row} {suspects})""", [name, name], None)
+    identical = cur.execute(
+        f"SELECT (SELECT count(*) {suspects}) - (SELECT count(*) FROM (SELECT DISTINCT {row} {suspects}))"
+    ).fetchall()[0][0]
+    return select_all, [name], int(identical)
 
 
-# An append first inserts the file's rows under this name (a control character: no user can give it),
-# then moves those not already stored under the real name, and deletes the rest.
-_APPENDING = "\x00appending"
+def _insert_events(w: Write, name: str, plan: ReadPlan, drop: bool) -> tuple[int, int]:
+    """Store the good staged rows as ``name``; returns (rows stored, rows identical to an earlier one)."""
+    sql, params, identical = _good_rows(w.cur, name, plan, drop)
+    stored = w.add("events", sql, params)
+    if identical is None:
+        identical = int(w.cur.execute(_COUNT_GOOD).fetchall()[0][0]) - stored
+    w.cur.execute(_DROP_DUPKEYS)
+    return stored, identical
+
+
+# An append first gathers the file's rows in a temporary table, then stores those not already stored.
 _FRESH = "_ingest_fresh"
 _FRESH_SQL = f"""
-    CREATE TEMP TABLE {_FRESH} AS
-    SELECT n.* FROM events n
-    WHERE n.dataset = ? AND NOT EXISTS (
+    SELECT n.* FROM {_FRESH} n
+    WHERE NOT EXISTS (
         SELECT 1 FROM events o
         WHERE o.dataset = ? AND o.user_id = n.user_id AND o.ts = n.ts AND o.behavior = n.behavior
           AND o.item_id IS NOT DISTINCT FROM n.item_id AND o.category IS NOT DISTINCT FROM n.category)"""
-_MOVE_FRESH_SQL = (f"INSERT INTO events SELECT ?, user_id, item_id, category, behavior, ts, session_id, price, "
-                   f"brand, query FROM {_FRESH}")
 _DATASET_SPAN = ("SELECT count(DISTINCT user_id), count(DISTINCT item_id), min(ts), max(ts) FROM events "
                  "WHERE dataset = ?")
 
 
-def _append_events(cur: Cursor, name: str, plan: ReadPlan, drop: bool) -> tuple[int, int, int]:
-    """Insert the good staged rows into ``events`` under ``name``, leaving out those equal to an event
-    of ``name`` stored before in (user_id, item_id, category, behavior, ts). Returns (rows stored,
-    rows identical to an earlier row of the file, rows left out as already stored)."""
-    staged, identical = _insert_events(cur, _APPENDING, plan, drop)
-    cur.execute(_FRESH_SQL, [_APPENDING, name])
-    stored = cur.execute(_MOVE_FRESH_SQL, [name]).fetchall()[0][0]
-    cur.execute("DELETE FROM events WHERE dataset = ?", [_APPENDING])
-    cur.execute("DROP TABLE " + _FRESH)
-    return int(stored), identical, staged - int(stored)
+def _append_events(w: Write, name: str, plan: ReadPlan, drop: bool) -> tuple[int, int, int]:
+    """Store the good staged rows under ``name``, leaving out those equal to an event of ``name``
+    stored before in (user_id, item_id, category, behavior, ts). Returns (rows stored, rows
+    identical to an earlier row of the file, rows left out as already stored)."""
+    sql, params, identical = _good_rows(w.cur, name, plan, drop)
+    w.cur.execute(f"CREATE TEMP TABLE {_FRESH} AS {sql}", params)
+    w.cur.execute(_DROP_DUPKEYS)
+    staged = int(w.cur.execute(f"SELECT count(*) FROM {_FRESH}").fetchall()[0][0])
+    if identical is None:
+        identical = int(w.cur.execute(_COUNT_GOOD).fetchall()[0][0]) - staged
+    stored = w.add("events", _FRESH_SQL, [name])
+    w.cur.execute("DROP TABLE " + _FRESH)
+    return stored, identical, staged - stored
 
 
-def _update_appended(cur: Cursor, previous: dict[str, Any], record: dict[str, Any], quarantined: int) -> None:
+# The dataset's row after an append: counts added, span recomputed, the appended file listed.
+_APPENDED_ROW_SQL = """
+    SELECT name, layout, source_file, ?, coalesce(rows_read, 0) + ?, coalesce(rows_stored, 0) + ?,
+           coalesce(rows_quarantined, 0) + ?, coalesce(duplicates_dropped, 0) + ?, ?, ?, ?, ?, source_tz,
+           ?, ?
+    FROM datasets WHERE name = ?"""
+
+
+def _update_appended(w: Write, previous: dict[str, Any], record: dict[str, Any], quarantined: int) -> None:
     """Add an append's counts to the dataset's record; recompute its users, items and time range."""
     name = previous["name"]
-    n_users, n_items, ts_min, ts_max = cur.execute(_DATASET_SPAN, [name]).fetchall()[0]
+    n_users, n_items, ts_min, ts_max = w.cur.execute(_DATASET_SPAN, [name]).fetchall()[0]
     options = json.loads(previous.get("options") or "{}")
     options["appends"] = [*options.get("appends", []), record]
     digest = hashlib.sha256(f"{previous.get('sha256') or ''}+{record['sha256']}".encode()).hexdigest()
-    cur.execute(
-        "UPDATE datasets SET sha256 = ?, rows_read = coalesce(rows_read, 0) + ?, "
-        "rows_stored = coalesce(rows_stored, 0) + ?, rows_quarantined = coalesce(rows_quarantined, 0) + ?, "
-        "duplicates_dropped = coalesce(duplicates_dropped, 0) + ?, n_users = ?, n_items = ?, ts_min = ?, "
-        "ts_max = ?, options = ?, ingested_at = ? WHERE name = ?",
-        [digest, record["rows_read"], record["rows_stored"], quarantined, record["duplicates_dropped"],
-         n_users, n_items, ts_min, ts_max, json.dumps(options, sort_keys=True, default=str),
-         record["appended_at"], name])
+    w.replace("datasets", _APPENDED_ROW_SQL,
+              [digest, record["rows_read"], record["rows_stored"], quarantined, record["duplicates_dropped"],
+               n_users, n_items, ts_min, ts_max, json.dumps(options, sort_keys=True, default=str),
+               record["appended_at"], name])
 
 
 def _day_resolution(cur: Cursor, plan: ReadPlan) -> str | None:
@@ -599,7 +609,10 @@ def ingest_file(store: Store, path: str | Path, *, dataset: str | None = None, l
     hasher.start()
     rows_sql, rows_params = _rows_sql(plan, *_time_bounds())
 
-    with store.transaction() as cur:
+    with store.write(name, "append" if append else "ingest") as w:
+        cur = w.cur
+        if not append:
+            w.require_new(replace)          # again inside the write: another process may have made it
         cur.execute(_SET_TIMEZONE, [plan.session_tz])   # text times without a zone are local there
         report(progress, 0, STEPS, f"reading {source_file}")
         try:
@@ -627,15 +640,16 @@ def ingest_file(store: Store, path: str | Path, *, dataset: str | None = None, l
         day = _day_resolution(cur, plan)
         policy, why = _duplicate_policy(asked, day)
         if replace:
-            store.delete_dataset(name, cur)
+            w.remove_dataset()
         across = 0
         if append:
-            stored, identical, across = _append_events(cur, name, plan, drop=policy == "drop")
+            stored, identical, across = _append_events(w, name, plan, drop=policy == "drop")
         else:
-            stored, identical = _insert_events(cur, name, plan, drop=policy == "drop")
+            stored, identical = _insert_events(w, name, plan, drop=policy == "drop")
         dropped = (identical if policy == "drop" else 0) + across
 
         report(progress, 3, STEPS, "writing quarantine and dataset record")
+        cur.execute(_CREATE_QUARANTINE)
         if plan.info.kind == "csv":
             cur.execute(_QUARANTINE_ROWS_SQL, [plan.skip, name, plan.skip])
             cur.execute(_QUARANTINE_REJECTS_SQL, [name])
@@ -643,6 +657,8 @@ def ingest_file(store: Store, path: str | Path, *, dataset: str | None = None, l
                 cur.execute(_QUARANTINE_SKIPPED_SQL, [name, k + 1, R_BINARY, text])
         else:
             cur.execute(_QUARANTINE_PARQUET_SQL, [name])
+        w.add("quarantine", f"SELECT * FROM {_QUARANTINE}")
+        cur.execute("DROP TABLE " + _QUARANTINE)
         n_users, n_items, ts_min, ts_max = cur.execute(_STAGE_SPAN).fetchall()[0]
         digest = hasher.result()
         options = {**plan.options(), "duplicates": {"policy": policy, "asked": asked, "reason": why,
@@ -652,10 +668,9 @@ def ingest_file(store: Store, path: str | Path, *, dataset: str | None = None, l
             record = {"file": source_file, "sha256": digest, "rows_read": rows_read, "rows_stored": stored,
                       "duplicates_dropped": dropped, "duplicates_across": across, "ts_min": ts_min,
                       "ts_max": ts_max, "appended_at": datetime.now(UTC).replace(tzinfo=None)}
-            _update_appended(cur, previous, record, sum(quarantined.values()))
+            _update_appended(w, previous, record, sum(quarantined.values()))
         else:
-            cur.execute(
-                "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            w.add("datasets", "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?",
                 [name, plan.layout, source_file, digest, rows_read, stored, sum(quarantined.values()),
                  dropped, n_users, n_items, ts_min, ts_max, plan.source_tz,
                  json.dumps(options, sort_keys=True), datetime.now(UTC).replace(tzinfo=None)])

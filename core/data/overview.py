@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 
-from core.data.schema import BEHAVIORS
+from core.data.schema import BEHAVIORS, behavior_code_sql
 from core.data.store import Store
 
 MAX_TIME_POINTS = 400        # events_per_day switches to weeks, then months, above this many buckets
@@ -100,7 +100,7 @@ def behavior_counts(store: Store, dataset: str) -> pd.DataFrame:
     """``behavior``, ``events``, ``share`` (of all events), in canonical behaviour order."""
     frame = store.df(
         "SELECT behavior, count(*) AS events FROM events WHERE dataset = ? "
-        "GROUP BY behavior ORDER BY behavior", [dataset])
+        f"GROUP BY behavior ORDER BY {behavior_code_sql('behavior')}", [dataset])
     frame["behavior"] = frame["behavior"].astype(str)
     total = frame["events"].sum()
     frame["share"] = frame["events"] / total if total else 0.0
@@ -127,7 +127,8 @@ def events_per_day(store: Store, dataset: str) -> pd.DataFrame:
             break
     frame = store.df(
         "SELECT CAST(date_trunc(?, ts + to_seconds(?)) AS DATE) AS day, behavior, "
-        "count(*) AS events FROM events WHERE dataset = ? GROUP BY ALL ORDER BY day, behavior",
+        f"count(*) AS events FROM events WHERE dataset = ? GROUP BY day, behavior "
+        f"ORDER BY day, {behavior_code_sql('behavior')}",
         [unit, offset.seconds, dataset])
     frame["behavior"] = frame["behavior"].astype(str)
     frame["day"] = pd.to_datetime(frame["day"])
@@ -192,7 +193,7 @@ def top_categories(store: Store, dataset: str, limit: int = 15) -> pd.DataFrame:
         " totals AS (SELECT *, sum(events) OVER (PARTITION BY category) AS total FROM counts),"
         " ranked AS (SELECT *, dense_rank() OVER (ORDER BY total DESC, category) AS rank FROM totals)"
         " SELECT category, behavior, events, total, rank FROM ranked"
-        " WHERE rank <= ? ORDER BY rank, behavior",
+        f" WHERE rank <= ? ORDER BY rank, {behavior_code_sql('behavior')}",
         [MISSING_CATEGORY, dataset, limit])
     frame["behavior"] = frame["behavior"].astype(str)
     frame["total"] = frame["total"].astype("int64")

@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from core.data.schema import behavior_code_sql
 from core.errors import DataError, NotFoundError
 from core.progress import CancelToken, ProgressFn, report
 
 if TYPE_CHECKING:
-    from core.data.store import Cursor, Store
+    from core.data.store import Store, Write
     from core.modeling.labels import TimeLike
     from models.artifact import LoadedModel
 
@@ -40,7 +41,6 @@ SORTABLE = {"score": "score", "user_id": "user_id", "n_events": "n_events",
             "days_since_last": "days_since_last", "open_carts": "open_carts"}
 
 _USER_STATS_SQL = """
-INSERT INTO user_stats
 WITH ev AS (SELECT user_id, item_id, category, behavior, ts FROM events WHERE dataset = ?),
 per_user AS (
     SELECT user_id, count(*) AS n_events,
@@ -69,10 +69,9 @@ FROM per_user p LEFT JOIN carts c USING (user_id) LEFT JOIN cats t USING (user_i
 
 
 # -- scoring ----------------------------------------------------------------------------
-def refresh_user_stats(cur: Cursor, dataset: str) -> None:
-    """Recompute ``user_stats`` for one dataset inside the caller's transaction."""
-    cur.execute("DELETE FROM user_stats WHERE dataset = ?", [dataset])
-    cur.execute(_USER_STATS_SQL, [dataset, dataset])
+def refresh_user_stats(w: Write) -> None:
+    """Recompute ``user_stats`` for the write's dataset, as part of that write."""
+    w.replace("user_stats", _USER_STATS_SQL, [w.dataset, w.dataset])
 
 
 def predict_at(store: Store, model: LoadedModel, dataset: str, cutoff: TimeLike, *,
@@ -125,19 +124,18 @@ def score_dataset(store: Store, model_dir: str | Path, dataset: str, *,
     staged = frame if "category" in frame else frame.assign(category=None)
     model_id = model.card["model_id"]
     scored_at = datetime.now(UTC).replace(tzinfo=None)
-    with store.transaction() as cur:
-        cur.execute("DELETE FROM scores WHERE model_id = ? AND dataset = ?", [model_id, dataset])
-        cur.register("staged_scores", staged[["user_id", "category", "score"]])
-        cur.execute("INSERT INTO scores SELECT ?, ?, user_id, CAST(category AS VARCHAR), score, ?, ? "
-                    "FROM staged_scores", [model_id, dataset, cutoff, scored_at])
+    with store.write(dataset, "score") as w:
+        w.cur.register("staged_scores", staged[["user_id", "category", "score"]])
+        w.replace("scores", "SELECT ?, ?, user_id, CAST(category AS VARCHAR), score, ?, ? FROM staged_scores",
+                  [model_id, dataset, cutoff, scored_at], key=model_id)
         # the run is also appended to the history (drift and cohort stability compare runs)
         run_id = uuid.uuid4().hex
-        cur.execute("INSERT INTO score_runs SELECT ?, ?, ?, ?, ?, count(DISTINCT user_id) FROM staged_scores",
-                    [run_id, model_id, dataset, cutoff, scored_at])
-        cur.execute("INSERT INTO score_history SELECT ?, user_id, CAST(category AS VARCHAR), score "
-                    "FROM staged_scores", [run_id])
-        cur.unregister("staged_scores")
-        refresh_user_stats(cur, dataset)
+        w.add("score_runs", "SELECT ?, ?, ?, ?, ?, count(DISTINCT user_id) FROM staged_scores",
+              [run_id, model_id, dataset, cutoff, scored_at], key=run_id)
+        w.add("score_history", "SELECT ?, user_id, CAST(category AS VARCHAR), score FROM staged_scores",
+              [run_id], key=run_id)
+        w.cur.unregister("staged_scores")
+        refresh_user_stats(w)
     return frame.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
 
 
@@ -445,9 +443,9 @@ flagged AS MATERIALIZED (
 users AS (SELECT user_id, bool_or(in_c) AS in_c FROM flagged GROUP BY user_id),
 last3 AS (
     -- each user's three newest behaviours in one hash aggregate (max_by keeps them newest first;
-    -- events at the same instant are ordered by the behaviour enum, so patterns are deterministic)
+    -- events at the same instant are ordered by behaviour code, so patterns are deterministic)
     SELECT user_id, array_to_string(list_reverse(
-               max_by(behavior::VARCHAR, epoch_us(ts) * 8 + enum_code(behavior), 3)), '>') AS key
+               max_by(behavior::VARCHAR, epoch_us(ts) * 8 + """ + behavior_code_sql("behavior") + """, 3)), '>') AS key
     FROM events WHERE dataset = ? AND user_id IN (SELECT user_id FROM users) GROUP BY user_id)
 SELECT 'categories' AS part, top_category AS key,
        count(*) FILTER (WHERE in_c)::DOUBLE AS c, count(*)::DOUBLE AS a
@@ -616,14 +614,15 @@ def export_cohort(store: Store, model_id: str, dataset: str, spec: CohortSpec, p
 def _record_export(store: Store, stamp: dict[str, Any], frame: pd.DataFrame, cutoff: Any,
                    exported_at: datetime) -> None:
     """The stamp into ``exports`` and the exported keys into ``export_rows`` (one transaction)."""
-    with store.transaction() as cur:
-        cur.execute("INSERT INTO exports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [stamp["export_id"], stamp["run_id"], stamp["model_id"], stamp["dataset"], cutoff,
-                     stamp["cut"], json.dumps(stamp["cohort"]), stamp["rows"], stamp["path"], exported_at])
-        cur.register("exported_keys", frame[["user_id", "category"]])
-        cur.execute("INSERT INTO export_rows SELECT ?, user_id, CAST(category AS VARCHAR) FROM exported_keys",
-                    [stamp["export_id"]])
-        cur.unregister("exported_keys")
+    export_id = stamp["export_id"]
+    with store.write(stamp["dataset"], "export") as w:
+        w.add("exports", "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?",
+              [export_id, stamp["run_id"], stamp["model_id"], stamp["dataset"], cutoff,
+               stamp["cut"], json.dumps(stamp["cohort"]), stamp["rows"], stamp["path"], exported_at], key=export_id)
+        w.cur.register("exported_keys", frame[["user_id", "category"]])
+        w.add("export_rows", "SELECT ?, user_id, CAST(category AS VARCHAR) FROM exported_keys", [export_id],
+              key=export_id)
+        w.cur.unregister("exported_keys")
 
 
 # -- lookups for the Cohorts and Explain pages --------------------------------------------

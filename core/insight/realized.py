@@ -182,12 +182,6 @@ class RealizedReport:
                 "notes": list(self.notes)}
 
 
-def _has_tables(store: Store, *names: str) -> bool:
-    row = store.fetchone("SELECT count(*) FROM duckdb_tables() WHERE list_contains(?::VARCHAR[], table_name)",
-                         [list(names)])
-    return bool(row and row[0] == len(names))
-
-
 def _labelled_run(store: Store, dataset: str, spec: LabelSpec, run_id: str,
                   labels: pd.DataFrame) -> pd.DataFrame:
     """The run's rows (user_id, category, score) with their realized label, ranked as the Cohorts
@@ -282,8 +276,6 @@ def realized_runs(store: Store, model: str | Path, dataset: str, *, top_percent:
                            top_percent=float(top_percent), ts_max=ts_max, runs=pd.DataFrame(columns=RUN_COLUMNS),
                            exports=pd.DataFrame(columns=EXPORT_COLUMNS),
                            pending=pd.DataFrame(columns=PENDING_COLUMNS), promise=promise, notes=notes)
-    if not _has_tables(store, "score_runs", "score_history"):
-        return report
     runs = store.df("SELECT run_id, cutoff, scored_at, n_users FROM score_runs WHERE model_id = ? AND dataset = ? "
                     "ORDER BY cutoff, scored_at, run_id", [model_id, dataset])
     runs["due"] = pd.to_datetime(runs["cutoff"]) + spec.horizon_td
@@ -294,9 +286,8 @@ def realized_runs(store: Store, model: str | Path, dataset: str, *, top_percent:
         done = done.tail(max_runs)
     if done.empty:
         return report
-    exports = (store.df("SELECT export_id, run_id, cutoff, cut, exported_at, path FROM exports WHERE model_id = ? "
-                        "AND dataset = ? ORDER BY exported_at, export_id", [model_id, dataset])
-               if _has_tables(store, "exports", "export_rows") else pd.DataFrame(columns=EXPORT_COLUMNS[:6]))
+    exports = store.df("SELECT export_id, run_id, cutoff, cut, exported_at, path FROM exports WHERE model_id = ? "
+                       "AND dataset = ? ORDER BY exported_at, export_id", [model_id, dataset])
     run_rows: list[dict[str, Any]] = []
     export_rows: list[dict[str, Any]] = []
     labels_by_cutoff: dict[pd.Timestamp, pd.DataFrame] = {}

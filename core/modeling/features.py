@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from core.data.schema import BEHAVIORS
+from core.data.schema import BEHAVIORS, behavior_code_sql
 from core.errors import DataError
 from core.modeling.labels import LabelSpec
 from core.progress import ProgressFn, report
@@ -125,7 +125,7 @@ SELECT k.pair_idx, k.h, e.ts, e.behavior, e.item_id, e.category,
             ELSE 0 END AS new_session
 FROM {_KEYS_VIEW} k JOIN events e ON e.user_id = k.user_id AND e.ts <= k.cutoff
 WHERE e.dataset = ? AND (k.lo IS NULL OR e.ts > k.lo)
-WINDOW w AS (PARTITION BY k.pair_idx ORDER BY e.ts, e.behavior, e.item_id, e.session_id)
+WINDOW w AS (PARTITION BY k.pair_idx ORDER BY e.ts, {behavior_code_sql('e.behavior')}, e.item_id, e.session_id)
 """
 
 # Per (key, item): is the last cart later than the last buy and the last removal?

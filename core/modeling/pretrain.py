@@ -77,7 +77,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.data.schema import BEHAVIOR_CODE, BEHAVIORS
+from core.data.schema import BEHAVIOR_CODE, BEHAVIORS, behavior_code_sql
 from core.errors import DataError, EligibilityError, ModelError
 from core.modeling.labels import LabelSpec, TimeLike, _to_datetime, parse_duration
 from core.modeling.sequences import N_BEHAVIOR_IDS, OOV, Vocab, build_sequences, build_vocab, map_ids
@@ -153,7 +153,8 @@ _NEXT_SQL = f"""
 SELECT k.row, e.behavior::VARCHAR AS behavior, e.category
 FROM {_NEXT_VIEW} k JOIN events e ON e.user_id = k.user_id AND e.ts > k.cutoff AND e.ts <= k.hi
 WHERE e.dataset = ?
-QUALIFY row_number() OVER (PARTITION BY k.row ORDER BY e.ts, e.behavior, e.item_id, e.category) = 1
+QUALIFY row_number() OVER (PARTITION BY k.row ORDER BY e.ts, {behavior_code_sql('e.behavior')}, e.item_id,
+                                                  e.category) = 1
 """
 
 

@@ -40,7 +40,7 @@ import pandas as pd
 import pyarrow as pa
 from numpy.typing import ArrayLike
 
-from core.data.schema import BEHAVIOR_CODE, BEHAVIORS
+from core.data.schema import BEHAVIOR_CODE, BEHAVIORS, behavior_code_sql
 from core.errors import DataError, NotFoundError
 from core.modeling.labels import LabelSpec, TimeLike, _to_datetime
 from core.progress import CancelToken, ProgressFn, report
@@ -270,14 +270,9 @@ N_BEHAVIOR_IDS = BEHAVIOR_STRIDE * BEHAVIOR_CONTEXTS   # embedding rows for the 
 NEWEST_CATEGORY = 4                         # the context bit of "same category as the newest event"
 
 
-def _behavior_code_sql(expr: str) -> str:
-    """SQL mapping a behaviour to its core.data.schema.BEHAVIOR_CODE (expr is a code constant)."""
-    whens = " ".join(f"WHEN '{b}' THEN {BEHAVIOR_CODE[b]}" for b in BEHAVIORS)
-    return f"CASE {expr} {whens} END"
-
-
 # Event order: newest first, ties broken on every other column so the order is deterministic.
-_NEWEST_FIRST = "e.ts DESC, e.behavior DESC, e.item_id DESC, e.category DESC, e.query DESC"
+_NEWEST_FIRST = (f"e.ts DESC, {behavior_code_sql('e.behavior')} DESC, e.item_id DESC, e.category DESC, "
+                 "e.query DESC")
 
 # The last L events at or before each key's cutoff (and after its lookback start, lo). rn = 1 is
 # the newest event; it lands at position L - 1.
@@ -323,7 +318,7 @@ flat AS (
     LEFT JOIN cats c ON c.category = r.category)
 SELECT seq_idx,
        (? - rn)::SMALLINT AS pos,
-       ({_behavior_code_sql('behavior')} + {BEHAVIOR_STRIDE} * context)::TINYINT AS behavior,
+       ({behavior_code_sql('behavior')} + {BEHAVIOR_STRIDE} * context)::TINYINT AS behavior,
        coalesce(item, {OOV})::INTEGER AS item,
        coalesce(category, {OOV})::INTEGER AS category,
        (1 + least(?, floor(? * log2(1 + epoch(cutoff - ts)))))::SMALLINT AS gap,

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from core.data.schema import behavior_code_sql
 from core.errors import DataError, ModelError, NotFoundError
 
 if TYPE_CHECKING:
@@ -342,7 +343,7 @@ FROM events WHERE dataset = ? AND ts > ? AND ts <= ? GROUP BY user_id
 """
 
 # Behaviour shares in each window; parameters as _LENGTHS_SQL, then PSI_EPSILON four times.
-_BEHAVIOR_SQL = """
+_BEHAVIOR_SQL = f"""
 WITH counts AS (
     SELECT 'reference' AS side, behavior, count(*) AS n FROM events
     WHERE dataset = ? AND ts > ? AND ts <= ? GROUP BY behavior
@@ -356,7 +357,7 @@ wide AS (SELECT behavior, coalesce(sum(share) FILTER (side = 'reference'), 0) AS
 SELECT behavior::VARCHAR AS behavior, reference_share, latest_share, latest_share - reference_share AS change,
        (greatest(latest_share, ?) - greatest(reference_share, ?))
            * ln(greatest(latest_share, ?) / greatest(reference_share, ?)) AS psi_term
-FROM wide ORDER BY wide.behavior
+FROM wide ORDER BY {behavior_code_sql('wide.behavior')}
 """
 
 
@@ -491,16 +492,9 @@ def drift_report(store: Store, model_dir: str | Path, dataset: str, *, threshold
 
 
 # -- cohort stability --------------------------------------------------------------------------
-def _has_history(store: Store) -> bool:
-    row = store.fetchone("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'score_history'")
-    return bool(row and row[0])
-
-
 def score_runs(store: Store, model_id: str, dataset: str) -> pd.DataFrame:
     """Every recorded scoring run of a model on a dataset, oldest first: ``run_id, cutoff,
     scored_at, n_users`` (empty on a database without score history)."""
-    if not _has_history(store):
-        return pd.DataFrame(columns=["run_id", "cutoff", "scored_at", "n_users"])
     return store.df("SELECT run_id, cutoff, scored_at, n_users FROM score_runs WHERE model_id = ? AND dataset = ? "
                     "ORDER BY scored_at, run_id", [model_id, dataset])
 
@@ -548,9 +542,6 @@ def cohort_stability(store: Store, model_id: str, dataset: str, *, top_percent: 
     """
     if not 0 < float(top_percent) <= 100:
         raise DataError(f"top_percent must be in (0, 100]; got {top_percent}.", title="Bad cohort size")
-    if not _has_history(store):
-        return pd.DataFrame(columns=["earlier_run", "later_run", "earlier_at", "later_at", "earlier_size",
-                                     "later_size", "common", "jaccard", "kept"])
     if runs is not None:
         known = set(score_runs(store, model_id, dataset)["run_id"])
         missing = [r for r in runs if r not in known]
