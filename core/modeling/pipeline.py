@@ -219,12 +219,14 @@ def prepare_inputs(store: Store, dataset: str, spec: LabelSpec, *, sequences: bo
                    log: LogFn | None = None, vocab_options: dict[str, Any] | None = None,
                    max_train_rows: int | None = None, max_eval_rows: int = MAX_EVAL_ROWS, seed: int = 0,
                    plan: CutoffPlan | None = None, label_share: float = 1.0,
-                   vocab: Vocab | None = None) -> Inputs:
+                   vocab: Vocab | None = None, spark_master: str | None = None) -> Inputs:
     """Cutoffs, eligibility, example rows, and the model inputs the kinds need.
 
     ``plan``: explicit cutoffs (e.g. a synthetic log's truth grid); default :func:`plan_cutoffs`.
     ``max_train_rows`` / ``max_eval_rows``: seeded samples of the training rows and of each evaluation
-    window beyond these counts.
+    window beyond these counts. ``spark_master``: build the sequences and features on Apache Spark
+    (``core.modeling.spark``: ``local[N]``, ``local-cluster[W,C,MB]``, ``spark://HOST:7077``) from the
+    store's files, instead of DuckDB in this process; the result is the same.
     """
     from core.modeling.features import build_features
     from core.modeling.sequences import build_sequences, build_vocab
@@ -249,6 +251,19 @@ def prepare_inputs(store: Store, dataset: str, spec: LabelSpec, *, sequences: bo
         if cancel:
             cancel.check()
         inputs.vocab = vocab or build_vocab(store, dataset, plan.valid_cutoff, **(vocab_options or {}))
+    if spark_master is not None and (sequences or features):
+        from core.modeling.spark import build_on_spark, event_files, spark_session
+
+        report(progress, 0, None, f"building sequences and features on Spark ({spark_master})")
+        session = spark_session(spark_master)
+        inputs.sequences, inputs.features = build_on_spark(
+            session, event_files(store, dataset), dataset, examples, spec,
+            vocab=inputs.vocab if sequences else None, features=features)
+        _log(log, f"sequences and features built on Spark ({spark_master}, "
+                  f"{session.sparkContext.defaultParallelism} cores)")
+        return _rows_logged(inputs, log)
+    if sequences:
+        assert inputs.vocab is not None
         inputs.sequences = build_sequences(store, dataset, examples, inputs.vocab, spec,
                                            progress=progress, cancel=cancel)
     if features:
@@ -256,7 +271,11 @@ def prepare_inputs(store: Store, dataset: str, spec: LabelSpec, *, sequences: bo
             cancel.check()
         report(progress, 0, None, "building aggregate features")
         inputs.features = build_features(store, dataset, examples, spec, progress=progress)
-    _log(log, "rows: " + ", ".join(f"{split} {len(inputs.split_index(split)):,}" for split in plan.splits))
+    return _rows_logged(inputs, log)
+
+
+def _rows_logged(inputs: Inputs, log: LogFn | None) -> Inputs:
+    _log(log, "rows: " + ", ".join(f"{split} {len(inputs.split_index(split)):,}" for split in inputs.plan.splits))
     return inputs
 
 
@@ -574,7 +593,7 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
                 threads: int | None = None, refit: bool = False,
                 label_share: float = 1.0, compare_random_split: bool = False,
                 init: str | Path | None = None, freeze: str = "none",
-                parent: str | Path | None = None) -> TrainResult:
+                parent: str | Path | None = None, spark_master: str | None = None) -> TrainResult:
     """Train ``kind`` on ``dataset`` with a time split, evaluate it, save it; see the module doc.
 
     Selection (early stopping, search, ensemble weights, calibration) uses the validation window
@@ -593,6 +612,8 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
     update``): the Transformer starts from its weights with its configuration and vocabulary (items
     it has not seen share the hashed buckets, as in any vocabulary), gbdt adds trees to its trees,
     the other feature kinds fit afresh; the card records it under ``warm_start``.
+
+    ``spark_master``: build the sequences and features on Apache Spark (:func:`prepare_inputs`).
 
     ``threads`` caps the torch CPU threads of the Transformer's fit (LightGBM already keeps to
     half the cores); the app passes one fewer than the machine has so pages stay responsive while
@@ -635,7 +656,8 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
                             max_train_rows=settings.max_train_rows, seed=seed, plan=plan,
                             label_share=float(label_share),
                             vocab=pretrained.vocab() if pretrained is not None
-                            else parent_model.vocab if parent_model is not None else None)
+                            else parent_model.vocab if parent_model is not None else None,
+                            spark_master=spark_master)
     inputs.pretrained = pretrained
     inputs.parent = parent_model
     fit = _fit_and_measure(inputs, kind, spec, settings, seed=seed, search=search,
@@ -670,6 +692,13 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
         "search": int(search),
         "train_seconds": time.perf_counter() - started,
     }
+    from core.modeling.training import data_parallel
+
+    world = data_parallel()[1]
+    if world > 1:                   # trained by `torchrun ... -m core train`
+        import torch
+
+        card["data_parallel"] = {"processes": world, "backend": str(torch.distributed.get_backend())}
     if compare_random_split:
         card["random_split"] = random_split_metrics(inputs, kind, spec, settings, seed=seed, log=log,
                                                     threads=threads, cancel=cancel)

@@ -20,6 +20,12 @@
   model size or settings; ``epochs`` and ``patience`` may change) is ignored, said so, and
   overwritten; an unreadable one raises ModelError. Deleting the directory after a finished run is
   the caller's job (``core.modeling.pipeline.train_model`` does it once the model is saved).
+* Data-parallel when ``torch.distributed`` is initialised (``torchrun --nproc_per_node N -m core train``,
+  gloo on CPU, NCCL on GPUs): every process draws the same global batch order, takes every N-th row
+  of each global batch, and DistributedDataParallel averages the gradients, so N processes follow the
+  one-process recipe (the same batches, learning-rate schedule and early stopping; a last batch
+  with fewer rows than processes is skipped). Every process evaluates the whole validation window
+  with the same weights, so all stop at the same epoch.
 * Callbacks: ``progress(done, total, message)`` per batch, ``on_epoch(record)`` per epoch (on resume,
   the restored epochs first, so a live chart shows the whole run), ``log(line)`` for what a person
   should read, ``cancel.check()`` before every step (raises ``core.progress.Cancelled``).
@@ -210,6 +216,13 @@ def _optimizer(model: IntentTransformer, tc: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=tc.lr)
 
 
+def data_parallel() -> tuple[int, int]:
+    """(rank, world size) of this process when ``torch.distributed`` is initialised, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 def _logits(model: IntentTransformer, tensors: dict[str, torch.Tensor], n: int,
             batch_size: int) -> torch.Tensor:
     device = next(model.parameters()).device
@@ -345,6 +358,9 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
                 for record in history:
                     on_epoch(dict(record))
         resumed_from = done_epochs
+        rank, world = data_parallel()
+        net: torch.nn.Module = (model if world == 1 else
+                                torch.nn.parallel.DistributedDataParallel(model))
 
         for epoch in range(done_epochs + 1, tc.epochs + 1):
             if best["bad_epochs"] >= tc.patience:
@@ -365,12 +381,16 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
                 if cancel is not None:
                     cancel.check()
                 index = torch.from_numpy(order[step * tc.batch_size:(step + 1) * tc.batch_size])
+                if world > 1:
+                    if len(index) < world:
+                        continue                # every process skips it alike: no empty shard
+                    index = index[rank::world]  # this process's share of the global batch
                 inputs = model_inputs(train_t, index, torch.device("cpu"))
                 if tc.augment_crop > 0 or tc.event_dropout > 0:
                     _augment(inputs, tc, gen)                          # on CPU, before the move
                 inputs = {name: value.to(device) for name, value in inputs.items()}
                 target = y_train_t[index].to(device)
-                raw = model(**inputs) - model.logit_offset                   # (B,) uncorrected
+                raw = net(**inputs) - model.logit_offset                     # (B,) uncorrected
                 loss = loss_fn(raw, target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
