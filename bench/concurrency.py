@@ -1,7 +1,8 @@
 """Many processes on one store: page times while others write, and writers killed with SIGKILL.
 
     python bench/concurrency.py                       # 10M-event ingest under load, 5 rounds, kill corpus
-    python bench/concurrency.py --events 1000000 --rounds 5 --kill-delays 0.2 0.5 0.8
+    python bench/concurrency.py --events 1000000 --rounds 5 --kill-delays 0.2 0.5 0.8 0.95
+    python bench/concurrency.py --events 2000000 --skip-pages          # the kill corpus only
 
 1. Loads and scores the shipped data into a new store folder (what the app's first start does),
    starts ``streamlit run app.py`` on it, opens it in Debian's Chromium and clicks through every
@@ -47,10 +48,12 @@ sys.path.insert(0, str(ROOT))
 
 from bench.pages import click_through, timed_landing  # noqa: E402
 from core.data.store import Store, check_segments  # noqa: E402
+from core.modeling.synth import SynthConfig, generate  # noqa: E402
 from core.runtime.samples import ensure_default_data, ensure_demo_scores  # noqa: E402
 from tests.browser_util import CHROMIUM, CHROMIUM_ARGS, free_port, start_server, stop_server, watch_runs  # noqa: E402
 
 DEMO_MODEL = ROOT / "models" / "saved" / "demo"
+EVENTS_PER_USER = 60        # what core.synth's defaults make over 9 days, about
 
 
 def cli(db: Path, *args: str) -> list[str]:
@@ -201,7 +204,8 @@ def kill_corpus(db: Path, tmp: Path, delays: list[float]) -> list[dict]:
     subprocess.run([sys.executable, "-m", "core", "synth", "--users", "400", "--days", "2", "--seed", "7",
                     "--out", str(new_file)], cwd=ROOT, check=True, capture_output=True)
     ops = {
-        "ingest": ["ingest", str(tmp / "big.csv.gz"), "--dataset", "killed-ingest"],
+        # --replace: every run replaces the dataset, so a killed one must leave the previous one whole
+        "ingest": ["ingest", str(tmp / "big.csv.gz"), "--dataset", "killed-ingest", "--replace"],
         "score": ["score", "--model", str(DEMO_MODEL), "--dataset", "demo"],
         "update": ["update", "--dataset", "demo", "--file", str(new_file), "--model", str(current), "--epochs", "1"],
         "train": ["train", "--dataset", "demo", "--model", "gbdt", "--out", str(models / "killed")],
@@ -233,14 +237,15 @@ def kill_corpus(db: Path, tmp: Path, delays: list[float]) -> list[dict]:
                 moved = store.version != version
             broken_models = [str(p) for p in models.iterdir() if not p.name.startswith(".")
                              and (p / "card.json").exists() is False]
-            with Store(db) as store:        # writable: collects the dead write's files
-                collected = store.collect_garbage()
+            dead_files = unnamed_files(db)      # the killed write's files, before anyone collects them
+            with Store(db):                     # a writable open collects the garbage of dead writes
+                pass
             rows.append({
                 "op": op, "uninterrupted_s": round(wall, 1), "killed_at": f"{fraction:.0%}",
                 "had_finished": finished, "committed_meanwhile": moved,
                 "store_problems": problems, "invariant": invariant(db),
                 "unchanged_if_not_committed": moved or after == before,
-                "dead_write_files_collected": collected.get("orphan_files", 0),
+                "dead_write_files_found": dead_files,
                 "files_not_in_catalog_after_gc": unnamed_files(db),
                 "models_listed": len(list_models(models)), "model_dirs_without_card": broken_models,
             })
@@ -252,7 +257,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=10_000_000, help="events of the ingest under load")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--kill-delays", type=float, nargs="+", default=[0.2, 0.5, 0.8])
+    parser.add_argument("--kill-delays", type=float, nargs="+", default=[0.2, 0.5, 0.8, 0.95])
     parser.add_argument("--skip-pages", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -262,13 +267,13 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="il-concurrency-"))
     db = tmp / "store"
-    users = max(args.events // 100, 100)
+    users = max(args.events // EVENTS_PER_USER, 100)
     big = tmp / "big.csv.gz"
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "core", "synth", "--users", str(users), "--days", "9", "--seed", "1",
-                    "--out", str(big)], cwd=ROOT, check=True, capture_output=True)
-    print(f"generated {big.name} for ~{args.events:,} events in {time.perf_counter() - t0:.0f} s")
-    result: dict = {"events": args.events, "alternative_single_file_refused": single_file_alternative(tmp)}
+    made = generate(SynthConfig(users=users, days=9, seed=1), big)
+    args.events = made.events
+    print(f"generated {big.name}: {made.events:,} events of {users:,} users in {time.perf_counter() - t0:.0f} s")
+    result: dict = {"events": made.events, "alternative_single_file_refused": single_file_alternative(tmp)}
     print("single DuckDB file held by the app: refused opens", result["alternative_single_file_refused"])
 
     with Store(db) as store:                    # what the app's first start would load and score
@@ -321,14 +326,14 @@ def main() -> None:
     kills = kill_corpus(db, tmp, args.kill_delays)
     result["kills"] = kills
     print(f"\n{'op':<8} {'at':>4} {'done?':>6} {'commit?':>8} {'problems':>9} {'invariant':>10} "
-          f"{'unchanged':>10} {'collected':>10} {'stray':>6}")
+          f"{'unchanged':>10} {'dead files':>10} {'stray':>6}")
     for k in kills:
         if "error" in k:
             print(f"{k['op']:<8} {k['error']}")
             continue
         print(f"{k['op']:<8} {k['killed_at']:>4} {k['had_finished']!s:>6} {k['committed_meanwhile']!s:>8} "
               f"{len(k['store_problems']):>9} {k['invariant'] or 'ok':>10} {k['unchanged_if_not_committed']!s:>10} "
-              f"{k['dead_write_files_collected']:>10} {k['files_not_in_catalog_after_gc']:>6}")
+              f"{k['dead_write_files_found']:>10} {k['files_not_in_catalog_after_gc']:>6}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str))
 

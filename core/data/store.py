@@ -230,11 +230,15 @@ class Store:
     temp_directory: where DuckDB spills; default a folder of this process under ``<store>/tmp``.
     threads: DuckDB worker threads; default DuckDB's choice (the number of cores).
     lock_timeout: how long a write waits for another writer of the same dataset.
+    in_memory: shared store: tables this process keeps in memory, reloaded when their segments change
+        (the app keeps ``scores`` and ``user_stats``, which every cohort query joins); the others are
+        views that read the Parquet segments on each query.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, read_only: bool = False,
                  memory_limit: str | None = None, temp_directory: str | None = None,
-                 threads: int | None = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT):
+                 threads: int | None = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+                 in_memory: Sequence[str] = ()):
         self.path = resolve_db_path(path)
         self.read_only = read_only
         self.shared = str(self.path) != ":memory:"
@@ -259,6 +263,8 @@ class Store:
             raise _translate(e) from e
         self._lock = threading.Lock()
         self._version = -1
+        self._in_memory = tuple(t for t in in_memory if t in TABLE_COLUMNS)
+        self._files: dict[str, tuple[str, ...]] = {}     # the segment files each table shows now
         if self.shared:
             self._con.execute(_CREATE_ENUM)
             self._con.execute("SET parquet_metadata_cache = true")
@@ -293,8 +299,15 @@ class Store:
         snap = self.catalog.snapshot()
         for table in TABLES:
             files = [self.path / f for f in snap.files(table)]
+            if self._files.get(table) == tuple(snap.files(table)):
+                continue                                # this table did not change
             try:
-                self._con.execute(f"CREATE OR REPLACE VIEW {table} AS {_view_sql(table, files)}")
+                if table in self._in_memory:
+                    self._con.execute(f"CREATE OR REPLACE TABLE il_mem_{table} AS {_view_sql(table, files)}")
+                    self._con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM il_mem_{table}")
+                else:
+                    self._con.execute(f"CREATE OR REPLACE VIEW {table} AS {_view_sql(table, files)}")
+                self._files[table] = tuple(snap.files(table))
             except duckdb.Error as e:
                 raise StoreError(f"{self.path} version {snap.version}: table {table} cannot be read "
                                  f"({str(e).strip().splitlines()[0]}).", title="Damaged store",

@@ -35,7 +35,9 @@ if TYPE_CHECKING:     # imported where used: the first page a server draws does 
 # -- store and data versions ----------------------------------------------------------------------
 @st.cache_resource(show_spinner=False)
 def _open_store(path: str) -> Store:
-    return Store(path)
+    # every cohort query joins scores and user_stats: kept in this process's memory (reloaded when
+    # another process commits new ones) instead of read from their Parquet segments each time
+    return Store(path, in_memory=("scores", "user_stats"))
 
 
 def db_path() -> str:
