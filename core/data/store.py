@@ -145,7 +145,6 @@ def _table_ddl(table: str) -> str:
 
 
 _DDL: tuple[str, ...] = (
-    "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
     _CREATE_ENUM,
     *(_table_ddl(t) for t in TABLES),
 )
@@ -274,7 +273,6 @@ class Store:
         else:
             for ddl in _DDL:
                 self._con.execute(ddl)
-            self._con.execute("INSERT INTO meta VALUES ('store_format', ?)", [str(STORE_FORMAT)])
 
     def _open_catalog(self) -> Catalog:
         if self.path.is_file():
@@ -378,9 +376,11 @@ class Store:
             try:
                 yield tx
                 tx._commit()
-            except BaseException:
+            except BaseException as err:
                 tx._discard()
                 self.catalog.abort(txid)
+                if isinstance(err, duckdb.Error):
+                    raise _translate(err) from err
                 raise
             finally:
                 cur.close()
@@ -647,8 +647,7 @@ class Write:
 
 def check_segments(catalog: Catalog) -> list[str]:
     """Every committed segment of ``catalog``: present, of the recorded size, readable as Parquet,
-    with the recorded number of rows. Also names writes whose process is gone (garbage not yet
-    collected). Works on a store whose views cannot be built."""
+    with the recorded number of rows. Works on a store whose views cannot be built."""
     problems = catalog.check()
     con = duckdb.connect(":memory:")
     try:
