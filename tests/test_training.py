@@ -136,6 +136,37 @@ def test_callbacks_cancel_and_resume_from_checkpoint(data, tmp_path):
         fit_transformer(tiny_config(), train, valid, tc, checkpoint_dir=tmp_path)
 
 
+def test_moving_average_of_weights_is_what_is_validated_kept_and_resumed(data, tmp_path):
+    """ema_half_life > 0: the validated and returned weights are the moving average. A vanishing
+    half-life makes the average the raw weights exactly; a real one differs from them, still learns,
+    and a run cancelled after epoch 1 resumes to the same average."""
+    train, valid = data
+    tc = TrainConfig(epochs=3, batch_size=256, lr=3e-3, seed=4, patience=5, keep="last")
+    raw = fit_transformer(tiny_config(), train, valid, tc)
+    instant = fit_transformer(tiny_config(), train, valid, TrainConfig(**{**tc.to_dict(), "ema_half_life": 1e-9}))
+    assert _same_weights(raw.model, instant.model)
+    averaged_tc = TrainConfig(**{**tc.to_dict(), "ema_half_life": 0.5})
+    averaged = fit_transformer(tiny_config(), train, valid, averaged_tc)
+    assert not _same_weights(raw.model, averaged.model)
+    p = predict_transformer(averaged.model, valid)
+    assert roc_auc_score(valid.keys["label"], p) > 0.75           # it learns, a few steps behind
+    assert average_precision_score(valid.keys["label"], p) == pytest.approx(averaged.history[-1]["valid_pr_auc"])
+
+    token = CancelToken()
+
+    def stop_after_first(record):
+        if record["epoch"] == 1:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        fit_transformer(tiny_config(), train, valid, averaged_tc, cancel=token, on_epoch=stop_after_first,
+                        checkpoint_dir=tmp_path)
+    resumed = fit_transformer(tiny_config(), train, valid, averaged_tc, checkpoint_dir=tmp_path)
+    assert resumed.resumed_from == 1 and _same_weights(resumed.model, averaged.model)
+    with pytest.raises(ValueError, match=r"TrainConfig\.ema_half_life"):
+        TrainConfig(ema_half_life=-1)
+
+
 def test_early_stopping_after_patience(data):
     train, valid = data
     # a learning rate too small to move float32 weights: validation never improves

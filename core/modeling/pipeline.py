@@ -62,6 +62,7 @@ class Preset:
     patience: int = 3         # epochs without a better validation PR-AUC before stopping
     augment_crop: float = 0.1     # chance a training row keeps only its newest events (TrainConfig)
     event_dropout: float = 0.05   # chance each event is hidden in a training row (TrainConfig)
+    ema_half_life: float = 0.0    # epochs: validate and keep a moving average of the weights (TrainConfig)
 
     def describe(self) -> str:
         """One line for people: what this size trains (the Train page's caption)."""
@@ -349,7 +350,8 @@ def _train_config(preset: Preset, seed: int, threads: int | None, n_train: int |
         batch = min(batch, max(MIN_BATCH, n_train // MIN_STEPS_PER_EPOCH))
     return TrainConfig(epochs=preset.epochs, batch_size=batch, seed=seed,
                        weight_decay=preset.weight_decay, lr=preset.lr, patience=preset.patience,
-                       augment_crop=preset.augment_crop, event_dropout=preset.event_dropout, threads=threads)
+                       augment_crop=preset.augment_crop, event_dropout=preset.event_dropout,
+                       ema_half_life=preset.ema_half_life, threads=threads)
 
 
 def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: Preset, *, seed: int,

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import average_precision_score, roc_auc_score
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from core.errors import EligibilityError, ModelError
 from core.modeling.sequences import SequenceBatch
@@ -100,6 +101,9 @@ class TrainConfig:
                                      # tuned for the attention blocks, trains too slowly
     keep: str = "best"               # "best" (the epoch with the best valid PR-AUC) | "last" (a refit
                                      # with a fixed epoch count: nothing is selected)
+    ema_half_life: float = 0.0       # float >= 0: validate and keep an exponential moving average of the
+                                     # weights whose half-life is this many epochs (0 = the raw weights);
+                                     # per step the decay is 0.5 ** (1 / (half_life * steps per epoch))
 
     def __post_init__(self) -> None:
         checks = [("epochs", self.epochs >= 1), ("batch_size", self.batch_size >= 1),
@@ -114,7 +118,8 @@ class TrainConfig:
                   ("device", self.device in ("cpu", "cuda", "auto")),
                   ("keep", self.keep in ("best", "last")),
                   ("threads", self.threads is None or self.threads >= 1),
-                  ("stats_lr_scale", self.stats_lr_scale > 0)]
+                  ("stats_lr_scale", self.stats_lr_scale > 0),
+                  ("ema_half_life", self.ema_half_life >= 0)]
         for name, ok in checks:
             if not ok:
                 raise ValueError(f"TrainConfig.{name} has an invalid value: {getattr(self, name)!r} "
@@ -337,6 +342,11 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
         model.init_output_bias(0.0 if tc.balanced_sampling else math.log(loss_weight / ratio))
         optimizer = _optimizer(model, tc)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(tc, total_steps))
+        # the weights that are validated and kept: the raw ones, or their moving average
+        ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(
+            0.5 ** (1.0 / (tc.ema_half_life * steps_per_epoch))), use_buffers=True)
+            if tc.ema_half_life > 0 else None)
+        kept = model if ema is None else ema.module
         loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(loss_weight, device=device))
         history: list[dict[str, float]] = []
         best: _Best = {"score": -math.inf, "epoch": 0, "bad_epochs": 0, "state": _state_copy(model)}
@@ -347,6 +357,8 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["torch_rng"])
+            if ema is not None:
+                ema.load_state_dict(state["ema"])
             history = list(state["history"])
             best = state["best"]
             done_epochs = int(state["epoch"])
@@ -398,12 +410,14 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
                     torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
                 optimizer.step()
                 scheduler.step()
+                if ema is not None:
+                    ema.update_parameters(model)
                 running += float(loss.detach()) * len(index)
                 seen += len(index)
                 report(progress, (epoch - 1) * steps_per_epoch + step + 1, total_steps,
                        f"epoch {epoch}/{tc.epochs} loss {running / seen:.4f}")
 
-            logits = _logits(model, valid_t, len(valid), tc.eval_batch_size)
+            logits = _logits(kept, valid_t, len(valid), tc.eval_batch_size)
             valid_loss = float(F.binary_cross_entropy_with_logits(logits, y_valid_t))
             probs = torch.sigmoid(logits.double()).numpy()
             pr_auc = float(average_precision_score(y_valid, probs)) if y_valid.sum() > 0 else math.nan
@@ -415,7 +429,7 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
             history.append(record)
             score = pr_auc if valid_two_classes else -valid_loss
             if score > best["score"] or tc.keep == "last":
-                best = _Best(score=score, epoch=epoch, bad_epochs=0, state=_state_copy(model))
+                best = _Best(score=score, epoch=epoch, bad_epochs=0, state=_state_copy(kept))
             else:
                 best["bad_epochs"] += 1
             if ckpt_dir is not None:
@@ -423,7 +437,8 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
                     "version": CHECKPOINT_VERSION, "signature": signature, "epoch": epoch,
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-                    "history": history, "best": best})
+                    "history": history, "best": best,
+                    **({"ema": ema.state_dict()} if ema is not None else {})})
             if on_epoch is not None:
                 on_epoch(dict(record))
 
