@@ -122,12 +122,18 @@ class SequenceBatch:
         return int(self.behavior.shape[1])
 
     def subset(self, index: ArrayLike) -> SequenceBatch:
-        """The rows at ``index`` (positions or a boolean mask), in that order."""
+        """The rows at ``index`` (positions or a boolean mask), in that order. A run of consecutive
+        positions (a split of the time-ordered example rows) shares the arrays instead of copying
+        them: at a million rows a copy of every split would double the sequences' memory."""
         index = np.asarray(index)
+        rows: np.ndarray | slice = index
+        if index.dtype.kind in "iu" and index.ndim == 1 and len(index) \
+                and index[-1] - index[0] == len(index) - 1 and bool(np.all(np.diff(index) == 1)):
+            rows = slice(int(index[0]), int(index[-1]) + 1)      # a view, not a copy
         return SequenceBatch(
-            keys=self.keys.iloc[index].reset_index(drop=True),
-            **{name: getattr(self, name)[index] for name in self.ARRAYS},
-            target_category=None if self.target_category is None else self.target_category[index],
+            keys=self.keys.iloc[rows].reset_index(drop=True),
+            **{name: getattr(self, name)[rows] for name in self.ARRAYS},
+            target_category=None if self.target_category is None else self.target_category[rows],
         )
 
     def tensors(self, *, widen: bool = True) -> dict[str, torch.Tensor]:
