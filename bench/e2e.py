@@ -10,7 +10,7 @@ single run is the measurement; repeat the command to see how much the machine mo
   generate  ``core.modeling.synth.generate``: a Taobao-layout CSV (``--sessions-per-day`` 2.35 gives
             about 100 events per user over 9 days, Taobao's 100M events / 988k users), written a
             chunk of users at a time
-  ingest    ``core.data.ingest.ingest_file`` into a fresh DuckDB file in the work directory
+  ingest    ``core.data.ingest.ingest_file`` into a fresh store (a folder of Parquet segments) in the work directory
   quality   ``core.data.quality.quality_report`` on the dataset
   train     ``core.modeling.pipeline.train_model`` with its default kind and preset, one epoch, every
             core; the preset caps the training rows (``max_train_rows``, printed), the validation and
@@ -30,7 +30,7 @@ itself is held to ``get_settings().memory_limit`` (``INTENTLENS_MEMORY_LIMIT``, 
 spills beyond it.
 
 Files go to ``--workdir`` (default: a fresh folder under the system temp dir; never inside the
-repository): the log, the DuckDB file, the model and the export in ``<workdir>/run/``, deleted at
+repository): the log, the store, the model and the export in ``<workdir>/run/``, deleted at
 the end unless ``--keep``; the table as JSON in ``<workdir>/e2e.json`` (or ``--json-out``). Ctrl-C
 stops after the running stage's clean-up, prints the stages done and exits with 130.
 """
@@ -121,7 +121,7 @@ def measure(stage: str, unit: str, fn: Callable[[], tuple[int, str]], done: list
 
 def run_pipeline(users: int, days: float, seed: int, run_dir: Path, done: list[Stage],
                  echo: Callable[[str], None], sessions_per_day: float = SESSIONS_PER_DAY) -> None:
-    """Every stage in order on a fresh log and DuckDB file in ``run_dir``; results appended to ``done``."""
+    """Every stage in order on a fresh log and store in ``run_dir``; results appended to ``done``."""
     import pyarrow.parquet as pq
 
     from core.data.ingest import ingest_file
