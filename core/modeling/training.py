@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import numpy as np
 import torch
@@ -346,7 +346,7 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
         ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(
             0.5 ** (1.0 / (tc.ema_half_life * steps_per_epoch))), use_buffers=True)
             if tc.ema_half_life > 0 else None)
-        kept = model if ema is None else ema.module
+        kept = model if ema is None else cast(IntentTransformer, ema.module)
         loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(loss_weight, device=device))
         history: list[dict[str, float]] = []
         best: _Best = {"score": -math.inf, "epoch": 0, "bad_epochs": 0, "state": _state_copy(model)}
