@@ -278,13 +278,14 @@ def test_tensors_are_long_and_subset_concat_keep_rows(store):
     assert part.keys["user_id"].tolist() == [rows.user_id[3], rows.user_id[1]]
     assert np.array_equal(SequenceBatch.concat([batch.subset([0, 1]), batch.subset([2])]).item,
                           batch.item[:3])
-    # a run of consecutive rows (one split of the time-ordered examples) shares the arrays; any
-    # other selection is a copy, so writing into it leaves the batch alone
-    run = batch.subset(np.arange(2, 6))
+    # a subset is a copy; with share=True a run of consecutive rows (one split of the time-ordered
+    # example rows) shares the arrays, and any other selection is still a copy
+    run = batch.subset(np.arange(2, 6), share=True)
     assert all(np.shares_memory(getattr(run, name), getattr(batch, name)) for name in SequenceBatch.ARRAYS)
     assert run.keys["user_id"].tolist() == rows.user_id[2:6].tolist() and np.array_equal(run.gap, batch.gap[2:6])
-    for index in ([3, 1], [1, 3], np.arange(len(rows)) % 2 == 0):
-        picked = batch.subset(index)
+    for index, share in ((np.arange(2, 6), False), ([3, 1], True), ([1, 3], True),
+                         (np.arange(len(rows)) % 2 == 0, True)):
+        picked = batch.subset(index, share=share)
         assert not any(np.shares_memory(getattr(picked, n), getattr(batch, n)) for n in SequenceBatch.ARRAYS)
 
 

@@ -361,8 +361,8 @@ def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: Preset, *, seed: i
     from core.modeling.training import fit_transformer, search_transformer
 
     assert inputs.sequences is not None, "prepare_inputs(sequences=True) builds them"
-    train = inputs.sequences.subset(inputs.split_index("train"))
-    valid = inputs.sequences.subset(inputs.split_index("valid"))
+    train = inputs.sequences.subset(inputs.split_index("train"), share=True)
+    valid = inputs.sequences.subset(inputs.split_index("valid"), share=True)
     config = _transformer_config(inputs, spec, preset)
     tc = _train_config(preset, seed, threads, n_train=len(train))
     trials: list[dict[str, Any]] = []
@@ -437,7 +437,8 @@ def _predict(kind: str, model: Any, inputs: Inputs, index: np.ndarray) -> np.nda
     """One member's raw probabilities for the example rows at ``index``."""
     if kind == "transformer":
         assert inputs.sequences is not None
-        return np.asarray(model.predict_proba(inputs.sequences.subset(index).tensors(widen=False)), dtype=float)
+        rows = inputs.sequences.subset(index, share=True)
+        return np.asarray(model.predict_proba(rows.tensors(widen=False)), dtype=float)
     assert inputs.features is not None
     return np.asarray(model.predict_proba(inputs.features.iloc[index].reset_index(drop=True)), dtype=float)
 
@@ -464,8 +465,8 @@ def _refit(kind: str, fitted: dict[str, Any], inputs: Inputs, spec: LabelSpec, p
         tc = replace(_train_config(preset, seed, threads), epochs=epochs, patience=epochs + 1, keep="last",
                      batch_size=int(fitted["train_config"]["batch_size"]))
         config = TransformerConfig.from_dict(fitted["config"])
-        rows = inputs.sequences.subset(every)
-        recent = inputs.sequences.subset(inputs.split_index(inputs.plan.report_split))
+        rows = inputs.sequences.subset(every, share=True)
+        recent = inputs.sequences.subset(inputs.split_index(inputs.plan.report_split), share=True)
         _log(log, f"refit transformer: {epochs} epoch(s) on {len(every):,} rows")
         return fit_transformer(config, rows, recent, tc, progress=progress, cancel=cancel, log=log,
                                init=_initialiser(inputs)).model

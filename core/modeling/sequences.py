@@ -121,13 +121,14 @@ class SequenceBatch:
     def max_len(self) -> int:
         return int(self.behavior.shape[1])
 
-    def subset(self, index: ArrayLike) -> SequenceBatch:
-        """The rows at ``index`` (positions or a boolean mask), in that order. A run of consecutive
-        positions (a split of the time-ordered example rows) shares the arrays instead of copying
-        them: at a million rows a copy of every split would double the sequences' memory."""
+    def subset(self, index: ArrayLike, *, share: bool = False) -> SequenceBatch:
+        """The rows at ``index`` (positions or a boolean mask), in that order: a copy. ``share``: when
+        the positions are a run of consecutive rows (a split of the time-ordered example rows), the
+        arrays are views of these instead, so writing into them writes here; at a million rows a copy
+        of every split would double the sequences' memory."""
         index = np.asarray(index)
         rows: np.ndarray | slice = index
-        if index.dtype.kind in "iu" and index.ndim == 1 and len(index) \
+        if share and index.dtype.kind in "iu" and index.ndim == 1 and len(index) \
                 and index[-1] - index[0] == len(index) - 1 and bool(np.all(np.diff(index) == 1)):
             rows = slice(int(index[0]), int(index[-1]) + 1)      # a view, not a copy
         return SequenceBatch(
