@@ -3,6 +3,7 @@ synthetic logs, and side by side with bootstrap intervals on the real Taobao sam
 
     python bench/quality.py                                  # everything, 3 seeds
     python bench/quality.py --users 4000 --seeds 3 --skip-real --kinds transformer,gbdt
+    python bench/quality.py --preset fast --skip-real --kinds transformer,transformer+ema,transformer+pretrained
     python bench/quality.py --skip-synthetic --skip-real --label-efficiency   # pre-training vs labels
 
 Every figure is on the TEST window: the last complete horizon, after the validation window that
@@ -24,9 +25,12 @@ real samples also show the bootstrap 95 % interval of the seed-0 model on its te
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,30 +68,62 @@ def _over_seeds(values: list[float]) -> str:
     return Stat.of(values).text(".4f")
 
 
+VARIANTS = ("ema", "pretrained")   # transformer+ema, transformer+pretrained (see synthetic)
+
+
+@contextlib.contextmanager
+def _preset_with(name: str, **changes: Any) -> Iterator[None]:
+    """PRESETS[name] with ``changes`` for the duration (this process only)."""
+    from core.modeling.pipeline import PRESETS
+
+    saved = PRESETS[name]
+    PRESETS[name] = dataclasses.replace(saved, **changes)
+    try:
+        yield
+    finally:
+        PRESETS[name] = saved
+
+
 def synthetic(tmp: Path, users: int, epochs: int | None, preset: str, seeds: int,
-              kinds: tuple[str, ...]) -> pd.DataFrame:
+              kinds: tuple[str, ...], pretrain_epochs: int = 3) -> pd.DataFrame:
+    """Every kind against the truth. A kind may carry a variant: ``transformer+ema`` trains with a
+    moving average of the weights (half-life one epoch); ``transformer+pretrained`` fine-tunes from an
+    encoder pre-trained on the log's events up to the test cutoff (never the test window's)."""
+    from core.modeling.pretrain import pretrain
+
     rows = []
     for name, args in CONFIGS.items():
         config = SynthConfig(users=users, **args)
         path = tmp / f"{config.seed}.csv"
         generate(config, path, truth_out=tmp / f"{config.seed}-truth.csv")
         truth = pd.read_csv(tmp / f"{config.seed}-truth.csv")
+        plan = truth_plan(config, n_train=5)
         with Store(tmp / f"{config.seed}.duckdb") as store:
             ingest_file(store, path, dataset="syn")
-            for kind in kinds:
+            for label in kinds:
+                kind, _, variant = label.partition("+")
+                if variant and (kind != "transformer" or variant not in VARIANTS):
+                    raise SystemExit(f"unknown kind variant {label!r}: transformer+{' / transformer+'.join(VARIANTS)}")
+                init = None
+                if variant == "pretrained":
+                    init = tmp / f"encoder-{config.seed}"
+                    if not init.exists():
+                        pretrain(store, "syn", init, epochs=pretrain_epochs, until=plan.test_cutoff)
+                changes = {"ema_half_life": 1.0} if variant == "ema" else {}
                 runs: dict[str, list[float]] = {k: [] for k in ("roc_auc", "ratio", "pr_auc", "ece", "seconds")}
                 report: dict[str, float] = {}
                 for seed in range(seeds):
                     started = time.perf_counter()
-                    result = train_model(store, "syn", kind=kind, spec=LabelSpec(horizon="1d"), preset=preset,
-                                         epochs=epochs, seed=seed, out=tmp / f"syn-{config.seed}-{kind}-{seed}",
-                                         plan=truth_plan(config, n_train=5))
+                    with _preset_with(preset, **changes):
+                        result = train_model(store, "syn", kind=kind, spec=LabelSpec(horizon="1d"), preset=preset,
+                                             epochs=epochs, seed=seed, init=init, plan=plan,
+                                             out=tmp / f"syn-{config.seed}-{label}-{seed}")
                     report = compare_with_truth(load_evaluation(result.model_dir, "test"), truth)
                     for key, column in (("roc_auc", "model_roc_auc"), ("ratio", "ratio"),
                                         ("pr_auc", "model_pr_auc"), ("ece", "ece")):
                         runs[key].append(report[column])
                     runs["seconds"].append(time.perf_counter() - started)
-                rows.append({"log": name, "kind": kind, "test rows": int(report["rows"]),
+                rows.append({"log": name, "kind": label, "test rows": int(report["rows"]),
                              "positives": int(report["positives"]),
                              "roc_auc": _over_seeds(runs["roc_auc"]),
                              "bayes": round(report["bayes_roc_auc"], 4),
@@ -178,7 +214,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=6000)
     parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     parser.add_argument("--preset", default="balanced")
-    parser.add_argument("--kinds", default=",".join(MODEL_KINDS), help="comma-separated model kinds")
+    parser.add_argument("--kinds", default=",".join(MODEL_KINDS),
+                        help="comma-separated model kinds; on the synthetic logs also transformer+ema and "
+                             "transformer+pretrained")
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--split-leakage", action="store_true", help="time vs random 80/20 split table")
@@ -194,7 +232,8 @@ def main() -> None:
         if not args.skip_synthetic:
             print(f"== synthetic logs, {args.users:,} users, 9 days, horizon 1d, TEST window (model vs "
                   f"Bayes-optimal); median (min–max) over {seeds} seeds ==")
-            print(synthetic(Path(tmp), args.users, args.epochs, args.preset, seeds, kinds).to_string(index=False))
+            print(synthetic(Path(tmp), args.users, args.epochs, args.preset, seeds, kinds,
+                            args.pretrain_epochs).to_string(index=False))
         if not args.skip_real:
             print(f"\n== real Taobao samples and the demo log, time split, TEST window; median (min–max) "
                   f"over {seeds} seeds ==")
