@@ -296,16 +296,17 @@ class Store:
             return
         snap = self.catalog.snapshot()
         for table in TABLES:
-            files = [self.path / f for f in snap.files(table)]
-            if self._files.get(table) == tuple(snap.files(table)):
+            names = tuple(snap.files(table))
+            if self._files.get(table) == names:
                 continue                                # this table did not change
+            files = [self.path / f for f in names]
             try:
                 if table in self._in_memory:
                     self._con.execute(f"CREATE OR REPLACE TABLE il_mem_{table} AS {_view_sql(table, files)}")
                     self._con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM il_mem_{table}")
                 else:
                     self._con.execute(f"CREATE OR REPLACE VIEW {table} AS {_view_sql(table, files)}")
-                self._files[table] = tuple(snap.files(table))
+                self._files[table] = names
             except duckdb.Error as e:
                 raise StoreError(f"{self.path} version {snap.version}: table {table} cannot be read "
                                  f"({str(e).strip().splitlines()[0]}).", title="Damaged store",
