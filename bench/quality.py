@@ -72,8 +72,8 @@ def _over_seeds(values: list[float]) -> str:
 
 
 VARIANTS = ("ema", "pretrained", "noseqdrop")   # transformer+<variant> (see synthetic)
-# transformer+noseqdrop: the presets as they were before [CLS] dropout (the head always sees [CLS];
-# 10 epochs, patience 3), to show what that step gave
+# transformer+noseqdrop: the fast and balanced presets as they were before [CLS] dropout (the head
+# always sees [CLS]; 10 epochs, patience 3), to show what that step gave
 _VARIANT_CHANGES: dict[str, dict[str, Any]] = {"ema": {"ema_half_life": 1.0},
                                                "noseqdrop": {"seq_dropout": 0.0, "epochs": 10, "patience": 3}}
 
