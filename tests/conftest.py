@@ -54,11 +54,3 @@ def store(tmp_path):
 @pytest.fixture
 def samples() -> Path:
     return SAMPLES
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Files holding a ``slow`` test run first, each in its own order. ``pytest -n 2 --dist loadfile``
-    hands whole files to the workers in collection order; the model-quality check takes minutes, and
-    started last it ran alone, about 9 minutes, while the other worker sat idle."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
-    items.sort(key=lambda item: item.path not in slow_files)
