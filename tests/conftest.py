@@ -54,3 +54,12 @@ def store(tmp_path):
 @pytest.fixture
 def samples() -> Path:
     return SAMPLES
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files holding a ``slow`` test run first, each in its own order. ``pytest -n 2 --dist loadfile``
+    hands whole files to the workers in collection order (pytest.ini turns off xdist's own reordering,
+    which put files with the most tests first); the model-quality check is one test that takes about
+    9 minutes, and started last it ran alone while the other worker sat idle."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in slow_files)
