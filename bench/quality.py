@@ -195,7 +195,7 @@ def label_efficiency_table(tmp: Path, users: int, preset: str, seeds: int, epoch
                            pretrain_epochs: int) -> pd.DataFrame:
     """Test ROC-AUC and PR-AUC by share of labelled users, from scratch and from an encoder pre-trained
     on every user's events (labelled or not) of the same log (core.modeling.experiments)."""
-    from core.modeling.experiments import label_efficiency, lift_from_pretraining, summarise
+    from core.modeling.experiments import SHARES, label_efficiency, lift_from_pretraining, summarise
     from core.modeling.pretrain import pretrain
 
     config = SynthConfig(users=users, **CONFIGS["syn-A (strong intent, busy users)"])
@@ -207,10 +207,16 @@ def label_efficiency_table(tmp: Path, users: int, preset: str, seeds: int, epoch
         # events up to the test cutoff only: the encoder never sees the test window's purchases
         pretrain(store, "syn", tmp / "encoder", epochs=pretrain_epochs, until=plan.test_cutoff)
         print(f"pre-trained the encoder in {time.perf_counter() - started:.0f} s", flush=True)
-        frame = label_efficiency(store, "syn", spec=LabelSpec(horizon="1d"), preset=preset,
-                                 seeds=tuple(range(seeds)), pretrained=tmp / "encoder", epochs=epochs,
-                                 plan=plan)
-    summary = summarise(frame)
+        # one (share, seed) at a time, each row printed as it lands: the 100 % fits take minutes each,
+        # and an interrupted run keeps what it printed
+        frames = []
+        for share in SHARES:
+            for seed in range(seeds):
+                frames.append(label_efficiency(store, "syn", spec=LabelSpec(horizon="1d"), preset=preset,
+                                               shares=(share,), seeds=(seed,), pretrained=tmp / "encoder",
+                                               epochs=epochs, plan=plan))
+                print(frames[-1].to_string(index=False, header=len(frames) == 1), flush=True)
+    summary = summarise(pd.concat(frames, ignore_index=True))
     print(lift_from_pretraining(summary).to_string(index=False, float_format=lambda v: f"{v:+.4f}"))
     return summary
 
