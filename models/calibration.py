@@ -7,9 +7,18 @@ one of three maps, chosen by cross-validation on the validation rows (never on t
 * ``identity``: keep the raw probability (when no map measures better);
 * ``platt``: temperature and shift on the logit, ``sigmoid(a * logit(p) + b)`` (Platt scaling; with
   ``b = 0`` it is temperature scaling). Monotone, so every rank metric is unchanged;
-* ``isotonic``: a non-decreasing step function (scikit-learn's ``IsotonicRegression``), clipped to
-  ``[ISOTONIC_FLOOR, 1 - ISOTONIC_FLOOR]``. More flexible; it can tie scores that were apart, so
-  rank metrics may move slightly.
+* ``isotonic``: a monotone map fitted by isotonic regression (scikit-learn's ``IsotonicRegression``,
+  pool-adjacent-violators), drawn as straight lines between the centres of its steps ("centred"
+  isotonic regression, Oron & Flournoy 2017) and kept inside ``[ISOTONIC_FLOOR, 1 - ISOTONIC_FLOOR]``.
+  More flexible than Platt.
+
+Every map keeps the raw ranking exactly, so ROC-AUC, PR-AUC and lift are the model's own whatever map
+is chosen. A plain isotonic step function does not: it gives one probability to every score inside a
+step, and on a synthetic log with about 170 validation buyers those ties cost up to 0.025 test
+ROC-AUC. The centred map rises between step centres, and ``apply`` blends in ``TIE_BREAK`` of the raw
+score (``(1 - TIE_BREAK) * map(p) + TIE_BREAK * p``), which moves a probability by at most
+``TIE_BREAK`` and orders what a flat stretch would tie (below the first centre, above the last, or
+between knots an older card stored as steps).
 
 The choice minimises the Brier score over ``folds`` stratified folds of the validation rows (fit on
 the other folds, measured on the held-out one); Brier is a proper score that stays finite when a step
@@ -26,6 +35,7 @@ from scipy.special import expit, logit
 
 METHODS = ("identity", "platt", "isotonic")
 ISOTONIC_FLOOR = 1e-4     # isotonic outputs are kept inside [floor, 1 - floor]
+TIE_BREAK = 1e-6          # share of the raw score blended into an isotonic map: keeps it strictly increasing
 _EPS = 1e-7               # probabilities are clipped to [eps, 1 - eps] before the logit
 MIN_ROWS_PER_CLASS = 5    # below this many positives (or negatives) nothing is fitted: identity
 
@@ -49,9 +59,16 @@ def _fit_platt(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
 def _fit_isotonic(p: np.ndarray, y: np.ndarray) -> dict[str, list[float]]:
     from sklearn.isotonic import IsotonicRegression
 
+    p = np.asarray(p, dtype=float)
     iso = IsotonicRegression(y_min=ISOTONIC_FLOOR, y_max=1 - ISOTONIC_FLOOR, out_of_bounds="clip")
-    iso.fit(np.asarray(p, dtype=float), y.astype(float))
-    return {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
+    level = iso.fit(p, y.astype(float)).predict(p)
+    # one knot per step: the mean raw score of its rows, at the step's level (levels rise with the score,
+    # so the centres do too); the ends are anchored at 0 and 1 so every score lies between two knots
+    levels, step = np.unique(level, return_inverse=True)
+    centres = np.bincount(step, weights=p) / np.bincount(step)
+    x = np.r_[0.0, centres, 1.0]
+    knots = np.r_[ISOTONIC_FLOOR, levels, 1 - ISOTONIC_FLOOR]
+    return {"x": x.tolist(), "y": knots.tolist()}
 
 
 def _apply(method: str, params: dict[str, Any], p: np.ndarray) -> np.ndarray:
@@ -59,8 +76,9 @@ def _apply(method: str, params: dict[str, Any], p: np.ndarray) -> np.ndarray:
     if method == "platt":
         return np.asarray(expit(params["a"] * logit(_clip(p)) + params["b"]), dtype=float)
     if method == "isotonic":
-        steps: np.ndarray = np.interp(p, np.asarray(params["x"], dtype=float), np.asarray(params["y"], dtype=float))
-        return steps
+        mapped = np.interp(p, np.asarray(params["x"], dtype=float), np.asarray(params["y"], dtype=float))
+        blended: np.ndarray = (1 - TIE_BREAK) * mapped + TIE_BREAK * np.clip(p, 0.0, 1.0)
+        return blended
     return p
 
 

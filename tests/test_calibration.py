@@ -77,3 +77,31 @@ def test_a_map_never_turns_a_ranking_upside_down():
     p = np.where(y == 1, 0.05, 0.2) + rng.normal(0, 0.01, 4000)     # scores against the labels
     params = _fit("platt", np.clip(p, 0.01, 0.99), y)
     assert params == {"a": 1.0, "b": 0.0}
+
+
+def test_every_map_keeps_the_raw_ranking_so_rank_metrics_do_not_move():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    distort = lambda p: expit(1.8 * logit(p) + 0.8)        # noqa: E731
+    _, y_valid, raw_valid = _window(3_000, 6, distort)       # a small window: many rows share a step
+    _, y_test, raw_test = _window(3_000, 7, distort)
+    iso = Calibrator(method="isotonic", params=_fit("isotonic", raw_valid, y_valid))
+    # a plain isotonic step function ties most test scores; the map must not
+    from sklearn.isotonic import IsotonicRegression
+
+    steps = IsotonicRegression(out_of_bounds="clip").fit(raw_valid, y_valid).predict(raw_test)
+    assert len(np.unique(steps)) < len(np.unique(raw_test)) / 10
+    assert roc_auc_score(y_test, steps) < roc_auc_score(y_test, raw_test)
+    q = iso.apply(raw_test)
+    assert (np.diff(q[np.argsort(raw_test)]) > 0).all()
+    assert roc_auc_score(y_test, q) == roc_auc_score(y_test, raw_test)
+    assert average_precision_score(y_test, q) == average_precision_score(y_test, raw_test)
+    # ... and still calibrates: the distortion's ECE falls to a small one
+    before, after = expected_calibration_error(y_test, raw_test), expected_calibration_error(y_test, q)
+    assert before > 0.04 and after < before / 2, (before, after)
+    assert ((q > 0) & (q < 1)).all()
+    # a card written with plain step knots (older versions) is applied without ties as well
+    stepped = Calibrator.from_dict({"method": "isotonic", "params": {"x": [0.0, 0.3, 0.3, 1.0],
+                                                                     "y": [0.01, 0.01, 0.4, 0.4]}})
+    r = stepped.apply(np.array([0.05, 0.1, 0.2, 0.5, 0.9]))
+    assert (np.diff(r) > 0).all() and np.allclose(r, [0.01, 0.01, 0.01, 0.4, 0.4], atol=2e-6)
