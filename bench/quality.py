@@ -18,6 +18,12 @@ probability of every (user, cutoff); ``ratio`` is the chance-corrected ratio (AU
 on the same test rows: the share of the achievable lift above chance (1 = as good as the truth). ECE is the
 test-window expected calibration error after the validation-window calibration map.
 
+Calibration keeps every kind's ranking (models.calibration): before, an isotonic step map tied scores,
+and on syn-B (3 seeds, fast preset) that cost the ensemble 0.019 test ROC-AUC (0.8276 -> 0.8462 once
+fixed) and the GBDT up to 0.016 on the seeds where isotonic was chosen; the selection rule of the
+ensemble's weights (validation PR-AUC) was compared with ROC-AUC, log-loss, bagged PR-AUC, logit
+stacking and equal weights on the same members and kept (all within 0.003 of it).
+
 Real: the Taobao two-hour slice with a 30-minute horizon, the head + tail users (nine-day histories)
 with a one-day horizon, and the shipped demo log with a one-day horizon.
 
