@@ -93,7 +93,10 @@ def measure(users: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     wall = time.perf_counter() - begin
     shutil.rmtree(checkpoint_dir_for(out), ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
-    db.unlink()
+    if db.is_dir():                  # the store is a folder of segments
+        shutil.rmtree(db)
+    else:
+        db.unlink()
     if not chunks:
         raise SystemExit(f"no chunk finished at {users:,} users; lower --chunk-users")
     if not n_seq:   # cancelled: the total from the log line "pre-training on bench: N sequences of ..."
