@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.special import expit, logit
+from sklearn.isotonic import IsotonicRegression
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from core.modeling.metrics import expected_calibration_error
 from models.calibration import Calibrator
@@ -80,15 +82,11 @@ def test_a_map_never_turns_a_ranking_upside_down():
 
 
 def test_every_map_keeps_the_raw_ranking_so_rank_metrics_do_not_move():
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
     distort = lambda p: expit(1.8 * logit(p) + 0.8)        # noqa: E731
     _, y_valid, raw_valid = _window(3_000, 6, distort)       # a small window: many rows share a step
     _, y_test, raw_test = _window(3_000, 7, distort)
     iso = Calibrator(method="isotonic", params=_fit("isotonic", raw_valid, y_valid))
     # a plain isotonic step function ties most test scores; the map must not
-    from sklearn.isotonic import IsotonicRegression
-
     steps = IsotonicRegression(out_of_bounds="clip").fit(raw_valid, y_valid).predict(raw_test)
     assert len(np.unique(steps)) < len(np.unique(raw_test)) / 10
     assert roc_auc_score(y_test, steps) < roc_auc_score(y_test, raw_test)
