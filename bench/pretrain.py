@@ -13,7 +13,7 @@ training, and of training alone), sequences/s, the time to find the examples and
 and the peak resident memory of the whole process (DuckDB included) during the run. The peak
 is taken in a run of its own, after the repeated example/vocabulary timings.
 
-The 1M-user figures are an EXTRAPOLATION, printed as such: the epoch time scales with the number of
+Below 1M users the 1M-user figures are an EXTRAPOLATION, printed as such: the epoch time scales with the number of
 sequences (sequences per user and the events/s as measured at the largest size); the peak memory is
 split into what does not grow with the log (torch, the model, one chunk, a batch's activations),
 the example index (16 bytes per example and a user id each) and DuckDB's working memory (which
@@ -148,14 +148,40 @@ def main() -> None:
             print(f"  peak RSS                : {r['peak_rss'] / 2**20:,.0f} MiB (of which the example index "
                   f"{r['index_bytes'] / 2**20:,.0f} MiB)")
     last = rows[-1]
+    if last["users"] >= TARGET_USERS:
+        _print_measured_at_target(last, args.threads)
+    else:
+        _print_extrapolation(rows, args.threads)
+
+
+def _epoch_hours(r: dict[str, Any], users: float) -> tuple[float, float, float]:
+    """One epoch over ``users`` users at ``r``'s rates: (fastest, median, slowest chunk's rate), hours."""
+    events = r["sequences"] / r["users"] * users * r["events_per_seq"]
+    low, mid, high = (events / rate / 3600 for rate in
+                      (r["total_rate"].high, r["total_rate"].median, r["total_rate"].low))
+    return low, mid, high
+
+
+def _print_measured_at_target(last: dict[str, Any], threads: int) -> None:
+    """The largest size is the target: the rates and the peak above are measured there; only an
+    epoch cut short by --max-chunks is projected (every chunk does the same work)."""
+    print(f"\nMEASURED at {last['users']:,} users: the rates and the peak RSS above.")
+    if not last["finished"]:
+        low, mid, high = _epoch_hours(last, last["users"])
+        print(f"One whole epoch (PROJECTED from the {last['chunks']} measured chunks, not run to the end): about "
+              f"{mid:.1f} h ({low:.1f}-{high:.1f} h over the chunks' spread) on {threads} thread(s).")
+
+
+def _print_extrapolation(rows: list[dict[str, Any]], threads: int) -> None:
+    """Epoch time and peak memory at TARGET_USERS from sizes below it, printed as an extrapolation."""
+    last = rows[-1]
     seq_1m = last["sequences"] / last["users"] * TARGET_USERS
     events_1m = last["log_events"] / last["users"] * TARGET_USERS
-    low, mid, high = (seq_1m * last["events_per_seq"] / rate for rate in
-                      (last["total_rate"].high, last["total_rate"].median, last["total_rate"].low))
+    low, mid, high = _epoch_hours(last, TARGET_USERS)
     index_1m = seq_1m * 16 + TARGET_USERS * USER_ID_BYTES
     print(f"\nEXTRAPOLATED to {TARGET_USERS:,} users (not measured): about {events_1m:,.0f} log events and "
-          f"{seq_1m:,.0f} sequences; one epoch about {mid / 3600:.1f} h ({low / 3600:.1f}-{high / 3600:.1f} h over "
-          f"the chunks' spread) at the measured {last['total_rate'].median:,.0f} events/s on {args.threads} "
+          f"{seq_1m:,.0f} sequences; one epoch about {mid:.1f} h ({low:.1f}-{high:.1f} h over "
+          f"the chunks' spread) at the measured {last['total_rate'].median:,.0f} events/s on {threads} "
           f"thread(s), linear in the sequences.")
     # memory: torch, the model, one chunk and a batch's activations do not grow with the log; the
     # example index does (16 bytes per example and a user id), and DuckDB's working memory for the
