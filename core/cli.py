@@ -192,14 +192,21 @@ def _print_split_comparison(card: dict[str, Any]) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from core.insight.evaluation import ensemble_lead, paired_comparison
     from models.artifact import load_card
 
     card = load_card(args.model)
     split = card.get("metrics_split", "valid")
+    lead = (ensemble_lead(args.model).table.rename(columns={"model": "ensemble", "other": "member"})
+            if card.get("kind") == "ensemble" else None)
+    against = paired_comparison(args.model, args.against) if args.against else None
     if args.json:
         _print_json({"split": split, "metrics": card.get("metrics", {}),
                      "valid_metrics": card.get("valid_metrics", {}),
-                     "calibration": card.get("calibration"), "random_split": card.get("random_split")})
+                     "calibration": card.get("calibration"), "random_split": card.get("random_split"),
+                     "ensemble_vs_members": None if lead is None else lead.to_dict("records"),
+                     "against": None if against is None else
+                     {"rows": against.rows, "note": against.note, "table": against.table.to_dict("records")}})
         return 0
     print(f"{card.get('kind')} model {card.get('model_id')} on {card.get('dataset')} "
           f"(horizon {card.get('label', {}).get('horizon')}):")
@@ -211,6 +218,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         _print_metric_block("validation window (this model predates the test window: these figures come "
                             "from the window it was selected on, so they are optimistic):",
                             card.get("metrics", {}))
+    if lead is not None and not lead.empty:
+        print("ensemble minus each member on the same test users (paired bootstrap, 1,000 resamples; "
+              "not_ahead: the share of resamples where the ensemble is not better):")
+        print(lead.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if against is not None:
+        if against.table.empty:
+            print(f"no paired comparison with {args.against}: {against.note}")
+        else:
+            print(f"this model minus {Path(args.against).name} on the {against.rows:,} test rows both scored "
+                  f"(paired bootstrap, 1,000 resamples; not_ahead: the share of resamples where this "
+                  f"model is not better):")
+            print(against.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if card.get("refit"):
         print(f"refitted on every labelled window ({card['refit']['rows']:,} rows); the figures above are "
               f"the evaluated fit's")
@@ -542,6 +561,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--compare-random-split", action="store_true",
                    help="print the random 80/20 split's figures beside the time split's (when trained with them)")
+    p.add_argument("--against", metavar="DIR",
+                   help="another saved model of the same dataset and label: print this model's lead over it "
+                        "on the test users both scored, with paired bootstrap intervals")
     p.set_defaults(func=cmd_evaluate)
 
     p = with_db(sub.add_parser("score", help="score every user of a dataset"))

@@ -177,6 +177,19 @@ def test_comparing_two_models(models):
     assert {"demo-gbdt-1d", "demo-ensemble-1d"} <= set(table.columns)
     assert table["demo-gbdt-1d"].tolist() != table["demo-ensemble-1d"].tolist()
     assert at.query_params["compare"] == "demo-ensemble-1d"
+    # the paired differences: the first model minus the second, then the ensemble minus its members
+    paired = [d.value for d in at.dataframe if "not_ahead" in d.value.columns]
+    assert len(paired) == 2
+    versus = paired[0].set_index("metric")
+    assert set(versus["against"]) == {"demo-ensemble-1d"}
+    a, b = (load_evaluation(models / m) for m in ("demo-gbdt-1d", "demo-ensemble-1d"))
+    both = a.merge(b, on=["user_id", "cutoff"])
+    expected = (metrics.summary_metrics(both["label_x"], both["score_x"], n_boot=0)["roc_auc"]["value"]
+                - metrics.summary_metrics(both["label_y"], both["score_y"], n_boot=0)["roc_auc"]["value"])
+    assert versus.loc["roc_auc", "difference"] == pytest.approx(expected)
+    assert versus.loc["roc_auc", "low"] <= expected <= versus.loc["roc_auc", "high"]
+    assert sorted(set(paired[1]["against"])) == ["gbdt", "logreg", "transformer"]
+    assert any(f"{len(both):,} test rows both scored" in c.value for c in at.caption)
     # Top X % flags the top share of *each* model, on its own validation rows.
     at.radio(key="perf_cut_mode").set_value("top").run()
     flagged = [sum(r[0] for r in confusion_cells(at, m)) for m in ("demo-gbdt-1d", "demo-ensemble-1d")]

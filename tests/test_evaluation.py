@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from core.errors import DataError, ModelError
 from core.insight import evaluation as ev_mod
@@ -15,12 +16,14 @@ from core.insight.evaluation import (
     Evaluation,
     at_cutoff,
     cutoff_intervals,
+    ensemble_lead,
     evaluate,
     evaluate_model,
     length_buckets,
     member_metrics,
     metrics_table,
     operating_points,
+    paired_comparison,
     segment_labels,
     segment_rank_metrics,
     segment_table,
@@ -193,3 +196,66 @@ def test_window_table_puts_the_validation_figures_beside_the_test_ones():
     assert np.isnan(table.loc["pr_auc", "test window"])
     old = window_table({"metrics": {"roc_auc": {"value": 0.8, "low": 0.7, "high": 0.9}}}).set_index("metric")
     assert np.isnan(old.loc["roc_auc", "test window"]) and old.loc["roc_auc", "validation window"] == 0.8
+
+
+def saved_rows(folder, card: dict, rows: pd.DataFrame) -> None:
+    folder.mkdir()
+    full = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "metrics_split": "test",
+            "dataset": "d", "label": {"horizon": "1d", "scope": "any", "max_len": 20}, **card}
+    (folder / "card.json").write_text(json.dumps(full))
+    rows.to_parquet(folder / "evaluation.parquet")
+
+
+def test_paired_comparison_pairs_the_same_users_and_says_why_when_it_cannot(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 600
+    y = (rng.random(n) < 0.3).astype(int)
+    good = np.clip(0.3 + 0.4 * y + 0.15 * rng.standard_normal(n), 0, 1)
+    weak = np.clip(0.3 + 0.1 * y + 0.15 * rng.standard_normal(n), 0, 1)
+    keys = pd.DataFrame({"user_id": np.arange(n), "cutoff": pd.Timestamp("2017-12-02"), "label": y,
+                         "split": "test", "n_events": 5})
+    saved_rows(tmp_path / "good", {"kind": "gbdt"}, keys.assign(score=good))
+    # the weak model's rows come in another order and with 100 users the good one never scored
+    extra = pd.DataFrame({"user_id": np.arange(n, n + 100), "cutoff": pd.Timestamp("2017-12-02"),
+                          "label": 1, "split": "test", "n_events": 5, "score": 0.99})
+    saved_rows(tmp_path / "weak", {"kind": "logreg"},
+               pd.concat([keys.assign(score=weak), extra]).sample(frac=1, random_state=1))
+    result = paired_comparison(tmp_path / "good", tmp_path / "weak", n_boot=200)
+    assert result.rows == n and result.note == ""
+    table = result.table.set_index("metric")
+    assert list(result.table.columns) == ev_mod.PAIRED_COLUMNS and set(table["against"]) == {"weak"}
+    assert table.loc["roc_auc", "difference"] == pytest.approx(roc_auc_score(y, good) - roc_auc_score(y, weak))
+    assert table.loc["roc_auc", "low"] > 0 and table.loc["roc_auc", "not_ahead"] == 0
+    assert table.loc["log_loss", "high"] < 0          # lower is better: the good model is ahead there too
+    # models that cannot be paired: the reason instead of a table
+    saved_rows(tmp_path / "other-data", {"kind": "gbdt", "dataset": "e"}, keys.assign(score=good))
+    saved_rows(tmp_path / "other-label", {"kind": "gbdt", "label": {"horizon": "7d", "scope": "any"}},
+               keys.assign(score=good))
+    saved_rows(tmp_path / "later", {"kind": "gbdt"}, keys.assign(score=good, cutoff=pd.Timestamp("2017-12-03")))
+    saved_rows(tmp_path / "old", {"kind": "gbdt", "metrics_split": "valid"}, keys.assign(score=good))
+    for name, why in (("other-data", "different datasets"), ("other-label", "predict different things"),
+                      ("later", "share no users"), ("old", "predates the test window")):
+        result = paired_comparison(tmp_path / "good", tmp_path / name)
+        assert result.table.empty and why in result.note, (name, result.note)
+    assert ensemble_lead(tmp_path / "good").table.empty
+    assert "not an ensemble" in ensemble_lead(tmp_path / "good").note
+
+
+def test_ensemble_lead_reads_the_members_scores_saved_beside_its_own(tmp_path):
+    rng = np.random.default_rng(2)
+    n = 500
+    y = (rng.random(n) < 0.3).astype(int)
+    member_a = np.clip(0.3 + 0.3 * y + 0.2 * rng.standard_normal(n), 0, 1)
+    member_b = np.clip(0.3 + 0.3 * y + 0.2 * rng.standard_normal(n), 0, 1)
+    rows = pd.DataFrame({"user_id": np.arange(n), "cutoff": pd.Timestamp("2017-12-02"), "label": y,
+                         "split": "test", "n_events": 5, "score": (member_a + member_b) / 2,
+                         "score_a": member_a, "score_b": member_b})
+    saved_rows(tmp_path / "ens", {"kind": "ensemble", "ensemble": {"weights": {"a": 0.5, "b": 0.5}}}, rows)
+    lead = ensemble_lead(tmp_path / "ens", n_boot=200)
+    assert lead.rows == n and sorted(set(lead.table["against"])) == ["a", "b"]
+    roc = lead.table[lead.table["metric"] == "roc_auc"].set_index("against")
+    assert roc.loc["a", "other"] == pytest.approx(roc_auc_score(y, member_a))
+    assert (roc["low"] > 0).all()        # averaging two independent noisy members beats either
+    saved_rows(tmp_path / "bare", {"kind": "ensemble", "ensemble": {"weights": {"a": 1.0}}},
+               rows.drop(columns=["score_a", "score_b"]))
+    assert "no member scores" in ensemble_lead(tmp_path / "bare").note

@@ -15,6 +15,7 @@ from core.modeling.metrics import (
     expected_calibration_error,
     lift_table,
     metrics_frame,
+    paired_difference,
     pr_curve,
     roc_curve,
     summary_metrics,
@@ -85,6 +86,37 @@ def test_weighted_evaluation_equals_sklearn_sample_weight(yp):
         assert got["brier"][row] == pytest.approx(skm.brier_score_loss(y, p, sample_weight=weight))
         pred = (p >= 0.3).astype(int)
         assert got["f1"][row] == pytest.approx(skm.f1_score(y, pred, sample_weight=weight))
+
+
+def test_paired_difference_resamples_both_models_on_the_same_rows(yp):
+    """The Brier difference is a mean of per-row differences, so a paired bootstrap's interval is
+    about 2 x 1.96 x sd(d) / sqrt(n) wide; resampling the two models independently would give a
+    much wider one (the two models share most of their errors here)."""
+    y, p = yp
+    rng = np.random.default_rng(1)
+    q = np.round(np.clip(p + 0.05 * rng.standard_normal(len(p)), 0, 1), 2)    # a noisier model B
+    frame = paired_difference(y, p, q, metrics=("roc_auc", "pr_auc", "brier"), n_boot=400).set_index("metric")
+    assert frame.loc["roc_auc", "a"] == pytest.approx(skm.roc_auc_score(y, p))
+    assert frame.loc["pr_auc", "b"] == pytest.approx(skm.average_precision_score(y, q))
+    assert frame.loc["roc_auc", "difference"] == pytest.approx(skm.roc_auc_score(y, p) - skm.roc_auc_score(y, q))
+    d = (p - y) ** 2 - (q - y) ** 2
+    width = 2 * 1.96 * d.std() / np.sqrt(len(d))
+    assert frame.loc["brier", "difference"] == pytest.approx(d.mean())
+    assert 0.8 * width < frame.loc["brier", "high"] - frame.loc["brier", "low"] < 1.2 * width
+    unpaired = 2 * 1.96 * np.hypot(((p - y) ** 2).std(), ((q - y) ** 2).std()) / np.sqrt(len(d))
+    assert width < 0.5 * unpaired
+    # the noisier model is behind on ranking: A ahead in (nearly) every resample, for both directions
+    assert frame.loc["roc_auc", "low"] > 0 and frame.loc["roc_auc", "share_not_ahead"] < 0.05
+    assert frame.loc["brier", "high"] < 0 and frame.loc["brier", "share_not_ahead"] < 0.05
+    swapped = paired_difference(y, q, p, metrics=("roc_auc",), n_boot=400).iloc[0]
+    assert swapped["difference"] == pytest.approx(-frame.loc["roc_auc", "difference"])
+    assert swapped["share_not_ahead"] > 0.95
+    same = paired_difference(y, p, p, n_boot=50).set_index("metric")
+    assert (same[["difference", "low", "high"]] == 0).all().all() and (same["share_not_ahead"] == 1).all()
+    with pytest.raises(DataError, match="unknown metric auc"):
+        paired_difference(y, p, q, metrics=("auc",))
+    with pytest.raises(DataError, match="differ in length"):
+        paired_difference(y, p, q[:-1])
 
 
 def test_bootstrap_is_seeded(yp):

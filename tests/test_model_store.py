@@ -304,3 +304,34 @@ def test_model_files_cover_what_a_trained_model_holds():
     assert {"card.json", "weights.pt", "vocab.json", "logreg.json", "gbdt.txt", "gbdt.json", "svm.json",
             "forest.skops", "forest.json", "mlp.json", "validation.parquet", "evaluation.parquet",
             "model.onnx"} == set(MODEL_FILES)
+
+
+def test_shipped_demo_models_default_to_the_best_and_are_all_scored_on_first_start(capsys):
+    """The models committed under models/saved/: each is a valid card reported on its test window,
+    the first start scores every one (DEMO_MODEL_DIRS), the sidebar's default (the newest that
+    reads event sequences) is the ensemble, and the ensemble's lead over its members holds on the
+    same test users (paired bootstrap from its saved evaluation rows, through `evaluate`)."""
+    from core.cli import main
+    from core.runtime import samples
+
+    shipped = S.list_models(samples.DEMO_MODELS_ROOT, include_invalid=True)
+    assert shipped["error"].isna().all(), shipped[["path", "error"]]
+    names = [Path(p).name for p in shipped["path"]]
+    assert sorted(names) == sorted(samples.DEMO_MODEL_DIRS)
+    assert (shipped["window"] == "test").all() and (shipped["dataset"] == samples.DEMO_DATASET).all()
+    sequential = shipped[shipped["kind"].isin(["transformer", "ensemble"])]
+    default = sequential.iloc[0]
+    assert default["kind"] == "ensemble" and Path(default["path"]).name == "demo-ensemble"
+    singles = shipped[shipped["kind"] != "ensemble"]
+    assert default["roc_auc"] > singles["roc_auc"].max() and default["pr_auc"] > singles["pr_auc"].max()
+
+    assert main(["evaluate", "--model", default["path"]]) == 0
+    assert "ensemble minus each member on the same test users (paired bootstrap" in capsys.readouterr().out
+    assert main(["evaluate", "--model", default["path"], "--json"]) == 0
+    paired = json.loads(capsys.readouterr().out)["ensemble_vs_members"]
+    lead = {(r["against"], r["metric"]): r for r in paired}
+    assert {m for m, _ in lead} == {"transformer", "gbdt", "logreg"}
+    for member in ("transformer", "gbdt"):
+        row = lead[(member, "roc_auc")]
+        assert row["difference"] == pytest.approx(row["ensemble"] - row["member"])
+        assert row["low"] > 0, row       # ahead of each member on ROC-AUC beyond resampling noise

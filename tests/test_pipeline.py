@@ -160,6 +160,7 @@ def test_cli_train_evaluate_score(world, tmp_path):
     assert report["split"] == "test" and 0 < report["metrics"]["roc_auc"]["value"] <= 1
     assert 0 < report["valid_metrics"]["roc_auc"]["value"] <= 1
     assert 0 < report["random_split"]["metrics"]["roc_auc"]["value"] <= 1
+    assert report["ensemble_vs_members"] is None          # only an ensemble has members to beat
     text = run("evaluate", "--model", str(tmp_path / "m"), "--compare-random-split").stdout
     assert "test window (reported; nothing was selected on it)" in text and "overstatement" in text
     scored = run("score", "--model", str(tmp_path / "m"), "--dataset", "syn", "--db", str(db),

@@ -9,6 +9,8 @@ segment, and for an ensemble its members' PR-AUC. :func:`at_cutoff` then measure
 probability, or the top X % of rows) cheaply: the confusion counts, the threshold metrics and their
 bootstrap intervals drawn from the counts (:func:`cutoff_intervals`). :func:`metrics_table`,
 :func:`operating_points` and :func:`segment_table` shape the results for the Performance page.
+:func:`paired_comparison` and :func:`ensemble_lead` say whether one model's lead over another holds
+on the same users (a paired bootstrap of the difference).
 
 Segments of the rows: activity (thirds of the users by events before the cutoff),
 sequence length (events the model saw, capped at its maximum) and the user's most frequent
@@ -37,6 +39,9 @@ N_BOOT_CUTOFF = 1000        # resamples of the four confusion counts per cutoff 
 TOP_CATEGORIES = 6          # categories named in the segment view; the rest are "other"
 LENGTH_EDGES = (1, 5, 20, 50)   # lower edges of the sequence-length buckets below the maximum
 SEGMENT_COLUMNS = ["segment_type", "segment", "rows", "positives", "roc_auc", "pr_auc"]
+PAIRED_METRICS = ("roc_auc", "pr_auc", "log_loss")
+N_BOOT_PAIRED = 1000        # row resamples of a paired difference
+PAIRED_COLUMNS = ["against", "metric", "model", "other", "difference", "low", "high", "not_ahead"]
 
 
 @dataclass
@@ -285,3 +290,77 @@ def window_table(card: dict[str, Any]) -> pd.DataFrame:
                  for label, m in (("test window", test), ("validation window", valid))}
         rows.append({"metric": name, **cells})
     return pd.DataFrame(rows, columns=["metric", "test window", "validation window"])
+
+
+# -- paired differences -------------------------------------------------------------------------------
+@dataclass
+class Paired:
+    """One model's lead over others on the rows they share."""
+
+    table: pd.DataFrame         # PAIRED_COLUMNS; empty when the models cannot be compared
+    rows: int                   # rows both models scored (joined on user and cutoff)
+    note: str = ""              # why there is no table, when there is none
+
+
+def _paired_rows(model: pd.Series, others: dict[str, pd.Series], y: pd.Series,
+                 n_boot: int) -> pd.DataFrame:
+    parts = []
+    for name, other in others.items():
+        diff = metrics.paired_difference(y, model, other, metrics=PAIRED_METRICS, n_boot=n_boot)
+        parts.append(diff.rename(columns={"a": "model", "b": "other", "share_not_ahead": "not_ahead"})
+                     .assign(against=name))
+    if not parts:
+        return pd.DataFrame(columns=PAIRED_COLUMNS)
+    return pd.concat(parts, ignore_index=True)[PAIRED_COLUMNS]
+
+
+def ensemble_lead(model_dir: str | Path, *, n_boot: int = N_BOOT_PAIRED) -> Paired:
+    """An ensemble's lead over each of its members on its test window, from its saved rows (the
+    members' scores are saved beside the ensemble's). An empty table, with the reason, for other
+    kinds and for models without a test window."""
+    from core.modeling.pipeline import load_evaluation
+    from models.artifact import load_card
+
+    card = load_card(model_dir)
+    if card.get("kind") != "ensemble":
+        return Paired(pd.DataFrame(columns=PAIRED_COLUMNS), 0, "not an ensemble: it has no members.")
+    if card.get("metrics_split") != "test":
+        return Paired(pd.DataFrame(columns=PAIRED_COLUMNS), 0,
+                      "this ensemble predates the test window; retrain it to compare it with its members.")
+    rows = load_evaluation(model_dir, "test")
+    members = sorted((card.get("ensemble") or {}).get("weights") or {})
+    others = {m: rows[f"score_{m}"] for m in members if f"score_{m}" in rows}
+    if not others:
+        return Paired(pd.DataFrame(columns=PAIRED_COLUMNS), len(rows),
+                      "its saved rows hold no member scores; retrain it with this version.")
+    return Paired(_paired_rows(rows["score"], others, rows["label"], n_boot), len(rows))
+
+
+def paired_comparison(model_dir: str | Path, other_dir: str | Path, *,
+                      n_boot: int = N_BOOT_PAIRED) -> Paired:
+    """``model_dir``'s lead over ``other_dir`` on the test rows both hold (the same user at the
+    same cutoff, with the same label): a paired bootstrap interval of each difference. Two models
+    of different datasets or label definitions, or without a test window, share no rows: the
+    table is empty and ``note`` says why."""
+    from core.modeling.pipeline import load_evaluation
+    from models.artifact import load_card
+
+    cards = [load_card(d) for d in (model_dir, other_dir)]
+    empty = pd.DataFrame(columns=PAIRED_COLUMNS)
+    if any(c.get("metrics_split") != "test" for c in cards):
+        return Paired(empty, 0, "one of them predates the test window, so there are no test rows to pair.")
+    if cards[0].get("dataset") != cards[1].get("dataset"):
+        return Paired(empty, 0, f"they were trained on different datasets ({cards[0].get('dataset')} and "
+                                f"{cards[1].get('dataset')}), so they scored different users.")
+    labels = [{k: (c.get("label") or {}).get(k) for k in ("horizon", "scope")} for c in cards]
+    if labels[0] != labels[1]:
+        return Paired(empty, 0, f"they predict different things ({labels[0]} and {labels[1]}).")
+    keys = ["user_id", "cutoff"]
+    a, b = (load_evaluation(d, "test")[[*keys, "label", "score"]] for d in (model_dir, other_dir))
+    both = a.merge(b, on=keys, suffixes=("", "_other"))
+    both = both[both["label"] == both["label_other"]]
+    if both.empty or both["label"].nunique() < 2:
+        return Paired(empty, len(both), "their test windows share no users with both buyers and "
+                                        "non-buyers (different cutoffs?), so the lead cannot be measured.")
+    table = _paired_rows(both["score"], {Path(other_dir).name: both["score_other"]}, both["label"], n_boot)
+    return Paired(table, len(both))

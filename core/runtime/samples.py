@@ -103,7 +103,7 @@ def ensure_default_data(store: Store, progress: ProgressFn | None = None, *,
 
 # The shipped demo models (committed under models/saved/) and the dataset they score on first start.
 DEMO_MODELS_ROOT = DEFAULT_MODELS_ROOT
-DEMO_MODEL_DIRS: tuple[str, ...] = ("demo", "demo-gbdt")
+DEMO_MODEL_DIRS: tuple[str, ...] = ("demo", "demo-gbdt", "demo-ensemble")
 DEMO_DATASET = "demo"
 
 

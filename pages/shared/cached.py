@@ -24,7 +24,7 @@ from models.artifact import load_card
 
 if TYPE_CHECKING:     # imported where used: the first page a server draws does not need them
     from core.data.quality import QualityReport
-    from core.insight.evaluation import Evaluation
+    from core.insight.evaluation import Evaluation, Paired
     from core.insight.realized import RealizedReport
     from core.runtime.jobs import JobRegistry
     from core.serving.monitor import DriftReport
@@ -176,6 +176,21 @@ def _evaluation_cached(model_dir: str, stamp: int) -> Evaluation:
 def evaluation(model_dir: str) -> Evaluation:
     """``core.insight.evaluation.evaluate_model``, once per model version."""
     return _evaluation_cached(str(model_dir), model_store.card_stamp(model_dir))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _paired_cached(model_dir: str, stamp: int, other_dir: str | None, other_stamp: int) -> Paired:
+    from core.insight.evaluation import ensemble_lead, paired_comparison
+
+    return ensemble_lead(model_dir) if other_dir is None else paired_comparison(model_dir, other_dir)
+
+
+def paired(model_dir: str, other_dir: str | None = None) -> Paired:
+    """``core.insight.evaluation.paired_comparison`` of the two models, or with no ``other_dir``
+    the ensemble's ``ensemble_lead`` over its members; once per pair of model versions."""
+    other_stamp = model_store.card_stamp(other_dir) if other_dir else 0
+    return _paired_cached(str(model_dir), model_store.card_stamp(model_dir),
+                          None if other_dir is None else str(other_dir), other_stamp)
 
 
 # -- monitoring -----------------------------------------------------------------------------------

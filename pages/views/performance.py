@@ -8,7 +8,8 @@ validation window's figures (what early stopping, search, ensemble weights and c
 shown beside, labelled, and a model trained with ``--compare-random-split`` shows how much a random
 80/20 split would have over-stated its quality. The cutoff lives in a fragment, so moving it reruns only
 the charts that depend on it. The cutoff is shareable: ``?cutoff=0.35`` (a probability) or
-``?cutoff=top10`` (the top 10 %), ``?compare=<model folder>``.
+``?cutoff=top10`` (the top 10 %), ``?compare=<model folder>``. With a second model, or an ensemble,
+the page also shows whether a lead holds on the same test users (a paired bootstrap difference).
 """
 from __future__ import annotations
 
@@ -312,6 +313,29 @@ with right:
         display.chart(charts.training_curves(
             history, empty_message="This model trains in one pass: there are no epochs to show."),
             key="perf_history")
+
+# -- is a lead real? ------------------------------------------------------------------------------
+leads = ([(f"**{main.name}** minus **{evals[1].name}**", cached.paired(primary, second))] if second else [])
+leads += [(f"**{ev.name}** minus each of its members", cached.paired(path))
+          for ev, path in zip(evals, [primary, second], strict=False)
+          if path is not None and ev.card.get("kind") == "ensemble"]
+if leads:
+    st.markdown("##### Is the lead real? Paired differences on the same test users")
+    for i, (title, result) in enumerate(leads):
+        if result.table.empty:
+            st.caption(f"{title}: no paired comparison, {result.note}")
+            continue
+        st.caption(f"{title}, on the {display.fmt_int(result.rows)} test rows both scored:")
+        st.dataframe(result.table, hide_index=True, key=f"perf_paired_{i}", column_config={
+            **{c: st.column_config.NumberColumn(c, format="%.4f")
+               for c in ("model", "other", "difference", "low", "high")},
+            "not_ahead": st.column_config.NumberColumn(
+                "not ahead", format="%.3f",
+                help="Share of the resamples in which the first model is not better.")})
+    st.caption("Each resample draws the test users once and scores both models on them, so the luck "
+               "of which users fell in the window cancels: a lead whose interval (low to high) "
+               "excludes 0 holds beyond that noise, even where the two models' own intervals above "
+               "overlap. Lower is better for log loss.")
 
 # -- selected on vs reported, and the random split ---------------------------------------------------
 st.markdown("##### Validation window beside the test window")
