@@ -16,6 +16,7 @@ class only, ROC-AUC (and PR-AUC without positives) is undefined: the value is Na
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -229,27 +230,32 @@ def _score_groups(p: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, p[1:] != p[:-1]])
 
 
+def _resample_weights(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """``n_boot`` resamples of ``n`` rows with replacement as (resamples, rows) count matrices, in
+    chunks of at most ``_BOOT_CELLS`` cells."""
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(n_boot, _BOOT_CELLS // max(n, 1)))
+    done = 0
+    while done < n_boot:
+        r = min(chunk, n_boot - done)
+        idx = rng.integers(0, n, size=(r, n)) + (np.arange(r) * n)[:, None]
+        yield np.bincount(idx.ravel(), minlength=r * n).reshape(r, n).astype(float)
+        done += r
+
+
 def bootstrap_metrics(y: ArrayLike, p: ArrayLike, *, threshold: float = 0.5, n_boot: int = 200, seed: int = 0,
                       bins: int = 10, level: float = 0.95) -> dict[str, tuple[float, float]]:
     """Percentile intervals (low, high) of every headline metric over ``n_boot`` resamples."""
     y, p = _check(y, p)
     if n_boot < 1:
         return {name: (float("nan"), float("nan")) for name in HEADLINE}
-    rng = np.random.default_rng(seed)
-    n = len(y)
     order = np.argsort(-p, kind="stable")      # resampling is exchangeable: sort rows once
     y, p = y[order], p[order]
     groups = _score_groups(p)
-    chunk = max(1, min(n_boot, _BOOT_CELLS // max(n, 1)))
     collected: dict[str, list[np.ndarray]] = {name: [] for name in HEADLINE}
-    done = 0
-    while done < n_boot:
-        r = min(chunk, n_boot - done)
-        idx = rng.integers(0, n, size=(r, n)) + (np.arange(r) * n)[:, None]
-        W = np.bincount(idx.ravel(), minlength=r * n).reshape(r, n).astype(float)
+    for W in _resample_weights(len(y), n_boot, seed):
         for name, values in _weighted_metrics(W, y, p, threshold, groups, bins).items():
             collected[name].append(values)
-        done += r
     tail = (1.0 - level) / 2 * 100
     out = {}
     for name in HEADLINE:
@@ -324,21 +330,13 @@ def paired_difference(y: ArrayLike, p_a: ArrayLike, p_b: ArrayLike, *, metrics: 
                         title="Bad metric input")
     point_a = {m: summary_metrics(y, p_a, n_boot=0)[m]["value"] for m in metrics}
     point_b = {m: summary_metrics(y, p_b, n_boot=0)[m]["value"] for m in metrics}
-    rng = np.random.default_rng(seed)
-    n = len(y)
     orders = [(p, np.argsort(-p, kind="stable")) for p in (p_a, p_b)]
     sides = [(y[o], p[o], _score_groups(p[o]), o) for p, o in orders]
-    chunk = max(1, min(n_boot, _BOOT_CELLS // max(n, 1)))
     diffs: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
-    done = 0
-    while done < n_boot:
-        r = min(chunk, n_boot - done)
-        idx = rng.integers(0, n, size=(r, n)) + (np.arange(r) * n)[:, None]
-        W = np.bincount(idx.ravel(), minlength=r * n).reshape(r, n).astype(float)
+    for W in _resample_weights(len(y), n_boot, seed):
         a, b = (_weighted_metrics(W[:, o], ys, ps, 0.5, g, 10) for ys, ps, g, o in sides)
         for m in metrics:
             diffs[m].append(a[m] - b[m])
-        done += r
     tail = (1.0 - level) / 2 * 100
     rows = []
     for m in metrics:
