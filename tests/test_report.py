@@ -163,3 +163,21 @@ def test_chromium_draws_every_figure_offline(world, tmp_path):
         finally:
             browser.close()
     assert errors == [] and refused == []
+
+
+def test_an_ensemble_report_shows_its_lead_over_each_member():
+    """The shipped demo ensemble: the performance section carries the paired table, and its cells
+    are the numbers ensemble_lead computes (the report is only a view of them)."""
+    from pathlib import Path
+
+    from core.insight.evaluation import ensemble_lead
+    from core.insight.report import _Figures, _performance_section
+
+    model = Path(__file__).resolve().parents[1] / "models" / "saved" / "demo-ensemble"
+    section = _performance_section(model, THRESHOLD, _Figures())
+    lead = ensemble_lead(model).table
+    assert f"on the same {2900:,} test users" in section
+    for row in lead.itertuples():
+        assert f"<td>{row.against}</td><td>{row.metric}</td>" in section
+        assert f"[{row.low:+.4f}, {row.high:+.4f}]" in section
+    assert "Lower is better for log loss" in section

@@ -11,7 +11,8 @@ anywhere else (no ``<script src>``, no external link). Every piece of text is es
    their 95 % intervals beside the validation window's, and the calibration map.
 2. **Test-window performance at a cutoff** (a probability): accuracy, precision, recall and F1 with
    bootstrap intervals, the confusion matrix, the PR and ROC curves with the cutoff marked, and the
-   reliability diagram (``core.insight.evaluation``, ``core.charts``).
+   reliability diagram (``core.insight.evaluation``, ``core.charts``); for an ensemble, its lead over
+   each member on the same test users with paired bootstrap intervals.
 3. **A cohort**: the top X % of the model's scoring run (``core.insight.cohorts.cohort_summary``)
    with precision, recall and lift of the same cut on the test window.
 4. **Global drivers**: mean attribution by behaviour, time before T and category for a sample of
@@ -195,7 +196,27 @@ def _performance_section(model_dir: Path, threshold: float, figure: _Figures) ->
         _table(["metric", "value", "95 % interval"], rows, numeric=(1, 2)),
         '<div class="grid">', *(figure(f) for f in figures), "</div>",
         f'<p class="meta">Reliability: ECE {_e(_num(ev.summary["ece"]["value"]))}, Brier '
-        f'{_e(_num(ev.summary["brier"]["value"]))}.</p></section>'])
+        f'{_e(_num(ev.summary["brier"]["value"]))}.</p>',
+        _members_lead(model_dir) if ev.card.get("kind") == "ensemble" else "", "</section>"])
+
+
+def _members_lead(model_dir: Path) -> str:
+    """An ensemble's lead over each member on the same test users (paired bootstrap)."""
+    from core.insight.evaluation import ensemble_lead
+
+    lead = ensemble_lead(model_dir)
+    if lead.table.empty:
+        return _note(f"No comparison with the members: {lead.note}")
+    rows = [(str(r["against"]), str(r["metric"]), _num(r["model"]), _num(r["other"]), f"{r['difference']:+.4f}",
+             f"[{r['low']:+.4f}, {r['high']:+.4f}]", _num(r["not_ahead"], 3))
+            for r in lead.table.to_dict("records")]
+    return "".join([
+        f"<h3>The ensemble against its members, on the same {lead.rows:,} test users</h3>",
+        _table(["member", "metric", "ensemble", "member's", "difference", "paired 95 % interval",
+                "share not ahead"], rows, numeric=(2, 3, 4, 5, 6)),
+        '<p class="meta">Each bootstrap resample scores the ensemble and the member on the same users, '
+        "so the luck of the window cancels: a lead whose interval excludes 0 holds beyond it. Lower is "
+        "better for log loss.</p>"])
 
 
 def _cohort_section(store: Store, model_dir: Path, model_id: str, dataset: str, top: float,
