@@ -81,11 +81,13 @@ def _over_seeds(values: list[float]) -> str:
     return str(Stat.of(values).text(".4f"))
 
 
-VARIANTS = ("ema", "pretrained", "noseqdrop")   # transformer+<variant> (see synthetic)
+VARIANTS = ("ema", "pretrained", "noseqdrop", "onelayer")   # transformer+<variant> (see synthetic)
 # transformer+noseqdrop: the fast and balanced presets as they were before [CLS] dropout (the head
-# always sees [CLS]; 10 epochs, patience 3), to show what that step gave
+# always sees [CLS]; 10 epochs, patience 3), to show what that step gave; transformer+onelayer: the
+# preset with one encoder block (fast has one, balanced two)
 _VARIANT_CHANGES: dict[str, dict[str, Any]] = {"ema": {"ema_half_life": 1.0},
-                                               "noseqdrop": {"seq_dropout": 0.0, "epochs": 10, "patience": 3}}
+                                               "noseqdrop": {"seq_dropout": 0.0, "epochs": 10, "patience": 3},
+                                               "onelayer": {"n_layers": 1}}
 
 
 @contextlib.contextmanager

@@ -113,6 +113,9 @@ def test_paired_difference_resamples_both_models_on_the_same_rows(yp):
     assert swapped["share_not_ahead"] > 0.95
     same = paired_difference(y, p, p, n_boot=50).set_index("metric")
     assert (same[["difference", "low", "high"]] == 0).all().all() and (same["share_not_ahead"] == 1).all()
+    bare = paired_difference(y, p, q, n_boot=0).set_index("metric")      # the point difference alone
+    assert bare.loc["roc_auc", "difference"] == frame.loc["roc_auc", "difference"]
+    assert bare[["low", "high", "share_not_ahead"]].isna().all().all()
     with pytest.raises(DataError, match="unknown metric auc"):
         paired_difference(y, p, q, metrics=("auc",))
     with pytest.raises(DataError, match="differ in length"):

@@ -328,8 +328,7 @@ def paired_difference(y: ArrayLike, p_a: ArrayLike, p_b: ArrayLike, *, metrics: 
     if unknown:
         raise DataError(f"unknown metric {', '.join(unknown)}; choose from {', '.join(HEADLINE)}.",
                         title="Bad metric input")
-    point_a = {m: summary_metrics(y, p_a, n_boot=0)[m]["value"] for m in metrics}
-    point_b = {m: summary_metrics(y, p_b, n_boot=0)[m]["value"] for m in metrics}
+    point_a, point_b = (summary_metrics(y, p, n_boot=0) for p in (p_a, p_b))
     orders = [(p, np.argsort(-p, kind="stable")) for p in (p_a, p_b)]
     sides = [(y[o], p[o], _score_groups(p[o]), o) for p, o in orders]
     diffs: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
@@ -340,11 +339,12 @@ def paired_difference(y: ArrayLike, p_a: ArrayLike, p_b: ArrayLike, *, metrics: 
     tail = (1.0 - level) / 2 * 100
     rows = []
     for m in metrics:
-        values = np.concatenate(diffs[m])
+        values = np.concatenate(diffs[m]) if diffs[m] else np.zeros(0)     # n_boot < 1: no resample
         values = values[np.isfinite(values)]
         low, high = np.percentile(values, [tail, 100 - tail]) if len(values) else (np.nan, np.nan)
         lower_better = m in ("log_loss", "brier", "ece")
         not_ahead = float(np.mean(values >= 0 if lower_better else values <= 0)) if len(values) else np.nan
-        rows.append({"metric": m, "a": point_a[m], "b": point_b[m], "difference": point_a[m] - point_b[m],
+        a, b = point_a[m]["value"], point_b[m]["value"]
+        rows.append({"metric": m, "a": a, "b": b, "difference": a - b,
                      "low": float(low), "high": float(high), "share_not_ahead": not_ahead})
     return pd.DataFrame(rows, columns=["metric", "a", "b", "difference", "low", "high", "share_not_ahead"])

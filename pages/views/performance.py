@@ -315,11 +315,14 @@ with right:
             key="perf_history")
 
 # -- is a lead real? ------------------------------------------------------------------------------
-leads = ([(f"**{main.name}** minus **{evals[1].name}**", cached.paired(primary, second))] if second else [])
-leads += [(f"**{ev.name}** minus each of its members", cached.paired(path))
-          for ev, path in zip(evals, [primary, second], strict=False)
-          if path is not None and ev.card.get("kind") == "ensemble"]
-if leads:
+def paired_view() -> None:
+    """The first model minus the second, and each ensemble minus its members, on the same users."""
+    leads = [(f"**{main.name}** minus **{evals[1].name}**", cached.paired(primary, second))] if second else []
+    leads += [(f"**{ev.name}** minus each of its members", cached.paired(path))
+              for ev, path in zip(evals, [primary, second], strict=False)
+              if path is not None and ev.card.get("kind") == "ensemble"]
+    if not leads:
+        return
     st.markdown("##### Is the lead real? Paired differences on the same test users")
     for i, (title, result) in enumerate(leads):
         if result.table.empty:
@@ -336,6 +339,10 @@ if leads:
                "of which users fell in the window cancels: a lead whose interval (low to high) "
                "excludes 0 holds beyond that noise, even where the two models' own intervals above "
                "overlap. Lower is better for log loss.")
+
+
+with feedback.guard():
+    paired_view()
 
 # -- selected on vs reported, and the random split ---------------------------------------------------
 st.markdown("##### Validation window beside the test window")
