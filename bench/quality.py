@@ -31,7 +31,7 @@ stacking and equal weights on the same members and kept (all within 0.003 of it)
 The Transformer against the tree depends on the log's size. At 3,000 users (fast preset, 3 seeds) it
 led by +0.003 on syn-A and trailed by 0.015 on syn-B. At this bench's default 6,000 users with the
 default balanced preset (``--kinds gbdt,transformer --configs syn-A`` and ``syn-B``, 3 seeds): syn-A
-0.9014 against 0.8900, +0.0115 paired, ahead beyond noise on all 3 seeds, ratio 0.950; syn-B 0.8273
+0.9014 against 0.8900, +0.0115 paired, ahead beyond noise on all 3 seeds, ratio 0.9498; syn-B 0.8273
 against 0.8155, +0.0087 paired, beyond noise on 1 seed of 3, ratio 0.927. On syn-B one encoder block
 (``transformer+onelayer``) scored as two (0.8275), and the fast preset 0.8246.
 

@@ -206,14 +206,19 @@ def saved_rows(folder, card: dict, rows: pd.DataFrame) -> None:
     rows.to_parquet(folder / "evaluation.parquet")
 
 
-def test_paired_comparison_pairs_the_same_users_and_says_why_when_it_cannot(tmp_path):
-    rng = np.random.default_rng(0)
-    n = 600
+def planted(n: int, seed: int, *signals: tuple[float, float]) -> tuple[np.ndarray, list[np.ndarray], pd.DataFrame]:
+    """Labels (30 % buyers), one score per (signal, noise) pair, and the test rows' keys."""
+    rng = np.random.default_rng(seed)
     y = (rng.random(n) < 0.3).astype(int)
-    good = np.clip(0.3 + 0.4 * y + 0.15 * rng.standard_normal(n), 0, 1)
-    weak = np.clip(0.3 + 0.1 * y + 0.15 * rng.standard_normal(n), 0, 1)
+    scores = [np.clip(0.3 + signal * y + noise * rng.standard_normal(n), 0, 1) for signal, noise in signals]
     keys = pd.DataFrame({"user_id": np.arange(n), "cutoff": pd.Timestamp("2017-12-02"), "label": y,
                          "split": "test", "n_events": 5})
+    return y, scores, keys
+
+
+def test_paired_comparison_pairs_the_same_users_and_says_why_when_it_cannot(tmp_path):
+    n = 600
+    y, (good, weak), keys = planted(n, 0, (0.4, 0.15), (0.1, 0.15))
     saved_rows(tmp_path / "good", {"kind": "gbdt"}, keys.assign(score=good))
     # the weak model's rows come in another order and with 100 users the good one never scored
     extra = pd.DataFrame({"user_id": np.arange(n, n + 100), "cutoff": pd.Timestamp("2017-12-02"),
@@ -242,14 +247,9 @@ def test_paired_comparison_pairs_the_same_users_and_says_why_when_it_cannot(tmp_
 
 
 def test_ensemble_lead_reads_the_members_scores_saved_beside_its_own(tmp_path):
-    rng = np.random.default_rng(2)
     n = 500
-    y = (rng.random(n) < 0.3).astype(int)
-    member_a = np.clip(0.3 + 0.3 * y + 0.2 * rng.standard_normal(n), 0, 1)
-    member_b = np.clip(0.3 + 0.3 * y + 0.2 * rng.standard_normal(n), 0, 1)
-    rows = pd.DataFrame({"user_id": np.arange(n), "cutoff": pd.Timestamp("2017-12-02"), "label": y,
-                         "split": "test", "n_events": 5, "score": (member_a + member_b) / 2,
-                         "score_a": member_a, "score_b": member_b})
+    y, (member_a, member_b), keys = planted(n, 2, (0.3, 0.2), (0.3, 0.2))
+    rows = keys.assign(score=(member_a + member_b) / 2, score_a=member_a, score_b=member_b)
     saved_rows(tmp_path / "ens", {"kind": "ensemble", "ensemble": {"weights": {"a": 0.5, "b": 0.5}}}, rows)
     lead = ensemble_lead(tmp_path / "ens", n_boot=200)
     assert lead.rows == n and sorted(set(lead.table["against"])) == ["a", "b"]
