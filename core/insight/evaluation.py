@@ -301,16 +301,17 @@ class Paired:
     rows: int                   # rows both models scored (joined on user and cutoff)
     note: str = ""              # why there is no table, when there is none
 
+    @classmethod
+    def none(cls, note: str, rows: int = 0) -> Paired:
+        """No comparison, and why."""
+        return cls(pd.DataFrame(columns=PAIRED_COLUMNS), rows, note)
+
 
 def _paired_rows(model: pd.Series, others: dict[str, pd.Series], y: pd.Series,
                  n_boot: int) -> pd.DataFrame:
-    parts = []
-    for name, other in others.items():
-        diff = metrics.paired_difference(y, model, other, metrics=PAIRED_METRICS, n_boot=n_boot)
-        parts.append(diff.rename(columns={"a": "model", "b": "other", "share_not_ahead": "not_ahead"})
-                     .assign(against=name))
-    if not parts:
-        return pd.DataFrame(columns=PAIRED_COLUMNS)
+    parts = [metrics.paired_difference(y, model, other, metrics=PAIRED_METRICS, n_boot=n_boot)
+             .rename(columns={"a": "model", "b": "other", "share_not_ahead": "not_ahead"}).assign(against=name)
+             for name, other in others.items()]
     return pd.concat(parts, ignore_index=True)[PAIRED_COLUMNS]
 
 
@@ -323,16 +324,14 @@ def ensemble_lead(model_dir: str | Path, *, n_boot: int = N_BOOT_PAIRED) -> Pair
 
     card = load_card(model_dir)
     if card.get("kind") != "ensemble":
-        return Paired(pd.DataFrame(columns=PAIRED_COLUMNS), 0, "not an ensemble: it has no members.")
+        return Paired.none("not an ensemble: it has no members.")
     if card.get("metrics_split") != "test":
-        return Paired(pd.DataFrame(columns=PAIRED_COLUMNS), 0,
-                      "this ensemble predates the test window; retrain it to compare it with its members.")
+        return Paired.none("this ensemble predates the test window; retrain it to compare it with its members.")
     rows = load_evaluation(model_dir, "test")
     members = sorted((card.get("ensemble") or {}).get("weights") or {})
     others = {m: rows[f"score_{m}"] for m in members if f"score_{m}" in rows}
     if not others:
-        return Paired(pd.DataFrame(columns=PAIRED_COLUMNS), len(rows),
-                      "its saved rows hold no member scores; retrain it with this version.")
+        return Paired.none("its saved rows hold no member scores; retrain it with this version.", len(rows))
     return Paired(_paired_rows(rows["score"], others, rows["label"], n_boot), len(rows))
 
 
@@ -346,21 +345,20 @@ def paired_comparison(model_dir: str | Path, other_dir: str | Path, *,
     from models.artifact import load_card
 
     cards = [load_card(d) for d in (model_dir, other_dir)]
-    empty = pd.DataFrame(columns=PAIRED_COLUMNS)
     if any(c.get("metrics_split") != "test" for c in cards):
-        return Paired(empty, 0, "one of them predates the test window, so there are no test rows to pair.")
+        return Paired.none("one of them predates the test window, so there are no test rows to pair.")
     if cards[0].get("dataset") != cards[1].get("dataset"):
-        return Paired(empty, 0, f"they were trained on different datasets ({cards[0].get('dataset')} and "
-                                f"{cards[1].get('dataset')}), so they scored different users.")
+        return Paired.none(f"they were trained on different datasets ({cards[0].get('dataset')} and "
+                           f"{cards[1].get('dataset')}), so they scored different users.")
     labels = [{k: (c.get("label") or {}).get(k) for k in ("horizon", "scope")} for c in cards]
     if labels[0] != labels[1]:
-        return Paired(empty, 0, f"they predict different things ({labels[0]} and {labels[1]}).")
+        return Paired.none(f"they predict different things ({labels[0]} and {labels[1]}).")
     keys = ["user_id", "cutoff"]
     a, b = (load_evaluation(d, "test")[[*keys, "label", "score"]] for d in (model_dir, other_dir))
     both = a.merge(b, on=keys, suffixes=("", "_other"))
     both = both[both["label"] == both["label_other"]]
     if both.empty or both["label"].nunique() < 2:
-        return Paired(empty, len(both), "their test windows share no users with both buyers and "
-                                        "non-buyers (different cutoffs?), so the lead cannot be measured.")
+        return Paired.none("their test windows share no users with both buyers and non-buyers (different "
+                           "cutoffs?), so the lead cannot be measured.", len(both))
     table = _paired_rows(both["score"], {Path(other_dir).name: both["score_other"]}, both["label"], n_boot)
     return Paired(table, len(both))
