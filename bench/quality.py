@@ -50,10 +50,11 @@ Tried on syn-B at the default size and not kept (3 seeds unless said):
 - training cutoffs every 6 hours for the 1-day horizon (17 instead of 5, ``LabelSpec.cutoff_step``,
   plan built like ``truth_plan`` with the step): the GBDT rose from 0.8155/0.8187/0.8155 to
   0.8250/0.8260/0.8252 (seeds 0-2) but not on the demo log (every 6 h, seeds 0-2: 0.8778 -> 0.8780,
-  0.8799 -> 0.8763, 0.8813 -> 0.8767) and rose on the Taobao two-hour slice (every 7.5 minutes, seeds 0-2: 0.6355 -> 0.6609,
-  0.6042 -> 0.6361, 0.6534 -> 0.6528). The Transformer did not follow: on the two-hour slice 0.5692 ->
-  0.5245 (seed 0; 56 -> 185 training buyers), on syn-B its validation PR-AUC stayed below the daily
-  plan's for the 5 epochs it ran (0.288 against 0.316; stopped there). Defaults unchanged.
+  0.8799 -> 0.8763, 0.8813 -> 0.8767) and rose on the Taobao two-hour slice (every 7.5 minutes,
+  seeds 0-2: 0.6355 -> 0.6609, 0.6042 -> 0.6361, 0.6534 -> 0.6528). The Transformer did not
+  follow: on the two-hour slice 0.5692 -> 0.5245 (seed 0; 56 -> 185 training buyers), on syn-B its
+  validation PR-AUC stayed below the daily plan's for the 5 epochs it ran (0.288 against 0.316;
+  stopped there). Defaults unchanged.
 
 Real: the Taobao two-hour slice with a 30-minute horizon, the head + tail users (nine-day histories)
 with a one-day horizon, and the shipped demo log with a one-day horizon.
@@ -151,7 +152,8 @@ def _paired_leads(log: str, models: dict[str, list[Path]]) -> list[dict[str, Any
 
 def synthetic(tmp: Path, users: int, epochs: int | None, preset: str, seeds: int,
               kinds: tuple[str, ...], pretrain_epochs: int = 3,
-              configs: tuple[str, ...] = tuple(CONFIGS), train_share: float = 1.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+              configs: tuple[str, ...] = tuple(CONFIGS),
+              train_share: float = 1.0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every kind against the truth, and each kind's lead over the GBDT on the same test rows
     (a paired bootstrap per seed). A kind may carry a variant: ``transformer+ema`` trains with a
     moving average of the weights (half-life one epoch); ``transformer+pretrained`` fine-tunes from an
