@@ -207,6 +207,9 @@ def test_an_ensemble_shows_its_members(models):
     assert heights[gbdt] == pytest.approx(card["members"]["gbdt"]["metrics"]["pr_auc"]["value"])
     assert heights[0] == pytest.approx(card["metrics"]["pr_auc"]["value"])
     assert np.isfinite(heights).all()
+    # the presets distil the Transformer from an out-of-fold GBDT; the page says so
+    distilled = [c.value for c in at.caption if "The Transformer was distilled" in c.value]
+    assert len(distilled) == 1 and f"{card['teacher']['folds']} folds of users" in distilled[0]
 
 
 def test_no_model_says_how_to_train_one(models):

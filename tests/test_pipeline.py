@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -197,6 +198,47 @@ def test_refit_keeps_the_evaluated_figures_and_learns_from_every_window(world, t
     T = pd.Timestamp(store.dataset("syn")["ts_max"])
     pa_, pb = predict_at(store, a, "syn", T)["score"], predict_at(store, b, "syn", T)["score"]
     assert not np.allclose(pa_.to_numpy(), pb.to_numpy())
+
+
+def test_the_distilled_transformer_learns_from_an_out_of_fold_teacher(world, tmp_path, monkeypatch):
+    """Preset.distill: the Transformer's targets mix in an out-of-fold GBDT; the card records the
+    teacher, the refit builds its own teacher over every window, and the saved model is the
+    Transformer alone (the teacher only trains it)."""
+    store, _, _ = world
+    monkeypatch.setitem(PRESETS, "fast", replace(PRESETS["fast"], distill=0.5))
+    lines: list[str] = []
+    result = train_model(store, "syn", kind="transformer", spec=LabelSpec(horizon="1d"), preset="fast",
+                         epochs=2, seed=0, out=tmp_path / "m", refit=True, log=lines.append)
+    teacher = result.card["teacher"]
+    assert teacher["kind"] == "gbdt" and teacher["folds"] == 5 and teacher["weight"] == 0.5
+    assert teacher["trees"] >= 1 and result.card["train_config"]["distill"] == 0.5
+    assert sum("out-of-fold GBDT teacher" in line for line in lines) == 2      # evaluated fit + refit
+    assert "transformer distilled: training targets 50% the labels, 50% an out-of-fold GBDT" in result.summary()
+    from core.insight.report import _card_section
+
+    assert "an out-of-fold GBDT&#x27;s probability" in _card_section(result.card, "m")
+    model = load_model(result.model_dir)
+    assert model.transformer is not None and model.gbdt is None and model.feature_names == []
+    assert 0.5 < result.metrics["roc_auc"]["value"] <= 1
+
+
+def test_no_row_s_teacher_has_seen_its_own_label(world):
+    """Out of fold by user: flipping every label of one user leaves that user's teacher
+    probabilities exactly as they were (its fold's tree never saw them)."""
+    from core.modeling.pipeline import _teacher, prepare_inputs
+
+    store, _, _ = world
+    inputs = prepare_inputs(store, "syn", LabelSpec(horizon="1d"), sequences=False, features=True)
+    rows = inputs.split_index("train")
+    before, _ = _teacher(inputs, PRESETS["fast"], rows, seed=0, log=None)
+    users = inputs.examples["user_id"].to_numpy()[rows]
+    buyer = users[inputs.labels("train") == 1][0]
+    flipped = inputs.examples.copy()
+    mine = flipped["user_id"].eq(buyer) & flipped["split"].eq("train")
+    flipped.loc[mine, "label"] = 1 - flipped.loc[mine, "label"]
+    after, _ = _teacher(replace(inputs, examples=flipped), PRESETS["fast"], rows, seed=0, log=None)
+    np.testing.assert_array_equal(before[users == buyer], after[users == buyer])
+    assert not np.array_equal(before, after)           # the other folds' trees did see the flip
 
 
 def test_caps_sample_each_window_and_keep_the_others_whole():

@@ -189,6 +189,31 @@ def test_bad_inputs_are_refused(data):
         TrainConfig(lr=0)
 
 
+def test_a_teachers_probabilities_reach_the_model_through_distillation(data):
+    """Training labels shuffled (no signal left in them); the teacher knows the planted rule. Without
+    distillation the model learns nothing; with it, the teacher's ranking reaches the validation rows."""
+    train, valid = data
+    truth = train.keys["label"].to_numpy(dtype=float)
+    noisy = train.subset(np.arange(len(train)))
+    noisy.keys["label"] = np.random.default_rng(0).permutation(truth).astype(int)
+    teacher = np.where(truth == 1, 0.6, 0.05)              # a calibrated-looking teacher
+    tc = TrainConfig(epochs=4, batch_size=128, lr=3e-3, seed=0)
+    plain = fit_transformer(tiny_config(), noisy, valid, tc)
+    taught = fit_transformer(tiny_config(), noisy, valid, TrainConfig(**{**tc.to_dict(), "distill": 0.7}),
+                             teacher=teacher)
+    y_valid = valid.keys["label"]
+    assert roc_auc_score(y_valid, predict_transformer(plain.model, valid)) < 0.7
+    assert roc_auc_score(y_valid, predict_transformer(taught.model, valid)) > 0.8
+    with pytest.raises(ModelError, match="teacher"):
+        fit_transformer(tiny_config(), noisy, valid, TrainConfig(epochs=1, distill=0.5))
+    with pytest.raises(ModelError, match="teacher"):
+        fit_transformer(tiny_config(), noisy, valid, TrainConfig(epochs=1, distill=0.5), teacher=teacher[:-1])
+    with pytest.raises(ModelError, match="teacher"):
+        fit_transformer(tiny_config(), noisy, valid, TrainConfig(epochs=1, distill=0.5), teacher=teacher + 1)
+    with pytest.raises(ValueError, match=r"TrainConfig\.distill"):
+        TrainConfig(distill=1.0)
+
+
 def test_statistics_path_gets_its_own_learning_rate():
     """AdamW groups: every trainable parameter once; the event-statistics path at stats_lr_scale x lr;
     decay on matrices and embeddings only. A model without the path keeps its two groups."""

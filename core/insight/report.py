@@ -151,6 +151,10 @@ def _card_section(card: dict[str, Any], name: str) -> str:
     except ValueError:
         calibration = "unreadable calibration map"
     facts.append(("calibration", calibration))
+    if card.get("teacher"):
+        from core.modeling.pipeline import describe_teacher
+
+        facts.append(("distilled", describe_teacher(card["teacher"])))
     split = card.get("metrics_split", "valid")
     test = card.get("metrics", {}) if split == "test" else {}
     valid = card.get("valid_metrics", {}) if split == "test" else card.get("metrics", {})

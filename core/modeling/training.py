@@ -7,6 +7,12 @@
 * Class imbalance: ``pos_weight`` in ``BCEWithLogitsLoss`` (or balanced sampling). Either one skews
   the logit by log(weight); the model's ``logit_offset`` buffer removes that skew again, so the
   probabilities it returns stay calibrated (a prior correction).
+* Distillation (``distill`` > 0): each training row's target is (1 - distill) * its label + distill *
+  a teacher's probability for it (``core.modeling.pipeline`` passes an out-of-fold GBDT's). The
+  loss is linear in the target, so this is the label loss and the teacher's soft-label loss mixed
+  at that weight, both under the same class weight, and the prior correction still holds. A few
+  hundred buyers give the label loss little to learn from; the teacher's probabilities grade every
+  row.
 * Early stopping on validation PR-AUC (``average_precision_score``); the best epoch's weights are kept.
   When the validation labels hold one class, the lowest validation loss picks the epoch instead.
 * Reproducible: the model is initialised from ``seed`` and every epoch draws its shuffling,
@@ -104,6 +110,9 @@ class TrainConfig:
     ema_half_life: float = 0.0       # float >= 0: validate and keep an exponential moving average of the
                                      # weights whose half-life is this many epochs (0 = the raw weights);
                                      # per step the decay is 0.5 ** (1 / (half_life * steps per epoch))
+    distill: float = 0.0             # float in [0, 1): weight of a teacher's probability in each training
+                                     # row's target, (1 - distill) * label + distill * teacher (needs the
+                                     # ``teacher`` probabilities of fit_transformer)
 
     def __post_init__(self) -> None:
         checks = [("epochs", self.epochs >= 1), ("batch_size", self.batch_size >= 1),
@@ -119,7 +128,8 @@ class TrainConfig:
                   ("keep", self.keep in ("best", "last")),
                   ("threads", self.threads is None or self.threads >= 1),
                   ("stats_lr_scale", self.stats_lr_scale > 0),
-                  ("ema_half_life", self.ema_half_life >= 0)]
+                  ("ema_half_life", self.ema_half_life >= 0),
+                  ("distill", 0 <= self.distill < 1)]
         for name, ok in checks:
             if not ok:
                 raise ValueError(f"TrainConfig.{name} has an invalid value: {getattr(self, name)!r} "
@@ -301,8 +311,12 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
                     cancel: CancelToken | None = None,
                     on_epoch: Callable[[dict[str, float]], None] | None = None,
                     checkpoint_dir: str | Path | None = None, log: LogFn | None = None,
-                    init: Callable[[IntentTransformer], dict[str, Any]] | None = None) -> FitResult:
-    """Train an IntentTransformer on ``train``, early-stopping on ``valid``; see the module doc."""
+                    init: Callable[[IntentTransformer], dict[str, Any]] | None = None,
+                    teacher: np.ndarray | None = None) -> FitResult:
+    """Train an IntentTransformer on ``train``, early-stopping on ``valid``; see the module doc.
+
+    ``teacher``: another model's P(purchase) per training row (out of fold: it must not have seen the
+    row's label), mixed into the targets at ``tc.distill``."""
     started = time.perf_counter()
     y_train, y_valid = _labels(train, "training"), _labels(valid, "validation")
     n_pos = int(y_train.sum())
@@ -314,6 +328,13 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
     if config.scope == "category" and (train.target_category is None or valid.target_category is None):
         raise ModelError("scope 'category' needs target_category in the training and validation rows.")
     valid_two_classes = 0 < y_valid.sum() < len(y_valid)
+    if tc.distill > 0:
+        if teacher is None or len(teacher) != len(y_train) or not np.isfinite(teacher).all() \
+                or (np.asarray(teacher) < 0).any() or (np.asarray(teacher) > 1).any():
+            raise ModelError("TrainConfig.distill needs a teacher probability in [0, 1] for every training row.")
+        target_train = (1.0 - tc.distill) * y_train + tc.distill * np.asarray(teacher, dtype=float)
+    else:
+        target_train = y_train
     device = _device(tc.device)
     ratio = (len(y_train) - n_pos) / n_pos                     # n_neg / n_pos
     if tc.balanced_sampling:
@@ -323,10 +344,10 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
         prior_shift = loss_weight
     steps_per_epoch = math.ceil(len(train) / tc.batch_size)
     total_steps = tc.epochs * steps_per_epoch
-    signature = _signature(config, tc, train, valid, y_train)
+    signature = _signature(config, tc, train, valid, target_train)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     train_t, valid_t = train.tensors(widen=False), valid.tensors(widen=False)   # no int64 copy
-    y_train_t = torch.from_numpy(y_train).float()
+    y_train_t = torch.from_numpy(target_train).float()
     y_valid_t = torch.from_numpy(y_valid).float()
     pos_idx, neg_idx = np.flatnonzero(y_train == 1), np.flatnonzero(y_train == 0)
 
@@ -482,9 +503,11 @@ SEARCH_SPACE = {
 def search_transformer(train: SequenceBatch, valid: SequenceBatch, base_config: TransformerConfig,
                        n_trials: int, seed: int = 0, tc: TrainConfig | None = None, *,
                        progress: ProgressFn | None = None, cancel: CancelToken | None = None,
-                       on_trial: Callable[[dict[str, Any]], None] | None = None) -> SearchResult:
-    """Optuna TPE over ``SEARCH_SPACE``; each trial trains with ``tc`` and is scored by its best
-    validation PR-AUC. Returns every trial and the best fitted model (no retraining needed)."""
+                       on_trial: Callable[[dict[str, Any]], None] | None = None,
+                       teacher: np.ndarray | None = None) -> SearchResult:
+    """Optuna TPE over ``SEARCH_SPACE``; each trial trains with ``tc`` (and ``teacher``, when
+    ``tc.distill`` asks for one) and is scored by its best validation PR-AUC. Returns every trial
+    and the best fitted model (no retraining needed)."""
     import optuna
 
     if n_trials < 1:
@@ -508,7 +531,8 @@ def search_transformer(train: SequenceBatch, valid: SequenceBatch, base_config: 
             report(progress, trial.number + (done / total if total else 0.0), n_trials,
                    f"trial {trial.number + 1}/{n_trials}: {message}")
 
-        fit = fit_transformer(config, train, valid, trial_tc, progress=trial_progress, cancel=cancel)
+        fit = fit_transformer(config, train, valid, trial_tc, progress=trial_progress, cancel=cancel,
+                              teacher=teacher)
         value = fit.best_valid_pr_auc if math.isfinite(fit.best_valid_pr_auc) else -1.0
         record = {"number": trial.number, "params": dict(trial.params), "valid_pr_auc": value,
                   "best_epoch": fit.best_epoch, "seconds": fit.seconds}

@@ -183,6 +183,11 @@ if main.card.get("refit"):
     st.info("This model was refitted on every window up to the latest after it was evaluated, so the "
             "model that scores today has seen today's data; the figures here are those of the "
             "evaluated fit on the test window.", icon=":material/update:")
+if main.card.get("teacher"):
+    from core.modeling.pipeline import describe_teacher
+
+    st.caption(f"The Transformer was distilled: {describe_teacher(main.card['teacher'])}. The teacher only "
+               "shaped its training; it scores from the user's events alone.")
 if dataset is not None and main.card.get("dataset") not in (None, dataset):
     st.warning(f"This model was trained on **{main.card.get('dataset')}**, not on the current "
                f"dataset **{dataset}**; its test rows come from **{main.card.get('dataset')}**.")
