@@ -239,6 +239,11 @@ def test_no_row_s_teacher_has_seen_its_own_label(world):
     after, _ = _teacher(replace(inputs, examples=flipped), PRESETS["fast"], rows, seed=0, log=None)
     np.testing.assert_array_equal(before[users == buyer], after[users == buyer])
     assert not np.array_equal(before, after)           # the other folds' trees did see the flip
+    # one buyer left: the fold holding that user learns from no buyer and teaches the base rate, 0
+    alone = inputs.examples.copy()
+    alone.loc[alone["split"].eq("train"), "label"] = (alone["user_id"].eq(buyer) & mine).astype(int)
+    lonely, _ = _teacher(replace(inputs, examples=alone), PRESETS["fast"], rows, seed=0, log=None)
+    assert (lonely[users == buyer] == 0).all() and np.isfinite(lonely).all() and lonely.max() > 0
 
 
 def test_caps_sample_each_window_and_keep_the_others_whole():

@@ -429,11 +429,14 @@ def _teacher(inputs: Inputs, preset: Preset, rows: np.ndarray, *, seed: int, log
     out = np.empty(len(rows), dtype=float)
     rounds = []
     for fitted_rows, held in GroupKFold(n_splits=folds).split(X, y, users):
+        if np.unique(y[fitted_rows]).size < 2:      # the other folds' users hold one class (few buyers):
+            out[held] = float(y[fitted_rows].mean())   # their base rate is all they can teach
+            continue
         model = fit_feature_model("gbdt", X.iloc[fitted_rows].reset_index(drop=True), y[fitted_rows], *stop_on,
                                   seed=seed, n_estimators=trees or preset.gbdt_trees)
         out[held] = model.predict_proba(X.iloc[held].reset_index(drop=True))
         rounds.append(int(model.n_iter_))
-    record = {"kind": "gbdt", "folds": folds, "weight": preset.distill, "trees": int(np.median(rounds)),
+    record = {"kind": "gbdt", "folds": folds, "weight": preset.distill, "trees": int(np.median(rounds or [1])),
               "seconds": time.perf_counter() - started}
     _log(log, f"transformer: out-of-fold GBDT teacher over {folds} folds of users "
               f"({record['trees']} trees, {record['seconds']:.1f}s)")
