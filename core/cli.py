@@ -161,7 +161,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                              search=args.search, seed=args.seed, out=out, preset=args.preset,
                              progress=progress if rank == 0 else None, threads=args.threads, refit=args.refit,
                              label_share=args.label_share, compare_random_split=args.compare_random_split,
-                             init=args.init, freeze=args.freeze, spark_master=args.spark,
+                             init=args.init, freeze=args.freeze, spark_master=args.spark, distill=args.distill,
                              log=(lambda line: bar.write(line, file=sys.stderr)) if rank == 0 else None)
     if rank > 0:
         return 0
@@ -544,6 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(same budget) and save that model; its card keeps the evaluated fit's test figures")
     p.add_argument("--label-share", type=float, default=1.0,
                    help="share of training users whose labels are used (label-efficiency runs; default 1)")
+    p.add_argument("--distill", type=float, default=None, metavar="W",
+                   help="the Transformer's training targets: (1 - W) x label + W x an out-of-fold GBDT's "
+                        "probability, 0 <= W < 1; 0 = the labels alone (default: the preset's, 0.5)")
     p.add_argument("--compare-random-split", action="store_true",
                    help="also measure a random 80/20 split of the same rows, to show how much it over-states "
                         "quality against the time split")

@@ -9,6 +9,7 @@ is pointed at it), so nothing is ever written into the repository's models/saved
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import time
 import zipfile
@@ -246,6 +247,7 @@ def test_a_cancelled_training_resumes_from_its_checkpoint(env):
     at = train_page()
     at.multiselect(key="train_kinds").set_value(["transformer"]).run()
     at.number_input(key="train_epochs").set_value(2).run()
+    at.number_input(key="train_distill").set_value(0.0).run()        # the labels alone: no teacher
     at.button(key="train_start").click().run()
     (first,) = at.session_state["train_jobs"]
     registry = cached.get_jobs()
@@ -268,6 +270,8 @@ def test_a_cancelled_training_resumes_from_its_checkpoint(env):
     assert [e["epoch"] for e in state.epochs] == [1, 2]          # epoch 1 replayed from the checkpoint
     assert (models / "demo-transformer-1d" / "card.json").is_file()
     assert not (models / "demo-transformer-1d.checkpoint").exists()
+    card = json.loads((models / "demo-transformer-1d" / "card.json").read_text())
+    assert card["train_config"]["distill"] == 0.0 and "teacher" not in card
 
 
 def test_label_efficiency_refuses_a_folder_that_is_not_an_encoder(env, tmp_path):
@@ -286,8 +290,6 @@ def test_label_efficiency_refuses_a_folder_that_is_not_an_encoder(env, tmp_path)
 def test_models_timeline_shows_an_update_and_its_parent(env):
     """A promoted update written beside the trained GBDT (its lineage on the card): the timeline draws
     both models and the arrow between them, and its table names the parent."""
-    import json
-
     from core.modeling.update import write_lineage
     from models.artifact import load_card
 

@@ -14,7 +14,7 @@ import pytest
 
 from core.data.ingest import ingest_file
 from core.data.store import Store
-from core.errors import EligibilityError
+from core.errors import DataError, EligibilityError
 from core.insight.cohorts import predict_at, score_dataset
 from core.modeling.labels import LabelSpec
 from core.modeling.model_store import list_models
@@ -171,6 +171,9 @@ def test_cli_train_evaluate_score(world, tmp_path):
     assert list(frame.columns) == ["user_id", "score"] and frame["score"].between(0, 1).all()
     bad = run("score", "--model", str(tmp_path), "--dataset", "syn", "--db", str(db))
     assert bad.returncode == 2 and "card.json" in bad.stderr
+    bad = run("train", "--dataset", "syn", "--db", str(db), "--out", str(tmp_path / "t"), "--distill", "1")
+    assert bad.returncode == 2 and "teacher's weight (distill) must be at least 0 and below 1; got 1.0" in bad.stderr
+    assert not (tmp_path / "t").exists()
 
 
 def test_default_model_directory_is_under_the_models_root(tmp_path, monkeypatch):
@@ -220,6 +223,22 @@ def test_the_distilled_transformer_learns_from_an_out_of_fold_teacher(world, tmp
     model = load_model(result.model_dir)
     assert model.transformer is not None and model.gbdt is None and model.feature_names == []
     assert 0.5 < result.metrics["roc_auc"]["value"] <= 1
+
+
+def test_the_teacher_weight_is_a_training_setting(world, tmp_path):
+    """``distill=0`` trains on the labels alone whatever the preset says; a weight outside [0, 1) is
+    refused before anything is read or written."""
+    store, _, _ = world
+    assert PRESETS["fast"].distill > 0
+    result = train_model(store, "syn", kind="transformer", spec=LabelSpec(horizon="1d"), preset="fast",
+                         epochs=1, seed=0, out=tmp_path / "m", distill=0.0)
+    assert "teacher" not in result.card and result.card["train_config"]["distill"] == 0.0
+    assert "distilled" not in result.summary()
+    for bad in (1.0, -0.1, float("nan")):
+        with pytest.raises(DataError, match="must be at least 0 and below 1") as err:
+            train_model(store, "syn", kind="transformer", preset="fast", out=tmp_path / "bad", distill=bad)
+        assert "0 trains on the labels alone" in (err.value.hint or "")
+        assert not (tmp_path / "bad").exists()
 
 
 def test_no_row_s_teacher_has_seen_its_own_label(world):

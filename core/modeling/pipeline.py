@@ -663,7 +663,8 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
                 threads: int | None = None, refit: bool = False,
                 label_share: float = 1.0, compare_random_split: bool = False,
                 init: str | Path | None = None, freeze: str = "none",
-                parent: str | Path | None = None, spark_master: str | None = None) -> TrainResult:
+                parent: str | Path | None = None, spark_master: str | None = None,
+                distill: float | None = None) -> TrainResult:
     """Train ``kind`` on ``dataset`` with a time split, evaluate it, save it; see the module doc.
 
     Selection (early stopping, search, ensemble weights, calibration) uses the validation window
@@ -685,6 +686,9 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
 
     ``spark_master``: build the sequences and features on Apache Spark (:func:`prepare_inputs`).
 
+    ``distill``: the teacher's weight in the Transformer's training targets, in [0, 1) (None: the
+    preset's, :attr:`Preset.distill`; 0: the labels alone, no GBDT is fitted for it).
+
     ``threads`` caps the torch CPU threads of the Transformer's fit (LightGBM already keeps to
     half the cores); the app passes one fewer than the machine has so pages stay responsive while
     a job runs. None: torch's default.
@@ -700,6 +704,13 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
         if int(epochs) < 1:
             raise DataError(f"epochs must be >= 1; got {epochs}.", title="Bad epochs")
         settings = replace(settings, epochs=int(epochs))
+    if distill is not None:
+        if not 0 <= float(distill) < 1:
+            raise DataError(f"the teacher's weight (distill) must be at least 0 and below 1; got {distill}.",
+                            title="Bad teacher weight",
+                            hint="0 trains on the labels alone; the presets use "
+                                 f"{PRESETS['balanced'].distill:g} (half label, half teacher).")
+        settings = replace(settings, distill=float(distill))
     if spec.max_train_cutoffs > settings.max_train_cutoffs:
         spec = LabelSpec.from_dict({**spec.to_dict(), "max_train_cutoffs": settings.max_train_cutoffs})
     need_seq, need_feat = _needs(kind)

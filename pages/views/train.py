@@ -62,7 +62,8 @@ def eligibility(dataset: str, spec: LabelSpec) -> tuple[Eligibility, CutoffPlan]
 def make_job(dataset: str, kind: str, spec: LabelSpec, settings: dict[str, Any],
              out: Path) -> Callable[[JobContext], dict[str, Any]]:
     """The function the worker thread runs for one model kind (reports through ``ctx`` only).
-    ``settings``: preset, epochs, search, seed, refit, compare_random_split (the form's values)."""
+    ``settings``: preset, epochs, distill, search, seed, refit, compare_random_split (the form's
+    values)."""
     store = cached.get_store()                     # captured here: the worker never calls st.*
 
     def run(ctx: JobContext) -> dict[str, Any]:
@@ -70,6 +71,7 @@ def make_job(dataset: str, kind: str, spec: LabelSpec, settings: dict[str, Any],
 
         result = train_model(store, dataset, kind=kind, spec=spec, preset=settings["preset"],
                              epochs=settings["epochs"], search=settings["search"], seed=settings["seed"],
+                             distill=settings["distill"],
                              refit=settings["refit"], compare_random_split=settings["compare_random_split"],
                              out=out, progress=ctx.progress, cancel=ctx.cancel, log=ctx.log,
                              on_epoch=ctx.on_epoch, threads=JOB_THREADS)
@@ -157,6 +159,12 @@ else:
             placeholder=f"size's {PRESETS[preset].epochs}",
             help="Most passes over the training rows (the Transformer stops earlier when "
                  "validation PR-AUC stops improving). Empty: the size's number.")
+        distill = st.number_input(
+            "Teacher weight", min_value=0.0, max_value=0.95, value=None, step=0.05, format="%.2f",
+            key="train_distill", placeholder=f"size's {PRESETS[preset].distill:g}",
+            help="The Transformer's training targets mix each row's label with the probability of a "
+                 "GBDT fitted on the other folds of users, at this weight (out of fold: no row's "
+                 "teacher saw its label). 0 trains on the labels alone. Empty: the size's weight.")
         search = st.number_input(
             "Search trials", min_value=0, max_value=50, value=0, step=1, key="train_search",
             help="Hyper-parameter search (Optuna TPE) for every kind, with the same budget: this many "
@@ -188,6 +196,7 @@ else:
                          max_train_cutoffs=PRESETS[preset].max_train_cutoffs)
         settings = {"kinds": list(kinds), "preset": preset,
                     "epochs": int(epochs) if epochs is not None else None,
+                    "distill": float(distill) if distill is not None else None,
                     "search": int(search), "seed": int(seed), "refit": bool(refit),
                     "compare_random_split": bool(compare_random)}
 
