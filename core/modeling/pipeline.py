@@ -65,10 +65,8 @@ class Preset:
     event_dropout: float = 0.05   # chance each event is hidden in a training row (TrainConfig)
     ema_half_life: float = 0.0    # epochs: validate and keep a moving average of the weights (TrainConfig)
     distill: float = 0.5          # weight of an out-of-fold GBDT's probability in the Transformer's
-                                  # training targets (TrainConfig.distill; 0 = the labels alone). Test
-                                  # ROC-AUC, balanced, seed 0, 0 -> 0.5: syn-B 0.8223 -> 0.8327, demo
-                                  # 0.8821 -> 0.8838, Taobao 2-hour slice 0.5692 -> 0.5938, head + tail
-                                  # (3 seeds) 0.7301 -> 0.7454 (bench/quality.py's docstring)
+                                  # training targets (TrainConfig.distill; 0 = the labels alone; train
+                                  # --distill overrides it). What it gave: bench/quality.py's docstring
     seq_dropout: float = 0.8      # share of training rows whose [CLS] vector the head does not see
                                   # (TransformerConfig.seq_dropout). At 0 the attention path fits the
                                   # training rows within 2-4 epochs, early stopping ends the fit there and
