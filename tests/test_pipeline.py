@@ -203,15 +203,14 @@ def test_refit_keeps_the_evaluated_figures_and_learns_from_every_window(world, t
     assert not np.allclose(pa_.to_numpy(), pb.to_numpy())
 
 
-def test_the_distilled_transformer_learns_from_an_out_of_fold_teacher(world, tmp_path, monkeypatch):
+def test_the_distilled_transformer_learns_from_an_out_of_fold_teacher(world, tmp_path):
     """Preset.distill: the Transformer's targets mix in an out-of-fold GBDT; the card records the
     teacher, the refit builds its own teacher over every window, and the saved model is the
     Transformer alone (the teacher only trains it)."""
     store, _, _ = world
-    monkeypatch.setitem(PRESETS, "fast", replace(PRESETS["fast"], distill=0.5))
     lines: list[str] = []
     result = train_model(store, "syn", kind="transformer", spec=LabelSpec(horizon="1d"), preset="fast",
-                         epochs=2, seed=0, out=tmp_path / "m", refit=True, log=lines.append)
+                         epochs=2, seed=0, out=tmp_path / "m", refit=True, log=lines.append, distill=0.5)
     teacher = result.card["teacher"]
     assert teacher["kind"] == "gbdt" and teacher["folds"] == 5 and teacher["weight"] == 0.5
     assert teacher["trees"] >= 1 and result.card["train_config"]["distill"] == 0.5

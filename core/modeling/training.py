@@ -329,10 +329,10 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
         raise ModelError("scope 'category' needs target_category in the training and validation rows.")
     valid_two_classes = 0 < y_valid.sum() < len(y_valid)
     if tc.distill > 0:
-        if teacher is None or len(teacher) != len(y_train) or not np.isfinite(teacher).all() \
-                or (np.asarray(teacher) < 0).any() or (np.asarray(teacher) > 1).any():
+        taught = None if teacher is None else np.asarray(teacher, dtype=float)
+        if taught is None or taught.shape != y_train.shape or not ((taught >= 0) & (taught <= 1)).all():
             raise ModelError("TrainConfig.distill needs a teacher probability in [0, 1] for every training row.")
-        target_train = (1.0 - tc.distill) * y_train + tc.distill * np.asarray(teacher, dtype=float)
+        target_train = (1.0 - tc.distill) * y_train + tc.distill * taught
     else:
         target_train = y_train
     device = _device(tc.device)
