@@ -264,6 +264,56 @@ def test_no_row_s_teacher_has_seen_its_own_label(world):
     assert (lonely[users == buyer] == 0).all() and np.isfinite(lonely).all() and lonely.max() > 0
 
 
+def test_a_denser_teacher_learns_from_more_cutoffs_of_the_same_users_and_stays_out_of_fold(world):
+    """Preset.teacher_density: the teacher's extra cutoffs lie between the training cutoffs, every
+    window still ends by the validation cutoff, the rows are the training users' only, and a user's
+    teacher probabilities still ignore every label of that user (own rows and extra rows)."""
+    from core.modeling.labels import CutoffPlan
+    from core.modeling.pipeline import _teacher, _teacher_rows, prepare_inputs, teacher_cutoffs
+
+    day = timedelta(days=1)
+    t0 = pd.Timestamp("2024-01-01").to_pydatetime()
+    plan = CutoffPlan(train_cutoffs=[t0, t0 + day, t0 + 2 * day], valid_cutoff=t0 + 3 * day,
+                      score_cutoff=t0 + 5 * day, test_cutoff=t0 + 4 * day)
+    spec = LabelSpec(horizon="1d")
+    six = timedelta(hours=6)
+    extra = teacher_cutoffs(plan, spec, 4, first_event=t0 - 2 * day)
+    # 6-hourly over the training span and one step before it, the own cutoffs left out
+    assert extra == [t0 + k * six for k in range(-3, 9) if k % 4]
+    assert max(extra) + day <= plan.valid_cutoff
+    # a short log: at least one new step of history after the first event
+    assert teacher_cutoffs(plan, spec, 4, first_event=t0 - 2 * six)[0] == t0 - six
+    assert teacher_cutoffs(plan, spec, 1, first_event=t0 - 2 * day) == []
+
+    store, _, _ = world
+    inputs = prepare_inputs(store, "syn", spec, sequences=False, features=True, label_share=0.5, seed=1)
+    inputs.teacher_rows = _teacher_rows(store, "syn", spec, inputs, 4, max_rows=10_000, seed=0, log=None)
+    assert inputs.teacher_rows is not None
+    rows_extra, features_extra = inputs.teacher_rows
+    assert len(rows_extra) == len(features_extra) > len(inputs.split_index("train"))
+    assert list(features_extra.columns) == list(inputs.features.columns)
+    trained = set(inputs.examples.loc[inputs.examples["split"] == "train", "user_id"])
+    assert set(rows_extra["user_id"]) <= trained                          # the labelled users only
+    assert not set(rows_extra["cutoff"]) & set(inputs.plan.train_cutoffs)
+    assert (rows_extra["cutoff"] + day <= pd.Timestamp(inputs.plan.valid_cutoff)).all()
+    rows = inputs.split_index("train")
+    before, record = _teacher(inputs, PRESETS["fast"], rows, seed=0, log=None)
+    assert record["rows"] == len(rows) + len(rows_extra) and len(before) == len(rows)
+    users = inputs.examples["user_id"].to_numpy()[rows]
+    buyer = users[inputs.labels("train") == 1][0]
+    flipped = inputs.examples.copy()
+    mine = flipped["user_id"].eq(buyer) & flipped["split"].eq("train")
+    flipped.loc[mine, "label"] = 1 - flipped.loc[mine, "label"]
+    extra_flipped = rows_extra.copy()
+    theirs = extra_flipped["user_id"].eq(buyer)
+    assert theirs.any()
+    extra_flipped.loc[theirs, "label"] = 1 - extra_flipped.loc[theirs, "label"]
+    after, _ = _teacher(replace(inputs, examples=flipped, teacher_rows=(extra_flipped, features_extra)),
+                        PRESETS["fast"], rows, seed=0, log=None)
+    np.testing.assert_array_equal(before[users == buyer], after[users == buyer])
+    assert not np.array_equal(before, after)
+
+
 def test_caps_sample_each_window_and_keep_the_others_whole():
     from core.modeling.pipeline import _cap_rows
 

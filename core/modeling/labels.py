@@ -171,7 +171,7 @@ class CutoffPlan:
         return self.test_cutoff or self.valid_cutoff
 
 
-def _time_range(store: Store, dataset: str) -> tuple[datetime, datetime]:
+def time_range(store: Store, dataset: str) -> tuple[datetime, datetime]:
     """(ts_min, ts_max) of a dataset: the ``datasets`` row, else computed from ``events``."""
     row = store.dataset(dataset)   # NotFoundError names the datasets that exist
     ts_min, ts_max = row.get("ts_min"), row.get("ts_max")
@@ -194,7 +194,7 @@ def plan_cutoffs(store: Store, dataset: str, spec: LabelSpec) -> CutoffPlan:
     ``spec.max_train_cutoffs`` of them (the most recent), returned oldest first. The list is empty
     when the dataset is too short; :func:`check_eligibility` then explains what to change.
     """
-    ts_min, ts_max = _time_range(store, dataset)
+    ts_min, ts_max = time_range(store, dataset)
     horizon, step = spec.horizon_td, spec.step_td
     unit = timedelta(minutes=1) if horizon >= timedelta(minutes=1) else timedelta(seconds=1)
     test = _floor(ts_max - horizon, unit)

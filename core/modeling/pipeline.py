@@ -19,7 +19,14 @@ import numpy as np
 import pandas as pd
 
 from core.errors import DataError, ModelError
-from core.modeling.labels import CutoffPlan, LabelSpec, build_examples, check_eligibility, plan_cutoffs
+from core.modeling.labels import (
+    CutoffPlan,
+    LabelSpec,
+    build_examples,
+    check_eligibility,
+    plan_cutoffs,
+    time_range,
+)
 from core.modeling.model_store import default_model_dir
 from core.progress import CancelToken, ProgressFn, report
 from models.artifact import (
@@ -34,6 +41,8 @@ from models.artifact import (
 )
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from core.data.store import Store
     from core.modeling.sequences import SequenceBatch, Vocab
     from core.modeling.training import TrainConfig
@@ -67,6 +76,11 @@ class Preset:
     distill: float = 0.5          # weight of an out-of-fold GBDT's probability in the Transformer's
                                   # training targets (TrainConfig.distill; 0 = the labels alone; train
                                   # --distill overrides it). What it gave: bench/quality.py's docstring
+    teacher_density: int = 1      # the teacher's training cutoffs per training step of the Transformer: 1 = the
+                                  # Transformer's own rows; N > 1 adds cutoffs every step / N over the same
+                                  # span (same users, windows still end by the validation cutoff), rows the
+                                  # tree learns from and the Transformer does not. Measured, not adopted:
+                                  # bench/quality.py's docstring (transformer+denseteacher)
     seq_dropout: float = 0.8      # share of training rows whose [CLS] vector the head does not see
                                   # (TransformerConfig.seq_dropout). At 0 the attention path fits the
                                   # training rows within 2-4 epochs, early stopping ends the fit there and
@@ -161,6 +175,8 @@ class Inputs:
     features: pd.DataFrame | None = None   # aggregate features aligned with examples
     pretrained: Pretrained | None = None   # the encoder the Transformer starts from, if any
     parent: LoadedModel | None = None      # the saved model a warm start continues from, if any
+    teacher_rows: tuple[pd.DataFrame, pd.DataFrame] | None = None   # extra training rows of the distilled
+                                           # Transformer's teacher: (examples, their features)
 
     def split_index(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.examples["split"].to_numpy() == split)
@@ -409,9 +425,11 @@ DISTILL_FOLDS = 5   # the Transformer's teacher: GBDTs over five folds of the tr
 def _teacher(inputs: Inputs, preset: Preset, rows: np.ndarray, *, seed: int, log: LogFn | None,
              trees: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Out-of-fold GBDT probabilities for the example rows at ``rows``: each fold's users are scored by
-    a tree fitted on the other folds' users, so no row's teacher has seen its label. ``trees``: None
-    early-stops each fold on the validation window (the evaluated fit); a number fixes the rounds (a
-    refit, where the validation rows are training rows). Returns (probabilities, a record for the card)."""
+    a tree fitted on the other folds' users, so no row's teacher has seen its label. The trees also
+    learn from ``inputs.teacher_rows`` (denser training cutoffs of the same users, folded with them).
+    ``trees``: None early-stops each fold on the validation window (the evaluated fit); a number fixes
+    the rounds (a refit, where the validation rows are training rows). Returns (probabilities, a
+    record for the card)."""
     from sklearn.model_selection import GroupKFold
 
     from models.baselines import fit_feature_model
@@ -421,12 +439,21 @@ def _teacher(inputs: Inputs, preset: Preset, rows: np.ndarray, *, seed: int, log
     X = inputs.features.iloc[rows].reset_index(drop=True)
     y = np.asarray(inputs.examples["label"].to_numpy()[rows], dtype=np.float32)
     users = inputs.examples["user_id"].to_numpy()[rows]
-    folds = min(DISTILL_FOLDS, len(np.unique(users)))
+    n_own = len(rows)
+    if inputs.teacher_rows is not None:
+        extra, extra_X = inputs.teacher_rows
+        X = pd.concat([X, extra_X.reset_index(drop=True)], ignore_index=True)
+        y = np.concatenate([y, extra["label"].to_numpy(dtype=np.float32)])
+        users = np.concatenate([users, extra["user_id"].to_numpy()])
+    folds = min(DISTILL_FOLDS, len(np.unique(users[:n_own])))
     stop_on = ((inputs.features.iloc[inputs.split_index("valid")].reset_index(drop=True), inputs.labels("valid"))
                if trees is None else (None, None))
-    out = np.empty(len(rows), dtype=float)
+    out = np.empty(n_own, dtype=float)
     rounds = []
     for fitted_rows, held in GroupKFold(n_splits=folds).split(X, y, users):
+        held = held[held < n_own]                   # the extra rows are learnt from, never scored
+        if not len(held):
+            continue
         if np.unique(y[fitted_rows]).size < 2:      # the other folds' users hold one class (few buyers):
             out[held] = float(y[fitted_rows].mean())   # their base rate is all they can teach
             continue
@@ -435,16 +462,58 @@ def _teacher(inputs: Inputs, preset: Preset, rows: np.ndarray, *, seed: int, log
         out[held] = model.predict_proba(X.iloc[held].reset_index(drop=True))
         rounds.append(int(model.n_iter_))
     record = {"kind": "gbdt", "folds": folds, "weight": preset.distill, "trees": int(np.median(rounds or [1])),
-              "seconds": time.perf_counter() - started}
-    _log(log, f"transformer: out-of-fold GBDT teacher over {folds} folds of users "
+              "rows": len(X), "seconds": time.perf_counter() - started}
+    _log(log, f"transformer: out-of-fold GBDT teacher over {folds} folds of users, {len(X):,} rows "
               f"({record['trees']} trees, {record['seconds']:.1f}s)")
     return out, record
+
+
+def teacher_cutoffs(plan: CutoffPlan, spec: LabelSpec, density: int, first_event: datetime) -> list[datetime]:
+    """The cutoffs the teacher adds for ``density`` > 1: the training cutoffs that :func:`plan_cutoffs`
+    would lay out at a step of ``step / density``, over the same span (from one step before the first
+    training cutoff, and at least one new step after ``first_event``, up to the last window (T, T + H]
+    that ends by the validation cutoff), leaving out the Transformer's own training cutoffs."""
+    if density <= 1 or not plan.train_cutoffs:
+        return []
+    spacing, horizon = spec.step_td / density, spec.horizon_td
+    earliest = max(min(plan.train_cutoffs) - spec.step_td + spacing, first_event + spacing)
+    own = set(plan.train_cutoffs)
+    out: list[datetime] = []
+    cutoff = plan.valid_cutoff - horizon
+    while cutoff >= earliest:
+        if cutoff not in own:
+            out.append(cutoff)
+        cutoff -= spacing
+    return sorted(out)
+
+
+def _teacher_rows(store: Store, dataset: str, spec: LabelSpec, inputs: Inputs, density: int, *,
+                  max_rows: int, seed: int, log: LogFn | None) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """(examples, features) at :func:`teacher_cutoffs` for the users with training rows (a seeded sample
+    of at most ``max_rows``); None when there are none."""
+    from core.modeling.features import build_features
+
+    cutoffs = teacher_cutoffs(inputs.plan, spec, density, time_range(store, dataset)[0])
+    if not cutoffs:
+        return None
+    plan = CutoffPlan(train_cutoffs=cutoffs, valid_cutoff=inputs.plan.valid_cutoff,
+                      score_cutoff=inputs.plan.score_cutoff, test_cutoff=inputs.plan.test_cutoff)
+    examples = build_examples(store, dataset, spec, plan, splits=("train",))
+    own_users = set(inputs.examples.loc[inputs.examples["split"] == "train", "user_id"].astype(str))
+    examples = examples[examples["user_id"].astype(str).isin(own_users).to_numpy()].reset_index(drop=True)
+    examples = _cap_rows(examples, {"train": max_rows}, seed)
+    if examples.empty:
+        return None
+    _log(log, f"transformer: the teacher also learns from {len(examples):,} rows at {len(cutoffs)} more cutoffs "
+              f"(every {spec.step_td / density} over the training span)")
+    return examples, build_features(store, dataset, examples, spec)
 
 
 def describe_teacher(record: dict[str, Any]) -> str:
     """One line for people: what a distilled Transformer's training targets were (the card's ``teacher``)."""
     return (f"training targets {1 - record['weight']:.0%} the labels, {record['weight']:.0%} an out-of-fold "
-            f"GBDT's probability ({record['folds']} folds of users, {record['trees']} trees)")
+            f"GBDT's probability ({record['folds']} folds of users, {record['trees']} trees"
+            + (f", {record['rows']:,} rows" if record.get("rows") else "") + ")")
 
 
 def _initialiser(inputs: Inputs) -> Callable[[Any], dict[str, Any]] | None:
@@ -741,6 +810,9 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
                             spark_master=spark_master)
     inputs.pretrained = pretrained
     inputs.parent = parent_model
+    if need_seq and settings.distill > 0 and settings.teacher_density > 1:
+        inputs.teacher_rows = _teacher_rows(store, dataset, spec, inputs, settings.teacher_density,
+                                            max_rows=settings.max_train_rows, seed=seed, log=log)
     fit = _fit_and_measure(inputs, kind, spec, settings, seed=seed, search=search,
                            checkpoint_dir=checkpoint_dir_for(out_dir), progress=progress, cancel=cancel,
                            on_epoch=on_epoch, log=log, threads=threads)
