@@ -265,7 +265,7 @@ def test_no_row_s_teacher_has_seen_its_own_label(world):
 
 
 def test_a_denser_teacher_learns_from_more_cutoffs_of_the_same_users_and_stays_out_of_fold(world):
-    """Preset.teacher_density: the teacher's extra cutoffs lie between the training cutoffs, every
+    """Preset.teacher_density: the teacher's extra cutoffs lie over the training span, every
     window still ends by the validation cutoff, the rows are the training users' only, and a user's
     teacher probabilities still ignore every label of that user (own rows and extra rows)."""
     from core.modeling.labels import CutoffPlan
@@ -312,6 +312,19 @@ def test_a_denser_teacher_learns_from_more_cutoffs_of_the_same_users_and_stays_o
                         PRESETS["fast"], rows, seed=0, log=None)
     np.testing.assert_array_equal(before[users == buyer], after[users == buyer])
     assert not np.array_equal(before, after)
+
+
+def test_train_model_hands_the_denser_rows_to_the_teacher_only(world, tmp_path, monkeypatch):
+    """With the preset's teacher_density > 1 the card's teacher counts the extra rows, the log says
+    so, and the Transformer's own training rows are the same as without."""
+    store, _, _ = world
+    monkeypatch.setitem(PRESETS, "fast", replace(PRESETS["fast"], teacher_density=4))
+    lines: list[str] = []
+    result = train_model(store, "syn", kind="transformer", spec=LabelSpec(horizon="1d"), preset="fast",
+                         epochs=1, seed=0, out=tmp_path / "m", log=lines.append, distill=0.5)
+    assert any("the teacher also learns from" in line for line in lines)
+    assert result.card["teacher"]["rows"] > result.card["rows"]["train"]
+    assert f"{result.card['teacher']['rows']:,} rows" in result.summary()
 
 
 def test_caps_sample_each_window_and_keep_the_others_whole():
