@@ -28,8 +28,8 @@ Measured at 1M users (``--users 1000000 --max-chunks 6``, one torch thread, this
 56.4M log events, 5.48M pre-training sequences (37.4 events each); 27,650 events/s building and
 training (26,266-29,171 over the 6 chunks), 32,730 training alone, 741.8 sequences/s; examples and
 vocabulary 16.7 s (median of 5); peak RSS 3,527 MiB for the whole process, DuckDB included (the
-example index 141 MiB of it); one whole epoch projected at 2.1 h (2.0-2.2 h). The run's wall time was
-242 s, after about 6 minutes generating and ingesting the log.
+example index 141 MiB of it); one whole epoch projected at 2.1 h (2.0-2.2 h). The pre-training run's
+wall time was 242 s; the whole command, generating and ingesting the log included, about 9 minutes.
 """
 from __future__ import annotations
 

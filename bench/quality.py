@@ -171,7 +171,7 @@ VARIANTS = ("ema", "pretrained", "noseqdrop", "onelayer", "undistilled", "denset
 # always sees [CLS]; 10 epochs, patience 3), to show what that step gave; transformer+onelayer: the
 # preset with one encoder block (fast has one, balanced two); transformer+undistilled: trained on the
 # labels alone, as before the out-of-fold GBDT teacher (Preset.distill); transformer+denseteacher: the
-# teacher also learns from cutoffs every quarter step between the training cutoffs (Preset.teacher_density)
+# teacher also learns from cutoffs every quarter step over the training span (Preset.teacher_density)
 _VARIANT_CHANGES: dict[str, dict[str, Any]] = {"ema": {"ema_half_life": 1.0},
                                                "noseqdrop": {"seq_dropout": 0.0, "epochs": 10, "patience": 3},
                                                "onelayer": {"n_layers": 1}, "undistilled": {"distill": 0.0},
