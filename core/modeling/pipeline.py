@@ -499,8 +499,8 @@ def _teacher_rows(store: Store, dataset: str, spec: LabelSpec, inputs: Inputs, d
     plan = CutoffPlan(train_cutoffs=cutoffs, valid_cutoff=inputs.plan.valid_cutoff,
                       score_cutoff=inputs.plan.score_cutoff, test_cutoff=inputs.plan.test_cutoff)
     examples = build_examples(store, dataset, spec, plan, splits=("train",))
-    own_users = set(inputs.examples.loc[inputs.examples["split"] == "train", "user_id"].astype(str))
-    examples = examples[examples["user_id"].astype(str).isin(own_users).to_numpy()].reset_index(drop=True)
+    own_users = inputs.examples.loc[inputs.examples["split"] == "train", "user_id"].unique()
+    examples = examples[examples["user_id"].isin(own_users).to_numpy()].reset_index(drop=True)
     examples = _cap_rows(examples, {"train": max_rows}, seed)
     if examples.empty:
         return None
