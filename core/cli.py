@@ -43,6 +43,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _weights(text: str) -> list[float]:
+    """``--distill``: one teacher weight or several, comma-separated (train_model checks the range)."""
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a weight such as 0.5, or several such as 0.5,0.7; got {text!r}") from None
+
+
 def _progress_bar(label: str) -> tuple[tqdm[Any], ProgressFn]:
     """A tqdm bar on stderr driven by core's progress(done, total, message) callbacks."""
     from tqdm import tqdm
@@ -544,9 +553,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(same budget) and save that model; its card keeps the evaluated fit's test figures")
     p.add_argument("--label-share", type=float, default=1.0,
                    help="share of training users whose labels are used (label-efficiency runs; default 1)")
-    p.add_argument("--distill", type=float, default=None, metavar="W",
+    p.add_argument("--distill", type=_weights, default=None, metavar="W[,W...]",
                    help="the Transformer's training targets: (1 - W) x label + W x an out-of-fold GBDT's "
-                        "probability, 0 <= W < 1; 0 = the labels alone (default: the preset's, 0.5)")
+                        "probability, 0 <= W < 1; 0 = the labels alone (default: the preset's, 0.5); "
+                        "several weights (0.5,0.7): one fit each, the best validation PR-AUC is kept")
     p.add_argument("--compare-random-split", action="store_true",
                    help="also measure a random 80/20 split of the same rows, to show how much it over-states "
                         "quality against the time split")

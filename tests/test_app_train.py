@@ -136,6 +136,7 @@ def test_a_training_job_finishes_and_its_model_becomes_selectable(env):
     assert not at.exception, at.exception
     assert (models / "demo-logreg-1d" / "card.json").is_file()
     assert "ROC-AUC" in metrics(at) and metrics(at)["PR-AUC"].startswith("0.")
+    assert "Test-window ROC-AUC" in next(m.help for m in at.metric if m.label == "ROC-AUC")
     board = next(d.value for d in at.dataframe if "PR-AUC" in d.value.columns)
     assert sorted(board["kind"]) == ["gbdt", "logreg"]
     at.button(key=f"use_{job_id}").click().run()

@@ -171,8 +171,11 @@ def test_cli_train_evaluate_score(world, tmp_path):
     assert list(frame.columns) == ["user_id", "score"] and frame["score"].between(0, 1).all()
     bad = run("score", "--model", str(tmp_path), "--dataset", "syn", "--db", str(db))
     assert bad.returncode == 2 and "card.json" in bad.stderr
-    bad = run("train", "--dataset", "syn", "--db", str(db), "--out", str(tmp_path / "t"), "--distill", "1")
-    assert bad.returncode == 2 and "teacher's weight (distill) must be at least 0 and below 1; got 1.0" in bad.stderr
+    bad = run("train", "--dataset", "syn", "--db", str(db), "--out", str(tmp_path / "t"), "--distill", "0.5,1")
+    assert bad.returncode == 2 and "teacher weight (distill) must be at least 0 and below 1; got 0.5, 1" in bad.stderr
+    assert not (tmp_path / "t").exists()
+    bad = run("train", "--dataset", "syn", "--db", str(db), "--out", str(tmp_path / "t"), "--distill", "0.5,x")
+    assert bad.returncode == 2 and "several such as 0.5,0.7; got '0.5,x'" in bad.stderr
     assert not (tmp_path / "t").exists()
 
 
@@ -238,6 +241,35 @@ def test_the_teacher_weight_is_a_training_setting(world, tmp_path):
             train_model(store, "syn", kind="transformer", preset="fast", out=tmp_path / "bad", distill=bad)
         assert "0 trains on the labels alone" in (err.value.hint or "")
         assert not (tmp_path / "bad").exists()
+    for bad_list in ([], [0.5, 1.0]):
+        with pytest.raises(DataError, match="must be at least 0 and below 1") as err:
+            train_model(store, "syn", kind="transformer", preset="fast", out=tmp_path / "bad", distill=bad_list)
+        assert "0 trains on the labels alone" in (err.value.hint or "")
+        assert not (tmp_path / "bad").exists()
+
+
+def test_several_teacher_weights_are_each_fitted_and_the_validation_window_chooses(world, tmp_path):
+    """``distill=[0.5, 0.0, 0.9]``: one Transformer fit per weight (one teacher for all); the card
+    records each weight's validation PR-AUC, the kept weight is the best one's, the kept model is the
+    one a fit at that weight alone trains, and the refit trains at it too."""
+    store, _, _ = world
+    spec = LabelSpec(horizon="1d")
+    lines: list[str] = []
+    result = train_model(store, "syn", kind="transformer", spec=spec, preset="fast", epochs=2, seed=0,
+                         out=tmp_path / "m", log=lines.append, distill=[0.5, 0.0, 0.9], refit=True)
+    choices = result.card["teacher_weights"]
+    assert list(choices) == ["0.5", "0", "0.9"]
+    kept = result.card["train_config"]["distill"]
+    assert choices[f"{kept:g}"] == max(choices.values())
+    assert len(set(choices.values())) > 1                    # the weights trained different models
+    assert sum("out-of-fold GBDT teacher" in line for line in lines) == 1 + (kept > 0)   # fit + refit's
+    assert (result.card.get("teacher", {}).get("weight") == kept) if kept else ("teacher" not in result.card)
+    assert f"teacher weight {kept:g} kept of 0.5 (validation PR-AUC" in result.summary()
+    alone = train_model(store, "syn", kind="transformer", spec=spec, preset="fast", epochs=2, seed=0,
+                        out=tmp_path / "alone", distill=kept)
+    assert alone.card["metrics"] == result.card["metrics"]
+    assert "teacher_weights" not in alone.card
+    assert not (tmp_path / "m.checkpoint").exists()         # every weight's checkpoint folder is gone
 
 
 def test_no_row_s_teacher_has_seen_its_own_label(world):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,6 +76,10 @@ class Preset:
     distill: float = 0.5          # weight of an out-of-fold GBDT's probability in the Transformer's
                                   # training targets (TrainConfig.distill; 0 = the labels alone; train
                                   # --distill overrides it). What it gave: bench/quality.py's docstring
+    distill_choices: tuple[float, ...] = ()   # other teacher weights fitted beside ``distill``: the
+                                  # Transformer is fitted once per weight (one teacher for all) and the fit
+                                  # with the best validation PR-AUC is kept (ties: ``distill``), so the
+                                  # weight follows the log at one more fit per weight
     teacher_density: int = 1      # the teacher's training cutoffs per training step of the Transformer: 1 = the
                                   # Transformer's own rows; N > 1 adds cutoffs every step / N over the same
                                   # span (same users, windows still end by the validation cutoff), rows the
@@ -89,6 +93,11 @@ class Preset:
                                   # patience 3), 0.8976 at 0.8 (25 epochs, patience 5), the tree 0.8949;
                                   # syn-B 0.8216, 0.8264, the tree 0.8400
 
+    @property
+    def teacher_weights(self) -> tuple[float, ...]:
+        """The teacher weights the Transformer is fitted with: ``distill`` first, then the choices."""
+        return tuple(dict.fromkeys((self.distill, *self.distill_choices)))
+
     def describe(self) -> str:
         """One line for people: what this size trains (the Train page's caption)."""
         layers = "layer" if self.n_layers == 1 else "layers"
@@ -97,7 +106,14 @@ class Preset:
                 f"from the head in {self.seq_dropout:.0%} of training rows · "
                 f"batch {self.batch_size} · up to {self.max_train_cutoffs} training cutoffs and "
                 f"{self.max_train_rows:,} training rows · {self.gbdt_trees:,} boosted trees"
-                + (f" · Transformer targets {self.distill:.0%} from an out-of-fold GBDT" if self.distill else ""))
+                + (f" · Transformer targets {_weights_text(self.teacher_weights)} from an out-of-fold GBDT"
+                   if any(self.teacher_weights) else ""))
+
+
+def _weights_text(weights: tuple[float, ...]) -> str:
+    """'50 %' for one teacher weight, '50 % or 70 % (chosen on the validation window)' for several."""
+    text = " or ".join(f"{w:.0%}" for w in weights)
+    return text + (" (chosen on the validation window)" if len(weights) > 1 else "")
 
 
 # Size presets for the Train page and `--preset`, smallest first.
@@ -215,6 +231,9 @@ class TrainResult:
             lines.append(f"  calibration: {Calibrator.from_dict(self.card['calibration']).describe()}")
         if self.card.get("teacher"):
             lines.append(f"  transformer distilled: {describe_teacher(self.card['teacher'])}")
+        if self.card.get("teacher_weights"):
+            lines.append("  " + describe_teacher_weights(self.card["teacher_weights"],
+                                                         self.card["train_config"]["distill"]))
         if self.card.get("refit"):
             lines.append(f"  refitted on every labelled window ({self.card['refit']['rows']:,} rows); "
                          f"the figures above are the evaluated fit's")
@@ -398,25 +417,69 @@ def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: Preset, *, seed: i
     config = _transformer_config(inputs, spec, preset)
     tc = _train_config(preset, seed, threads, n_train=len(train))
     trials: list[dict[str, Any]] = []
+    weights, chosen = preset.teacher_weights, {}
     teacher, taught = (_teacher(inputs, preset, inputs.split_index("train"), seed=seed, log=log)
-                       if tc.distill > 0 else (None, None))
+                       if any(weights) else (None, None))
     if search > 0:
-        _log(log, f"transformer: hyper-parameter search, {search} trials")
+        _log(log, f"transformer: hyper-parameter search, {search} trials"
+                  + (f" at the teacher weight {tc.distill:g}" if len(weights) > 1 else ""))
         result = search_transformer(train, valid, config, n_trials=search, seed=seed, tc=tc,
                                     progress=progress, cancel=cancel,
                                     on_trial=lambda t: _log(log, f"  trial {t['number']}: "
                                                                  f"PR-AUC {t['valid_pr_auc']:.4f} {t['params']}"),
                                     teacher=teacher)
         fit, config, tc, trials = result.best_fit, result.best_config, result.best_train_config, result.trials
-    else:
+    elif len(weights) == 1:
         fit = fit_transformer(config, train, valid, tc, progress=progress, cancel=cancel,
                               on_epoch=on_epoch, checkpoint_dir=checkpoint_dir, log=log,
                               init=_initialiser(inputs), teacher=teacher)
+    else:
+        fit, tc, chosen = _fit_per_teacher_weight(config, train, valid, tc, weights, teacher, inputs=inputs,
+                                                  checkpoint_dir=checkpoint_dir, progress=progress,
+                                                  cancel=cancel, on_epoch=on_epoch, log=log)
+        taught = None if taught is None or tc.distill == 0 else {**taught, "weight": tc.distill}
     _log(log, f"transformer: best epoch {fit.best_epoch}, valid PR-AUC {fit.best_valid_pr_auc:.4f}, "
               f"{fit.seconds:.1f}s")
     return {"model": fit.model, "config": config.to_dict(), "train_config": tc.to_dict(),
             "history": fit.history, "trials": trials, "valid_pred": np.asarray(fit.valid_pred),
-            "seconds": fit.seconds, "best_epoch": fit.best_epoch, "init": fit.init, "teacher": taught}
+            "seconds": fit.seconds, "best_epoch": fit.best_epoch, "init": fit.init, "teacher": taught,
+            "teacher_weights": chosen if search == 0 and len(weights) > 1 else None}
+
+
+def _fit_per_teacher_weight(config: TransformerConfig, train: SequenceBatch, valid: SequenceBatch,
+                            tc: TrainConfig, weights: tuple[float, ...], teacher: np.ndarray | None, *,
+                            inputs: Inputs, checkpoint_dir: Path | None, progress: ProgressFn | None,
+                            cancel: CancelToken | None, on_epoch: Callable[[dict], None] | None,
+                            log: LogFn | None) -> tuple[Any, TrainConfig, dict[str, float]]:
+    """One Transformer fit per teacher weight (the same teacher, seed and rows; each in its own
+    checkpoint folder, so a resumed job picks up where each stood), keeping the fit with the best
+    validation PR-AUC; the first weight wins ties and windows without a positive. Returns (the kept
+    fit, its training settings, each weight's validation PR-AUC)."""
+    from core.modeling.training import fit_transformer
+
+    fits: dict[float, Any] = {}
+    for i, weight in enumerate(weights):
+        def step(done: float, total: float | None, message: str, i: int = i, weight: float = weight) -> None:
+            assert progress is not None
+            prefix = f"teacher weight {weight:g} ({i + 1} of {len(weights)}): "
+            progress(i * total + done if total else done, len(weights) * total if total else None, prefix + message)
+
+        def epoch(record: dict, weight: float = weight) -> None:
+            assert on_epoch is not None
+            on_epoch({**record, "teacher_weight": weight})
+
+        fits[weight] = fit_transformer(
+            config, train, valid, replace(tc, distill=weight), progress=step if progress else None, cancel=cancel,
+            on_epoch=epoch if on_epoch else None, log=log, init=_initialiser(inputs),
+            checkpoint_dir=checkpoint_dir / f"teacher-{weight:g}" if checkpoint_dir is not None else None,
+            teacher=teacher if weight > 0 else None)
+        _log(log, f"transformer at the teacher weight {weight:g}: valid PR-AUC {fits[weight].best_valid_pr_auc:.4f}")
+    scores = {w: float(f.best_valid_pr_auc) for w, f in fits.items()}
+    best = max(weights, key=lambda w: scores[w] if np.isfinite(scores[w]) else -np.inf)
+    if not np.isfinite(scores[best]):
+        best = weights[0]
+    _log(log, f"transformer: kept the teacher weight {best:g} (best validation PR-AUC)")
+    return fits[best], replace(tc, distill=best), {f"{w:g}": scores[w] for w in weights}
 
 
 DISTILL_FOLDS = 5   # the Transformer's teacher: GBDTs over five folds of the training users
@@ -516,6 +579,13 @@ def describe_teacher(record: dict[str, Any]) -> str:
             + (f", {record['rows']:,} rows" if record.get("rows") else "") + ")")
 
 
+def describe_teacher_weights(choices: dict[str, float], kept: float) -> str:
+    """One line for people: the teacher weights a Transformer was fitted with (the card's
+    ``teacher_weights``: weight -> validation PR-AUC) and the one kept."""
+    return (f"teacher weight {kept:g} kept of " + ", ".join(f"{w} (validation PR-AUC {pr:.4f})"
+                                                           for w, pr in choices.items()))
+
+
 def _initialiser(inputs: Inputs) -> Callable[[Any], dict[str, Any]] | None:
     """What the Transformer's fit starts from: a pre-trained encoder, the parent's weights (a warm
     start: every tensor copied; the fit then sets the output offset and bias for its own rows' base
@@ -595,7 +665,8 @@ def _refit(kind: str, fitted: dict[str, Any], inputs: Inputs, spec: LabelSpec, p
         epochs = max(1, int(fitted["best_epoch"]))
         # the evaluated fit's batch size: its best epoch count is a number of passes at that size
         tc = replace(_train_config(preset, seed, threads), epochs=epochs, patience=epochs + 1, keep="last",
-                     batch_size=int(fitted["train_config"]["batch_size"]))
+                     batch_size=int(fitted["train_config"]["batch_size"]),
+                     distill=float(fitted["train_config"]["distill"]))   # the weight the evaluated fit kept
         config = TransformerConfig.from_dict(fitted["config"])
         rows = inputs.sequences.subset(every, share=True)
         recent = inputs.sequences.subset(inputs.split_index(inputs.plan.report_split), share=True)
@@ -731,7 +802,7 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
                 label_share: float = 1.0, compare_random_split: bool = False,
                 init: str | Path | None = None, freeze: str = "none",
                 parent: str | Path | None = None, spark_master: str | None = None,
-                distill: float | None = None) -> TrainResult:
+                distill: float | Sequence[float] | None = None) -> TrainResult:
     """Train ``kind`` on ``dataset`` with a time split, evaluate it, save it; see the module doc.
 
     Selection (early stopping, search, ensemble weights, calibration) uses the validation window
@@ -754,7 +825,8 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
     ``spark_master``: build the sequences and features on Apache Spark (:func:`prepare_inputs`).
 
     ``distill``: the teacher's weight in the Transformer's training targets, in [0, 1) (None: the
-    preset's, :attr:`Preset.distill`; 0: the labels alone, no GBDT is fitted for it).
+    preset's, :attr:`Preset.distill`; 0: the labels alone, no GBDT is fitted for it); several weights:
+    one fit each, the best validation PR-AUC kept (:attr:`Preset.distill_choices`).
 
     ``threads`` caps the torch CPU threads of the Transformer's fit (LightGBM already keeps to
     half the cores); the app passes one fewer than the machine has so pages stay responsive while
@@ -772,17 +844,21 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
             raise DataError(f"epochs must be >= 1; got {epochs}.", title="Bad epochs")
         settings = replace(settings, epochs=int(epochs))
     if distill is not None:
-        if not 0 <= float(distill) < 1:
-            raise DataError(f"the teacher's weight (distill) must be at least 0 and below 1; got {distill}.",
+        weights = [float(w) for w in ([distill] if isinstance(distill, (int, float)) else distill)]
+        if not weights or not all(0 <= w < 1 for w in weights):
+            raise DataError("each teacher weight (distill) must be at least 0 and below 1; got "
+                            f"{', '.join(f'{w:g}' for w in weights) or 'none'}.",
                             title="Bad teacher weight",
                             hint="0 trains on the labels alone; the presets use "
-                                 f"{PRESETS['balanced'].distill:g} (half label, half teacher).")
-        settings = replace(settings, distill=float(distill))
+                                 f"{PRESETS['balanced'].distill:g} (half label, half teacher); several "
+                                 "weights are each fitted and the validation window chooses.")
+        settings = replace(settings, distill=weights[0], distill_choices=tuple(weights[1:]))
     if spec.max_train_cutoffs > settings.max_train_cutoffs:
         spec = LabelSpec.from_dict({**spec.to_dict(), "max_train_cutoffs": settings.max_train_cutoffs})
     need_seq, need_feat = _needs(kind)
     own_features = need_feat
-    need_feat = need_feat or (need_seq and settings.distill > 0)   # the distilled Transformer's teacher
+    distilled = need_seq and any(settings.teacher_weights)
+    need_feat = need_feat or distilled   # the distilled Transformer's teacher
     pretrained: Pretrained | None = None
     if init is not None:
         if not need_seq:
@@ -810,7 +886,7 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
                             spark_master=spark_master)
     inputs.pretrained = pretrained
     inputs.parent = parent_model
-    if need_seq and settings.distill > 0 and settings.teacher_density > 1:
+    if distilled and settings.teacher_density > 1:
         inputs.teacher_rows = _teacher_rows(store, dataset, spec, inputs, settings.teacher_density,
                                             max_rows=settings.max_train_rows, seed=seed, log=log)
     fit = _fit_and_measure(inputs, kind, spec, settings, seed=seed, search=search,
@@ -862,6 +938,8 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
             card["pretrained"] = members["transformer"]["init"]
         if members["transformer"].get("teacher"):
             card["teacher"] = members["transformer"]["teacher"]
+        if members["transformer"].get("teacher_weights"):
+            card["teacher_weights"] = members["transformer"]["teacher_weights"]
     if parent_model is not None:
         card["warm_start"] = {"parent_id": parent_model.card.get("model_id"), "parent_path": str(parent)}
     models = {name: m["model"] for name, m in members.items()}

@@ -188,6 +188,11 @@ if main.card.get("teacher"):
 
     st.caption(f"The Transformer was distilled: {describe_teacher(main.card['teacher'])}. The teacher only "
                "shaped its training; it scores from the user's events alone.")
+if main.card.get("teacher_weights"):
+    from core.modeling.pipeline import describe_teacher_weights
+
+    st.caption("The Transformer was fitted once per teacher weight and the validation window chose: "
+               + describe_teacher_weights(main.card["teacher_weights"], main.card["train_config"]["distill"]) + ".")
 if dataset is not None and main.card.get("dataset") not in (None, dataset):
     st.warning(f"This model was trained on **{main.card.get('dataset')}**, not on the current "
                f"dataset **{dataset}**; its test rows come from **{main.card.get('dataset')}**.")

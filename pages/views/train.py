@@ -161,10 +161,13 @@ else:
                  "validation PR-AUC stops improving). Empty: the size's number.")
         distill = st.number_input(
             "Teacher weight", min_value=0.0, max_value=0.95, value=None, step=0.05, format="%.2f",
-            key="train_distill", placeholder=f"size's {PRESETS[preset].distill:g}",
+            key="train_distill",
+            placeholder="size's " + " or ".join(f"{w:g}" for w in PRESETS[preset].teacher_weights),
             help="The Transformer's training targets mix each row's label with the probability of a "
                  "GBDT fitted on the other folds of users, at this weight (out of fold: no row's "
-                 "teacher saw its label). 0 trains on the labels alone. Empty: the size's weight.")
+                 "teacher saw its label). 0 trains on the labels alone. Empty: the size's weight; "
+                 "where the size names two, the Transformer is fitted at each and the one with the "
+                 "better validation PR-AUC is kept.")
         search = st.number_input(
             "Search trials", min_value=0, max_value=50, value=0, step=1, key="train_search",
             help="Hyper-parameter search (Optuna TPE) for every kind, with the same budget: this many "
@@ -295,17 +298,20 @@ def _job_card(state: JobState) -> None:
             st.progress(fraction or 0.0, text=text)
             if state.epochs:
                 last = state.epochs[-1]
-                st.caption(f"Epoch {last['epoch']}: train loss {last['train_loss']:.4f}, validation "
+                weight = (f" (teacher weight {last['teacher_weight']:g})"
+                          if last.get("teacher_weight") is not None else "")
+                st.caption(f"Epoch {last['epoch']}{weight}: train loss {last['train_loss']:.4f}, validation "
                            f"loss {last['valid_loss']:.4f}, validation PR-AUC {last['valid_pr_auc']:.3f}")
         elif state.status == "done" and isinstance(state.result, dict):
             result = state.result
             cols = st.columns([1, 1, 1, 1.2])
             cols[0].metric("ROC-AUC", interval(result["metrics"], "roc_auc"),
-                           help="Validation ROC-AUC with its bootstrap 95 % interval.")
+                           help="Test-window ROC-AUC (nothing was selected on that window) with its "
+                                "bootstrap 95 % interval.")
             cols[1].metric("PR-AUC", interval(result["metrics"], "pr_auc"),
-                           help="Validation PR-AUC (average precision) with its 95 % interval.")
+                           help="Test-window PR-AUC (average precision) with its 95 % interval.")
             cols[2].metric("Log-loss", interval(result["metrics"], "log_loss"),
-                           help="Validation log-loss (lower is better).")
+                           help="Test-window log-loss (lower is better).")
             with cols[3]:
                 current = st.session_state.get(session.MODEL_KEY) == result["model_dir"]
                 st.button("Current model" if current else "Use this model", key=f"use_{state.id}",
