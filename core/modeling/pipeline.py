@@ -417,7 +417,8 @@ def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: Preset, *, seed: i
     config = _transformer_config(inputs, spec, preset)
     tc = _train_config(preset, seed, threads, n_train=len(train))
     trials: list[dict[str, Any]] = []
-    weights, chosen = preset.teacher_weights, {}
+    weights = preset.teacher_weights
+    chosen: dict[str, float] = {}
     teacher, taught = (_teacher(inputs, preset, inputs.split_index("train"), seed=seed, log=log)
                        if any(weights) else (None, None))
     if search > 0:
