@@ -101,6 +101,9 @@ def test_eligibility_card_and_leaderboard(env):
     assert any(c.value == PRESETS["fast"].describe() for c in at.caption)
     at.radio(key="train_preset").set_value("balanced").run()
     assert any(f"{PRESETS['balanced'].epochs} epochs at most" in c.value for c in at.caption)
+    # the size tries two teacher weights and lets the validation window choose: the form says so
+    assert any("Transformer targets 50% or 70% (chosen on the validation window)" in c.value for c in at.caption)
+    assert at.number_input(key="train_distill").placeholder == "size's 0.5 or 0.7"
     with Store(db) as store:     # the 9-day log fits fewer one-day windows before validation and test
         windows = len(plan_cutoffs(store, "demo", LabelSpec(
             horizon="1d", max_train_cutoffs=PRESETS["balanced"].max_train_cutoffs)).train_cutoffs)
