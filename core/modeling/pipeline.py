@@ -82,7 +82,8 @@ class Preset:
                                   # weight follows the log at one more fit per weight. balanced and thorough
                                   # try 0.7 too: 0.7 led on syn-B and lost on syn-A, and validation PR-AUC
                                   # picked the test window's better weight on 3 seeds of 3 on syn-A, syn-B
-                                  # and the two-hour slice (bench/quality.py, transformer+teacherchoice)
+                                  # and the two-hour slice (bench/quality.py; transformer+oneweight is
+                                  # the model before)
     teacher_density: int = 1      # the teacher's training cutoffs per training step of the Transformer: 1 = the
                                   # Transformer's own rows; N > 1 adds cutoffs every step / N over the same
                                   # span (same users, windows still end by the validation cutoff), rows the
@@ -114,7 +115,7 @@ class Preset:
 
 
 def _weights_text(weights: tuple[float, ...]) -> str:
-    """'50 %' for one teacher weight, '50 % or 70 % (chosen on the validation window)' for several."""
+    """'50%' for one teacher weight, '50% or 70% (chosen on the validation window)' for several."""
     text = " or ".join(f"{w:.0%}" for w in weights)
     return text + (" (chosen on the validation window)" if len(weights) > 1 else "")
 
@@ -441,7 +442,8 @@ def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: Preset, *, seed: i
         fit, tc, chosen = _fit_per_teacher_weight(config, train, valid, tc, weights, teacher, inputs=inputs,
                                                   checkpoint_dir=checkpoint_dir, progress=progress,
                                                   cancel=cancel, on_epoch=on_epoch, log=log)
-        taught = None if taught is None or tc.distill == 0 else {**taught, "weight": tc.distill}
+    if taught is not None:       # the card's teacher: the weight the kept fit trained at (none at 0)
+        taught = {**taught, "weight": tc.distill} if tc.distill > 0 else None
     _log(log, f"transformer: best epoch {fit.best_epoch}, valid PR-AUC {fit.best_valid_pr_auc:.4f}, "
               f"{fit.seconds:.1f}s")
     return {"model": fit.model, "config": config.to_dict(), "train_config": tc.to_dict(),
@@ -853,9 +855,9 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
             raise DataError("each teacher weight (distill) must be at least 0 and below 1; got "
                             f"{', '.join(f'{w:g}' for w in weights) or 'none'}.",
                             title="Bad teacher weight",
-                            hint="0 trains on the labels alone; the presets use "
-                                 f"{PRESETS['balanced'].distill:g} (half label, half teacher); several "
-                                 "weights are each fitted and the validation window chooses.")
+                            hint="0 trains on the labels alone; 0.5 is half label, half teacher; several "
+                                 "weights are each fitted and the validation window chooses (balanced "
+                                 "tries " + " and ".join(f"{w:g}" for w in PRESETS["balanced"].teacher_weights) + ").")
         settings = replace(settings, distill=weights[0], distill_choices=tuple(weights[1:]))
     if spec.max_train_cutoffs > settings.max_train_cutoffs:
         spec = LabelSpec.from_dict({**spec.to_dict(), "max_train_cutoffs": settings.max_train_cutoffs})
