@@ -555,7 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of training users whose labels are used (label-efficiency runs; default 1)")
     p.add_argument("--distill", type=_weights, default=None, metavar="W[,W...]",
                    help="the Transformer's training targets: (1 - W) x label + W x an out-of-fold GBDT's "
-                        "probability, 0 <= W < 1; 0 = the labels alone (default: the preset's, 0.5); "
+                        "probability, 0 <= W < 1; 0 = the labels alone (default: the preset's; fast 0.5, balanced and "
+                        "thorough 0.5,0.7); "
                         "several weights (0.5,0.7): one fit each, the best validation PR-AUC is kept")
     p.add_argument("--compare-random-split", action="store_true",
                    help="also measure a random 80/20 split of the same rows, to show how much it over-states "

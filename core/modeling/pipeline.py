@@ -449,7 +449,7 @@ def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: Preset, *, seed: i
     return {"model": fit.model, "config": config.to_dict(), "train_config": tc.to_dict(),
             "history": fit.history, "trials": trials, "valid_pred": np.asarray(fit.valid_pred),
             "seconds": fit.seconds, "best_epoch": fit.best_epoch, "init": fit.init, "teacher": taught,
-            "teacher_weights": chosen if search == 0 and len(weights) > 1 else None}
+            "teacher_weights": chosen or None}
 
 
 def _fit_per_teacher_weight(config: TransformerConfig, train: SequenceBatch, valid: SequenceBatch,
@@ -481,9 +481,7 @@ def _fit_per_teacher_weight(config: TransformerConfig, train: SequenceBatch, val
             teacher=teacher if weight > 0 else None)
         _log(log, f"transformer at the teacher weight {weight:g}: valid PR-AUC {fits[weight].best_valid_pr_auc:.4f}")
     scores = {w: float(f.best_valid_pr_auc) for w, f in fits.items()}
-    best = max(weights, key=lambda w: scores[w] if np.isfinite(scores[w]) else -np.inf)
-    if not np.isfinite(scores[best]):
-        best = weights[0]
+    best = max(weights, key=lambda w: scores[w] if np.isfinite(scores[w]) else -np.inf)   # first of equals
     _log(log, f"transformer: kept the teacher weight {best:g} (best validation PR-AUC)")
     return fits[best], replace(tc, distill=best), {f"{w:g}": scores[w] for w in weights}
 
