@@ -58,6 +58,14 @@ def test_user_stats_counts_open_carts(scored):
     assert by_user.loc["u50", "n_events"] == 50 % 40 + 1
 
 
+def test_user_stats_top_category_breaks_ties_by_name(scored):
+    """u1: two views in c1 and a cart and a buy in c9, a tie that goes to the smaller name whichever
+    order DuckDB reads the rows in; u0: one view in c0 against two events in c9."""
+    stats = scored.df("SELECT user_id, top_category, categories FROM user_stats").set_index("user_id")
+    assert stats.loc["u1", "top_category"] == "c1" and list(stats.loc["u1", "categories"]) == ["c1", "c9"]
+    assert stats.loc["u0", "top_category"] == "c9" and list(stats.loc["u0", "categories"]) == ["c9", "c0"]
+
+
 def test_top_percent_threshold_and_band(scored):
     assert cohort_summary(scored, "m1", "d", CohortSpec(mode="top", top_percent=10)).size == 10
     s = cohort_summary(scored, "m1", "d", CohortSpec(mode="threshold", threshold=0.5))

@@ -370,3 +370,28 @@ def test_caps_sample_each_window_and_keep_the_others_whole():
     again = _cap_rows(examples, {"train": 10, "valid": 8, "test": 25}, seed=3)
     pd.testing.assert_frame_equal(capped, again)                                 # seeded
     assert _cap_rows(examples, {"valid": 30}, seed=0) is examples                # nothing to cut
+
+
+def test_each_row_s_top_category_is_its_most_frequent_with_ties_to_the_smallest(tmp_path):
+    """The evaluation rows' segments: events up to each row's cutoff and the category with most of
+    them; a tie goes to the smallest category, so retraining writes the same rows (mode() picked any)."""
+    from core.modeling.pipeline import _segments
+
+    events = ["1,10,300,pv,1511740800", "1,11,200,pv,1511740860", "1,12,300,pv,1511740920",
+              "1,13,200,pv,1511740980",                                    # 300 and 200 tied at 2
+              "1,14,500,pv,1511830800", "1,15,500,pv,1511830860", "1,16,500,pv,1511830920",
+              "2,20,700,pv,1511740800"]
+    (tmp_path / "log.csv").write_text("\n".join(events) + "\n")
+    with Store(tmp_path / "db.duckdb") as store:
+        ingest_file(store, tmp_path / "log.csv", dataset="ties")
+        rows = pd.DataFrame({"user_id": ["1", "1", "2", "3"],
+                             "cutoff": pd.to_datetime(["2017-11-27 00:10", "2017-11-28 02:00",
+                                                       "2017-11-27 00:10", "2017-11-27 00:10"]),
+                             "label": [0, 1, 0, 0]})
+        segments = [_segments(store, "ties", rows) for _ in range(3)]
+    for other in segments[1:]:
+        pd.testing.assert_frame_equal(segments[0], other)
+    first = segments[0]
+    assert first["n_events"].tolist() == [4, 7, 1, 0]
+    assert first["top_category"].tolist()[:3] == ["200", "500", "700"]   # tie -> "200" < "300"
+    assert pd.isna(first["top_category"].iloc[3])                       # no events: no category

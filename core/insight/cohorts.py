@@ -59,7 +59,8 @@ carts AS (
     WHERE last_cart IS NOT NULL AND (last_buy IS NULL OR last_buy < last_cart)
     GROUP BY user_id),
 cats AS (
-    SELECT user_id, arg_max(category, n) AS top_category, list(category ORDER BY n DESC) AS categories
+    SELECT user_id, first(category ORDER BY n DESC, category) AS top_category,
+           list(category ORDER BY n DESC, category) AS categories
     FROM (SELECT user_id, category, count(*) AS n FROM ev WHERE category IS NOT NULL GROUP BY ALL)
     GROUP BY user_id)
 SELECT ?, p.user_id, p.n_events, p.n_views, p.n_carts, p.n_favs, p.n_buys,

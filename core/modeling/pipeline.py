@@ -690,15 +690,20 @@ def _refit(kind: str, fitted: dict[str, Any], inputs: Inputs, spec: LabelSpec, p
 
 
 def _segments(store: Store, dataset: str, valid_rows: pd.DataFrame) -> pd.DataFrame:
-    """Per validation row: events before its cutoff and the user's top category then."""
+    """Per validation row: events before its cutoff and the user's top category then (the category
+    with most of those events; ties go to the smallest category, so a retrained model's saved rows
+    are the same, where ``mode()`` picked any of the tied ones)."""
     keys = valid_rows[["user_id", "cutoff"]].drop_duplicates().reset_index(drop=True)
     with store.cursor() as cur:
         cur.register("valid_keys", keys)
         frame = cur.execute(
-            "SELECT k.user_id, k.cutoff, count(e.ts) AS n_events, "
-            "mode(e.category) AS top_category "
-            "FROM valid_keys k LEFT JOIN events e ON e.dataset = ? AND e.user_id = k.user_id "
-            "AND e.ts <= k.cutoff GROUP BY k.user_id, k.cutoff", [dataset]).df()
+            "WITH per_category AS (SELECT k.user_id, k.cutoff, e.category, count(*) AS n "
+            "FROM valid_keys k JOIN events e ON e.dataset = ? AND e.user_id = k.user_id "
+            "AND e.ts <= k.cutoff GROUP BY ALL) "
+            "SELECT k.user_id, k.cutoff, CAST(coalesce(sum(c.n), 0) AS BIGINT) AS n_events, "
+            "first(c.category ORDER BY c.category IS NULL, c.n DESC, c.category) AS top_category "
+            "FROM valid_keys k LEFT JOIN per_category c ON c.user_id = k.user_id AND c.cutoff = k.cutoff "
+            "GROUP BY k.user_id, k.cutoff", [dataset]).df()
         cur.unregister("valid_keys")
     return valid_rows.merge(frame, on=["user_id", "cutoff"], how="left")
 
