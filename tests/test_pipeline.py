@@ -372,9 +372,9 @@ def test_caps_sample_each_window_and_keep_the_others_whole():
     assert _cap_rows(examples, {"valid": 30}, seed=0) is examples                # nothing to cut
 
 
-def test_each_row_s_top_category_is_its_most_frequent_with_ties_to_the_smallest(tmp_path):
+def test_each_row_s_top_category_is_its_most_frequent_with_ties_to_the_first_name(tmp_path):
     """The evaluation rows' segments: events up to each row's cutoff and the category with most of
-    them; a tie goes to the smallest category, so retraining writes the same rows (mode() picked any)."""
+    them; a tie goes to the name that sorts first, so retraining writes the same rows (mode() picked any)."""
     from core.modeling.pipeline import _segments
 
     events = ["1,10,300,pv,1511740800", "1,11,200,pv,1511740860", "1,12,300,pv,1511740920",

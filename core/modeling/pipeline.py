@@ -691,7 +691,7 @@ def _refit(kind: str, fitted: dict[str, Any], inputs: Inputs, spec: LabelSpec, p
 
 def _segments(store: Store, dataset: str, valid_rows: pd.DataFrame) -> pd.DataFrame:
     """Per validation row: events before its cutoff and the user's top category then (the category
-    with most of those events; ties go to the smallest category, so a retrained model's saved rows
+    with most of those events; a tie goes to the name that sorts first, so a retrained model's saved rows
     are the same, where ``mode()`` picked any of the tied ones)."""
     keys = valid_rows[["user_id", "cutoff"]].drop_duplicates().reset_index(drop=True)
     with store.cursor() as cur:
