@@ -144,7 +144,12 @@ The ensemble with that member (stop 30, a scratch script over ``train_model(kind
   the GBDT's 0.6042 and the Transformer's 0.5626 (weights GBDT 0.95, logistic regression 0.05), +0.035
   [-0.008, +0.083] paired over the GBDT; 0.6345 under the GBDT's 0.6534 (weights GBDT 0.7,
   Transformer 0.3), -0.019 [-0.081, +0.035]: median over the 3 seeds 0.6388 against the GBDT's 0.6355,
-  every paired interval holding 0.
+  every paired interval holding 0;
+- Taobao head + tail, seeds 0-2 (the 0.7 member kept on every seed): 0.7546/0.7804/0.7519 (median
+  0.7546; 0.7540 with the 0.5 member on seed 0) against the Transformer's 0.7481/0.7446/0.7522 and
+  the GBDT's 0.7007/0.6937/0.7053; over the GBDT +0.054/+0.087/+0.047 paired (beyond noise on seed 2,
+  [+0.004, +0.095]), over the Transformer +0.007/+0.036/-0.0003 (every interval holding 0; 29 test
+  buyers).
 
 Transfer (stop 29, one seed, a scratch script over the same calls): an encoder pre-trained on syn-A
 with a hashed vocabulary (``pretrain(..., hashed_vocab=True)``, 3 epochs, 444,011 events, held-out
