@@ -219,7 +219,7 @@ def _over_seeds(values: list[float]) -> str:
     return str(Stat.of(values).text(".4f"))
 
 
-VARIANTS = ("ema", "pretrained", "noseqdrop", "onelayer", "undistilled", "denseteacher",
+VARIANTS = ("ema", "pretrained", "noseqdrop", "onelayer", "undistilled", "denseteacher", "cart",
             "oneweight")   # transformer+<variant>
 # transformer+noseqdrop: the fast and balanced presets as they were before [CLS] dropout (the head
 # always sees [CLS]; 10 epochs, patience 3), to show what that step gave; transformer+onelayer: the
@@ -227,12 +227,14 @@ VARIANTS = ("ema", "pretrained", "noseqdrop", "onelayer", "undistilled", "denset
 # labels alone, as before the out-of-fold GBDT teacher (Preset.distill); transformer+denseteacher: the
 # teacher also learns from cutoffs every quarter step over the training span (Preset.teacher_density);
 # transformer+oneweight: the teacher weight 0.5 alone, as before balanced and thorough also tried 0.7
-# and kept the better validation PR-AUC (Preset.distill_choices)
+# and kept the better validation PR-AUC (Preset.distill_choices); transformer+cart: a second head
+# learns "carts within the horizon" beside the buy head, its loss at half weight (Preset.aux_cart)
 _VARIANT_CHANGES: dict[str, dict[str, Any]] = {"ema": {"ema_half_life": 1.0},
                                                "noseqdrop": {"seq_dropout": 0.0, "epochs": 10, "patience": 3},
                                                "onelayer": {"n_layers": 1}, "undistilled": {"distill": 0.0},
                                                "denseteacher": {"teacher_density": 4},
-                                               "oneweight": {"distill_choices": ()}}
+                                               "oneweight": {"distill_choices": ()},
+                                               "cart": {"aux_cart": 0.5}}
 
 
 @contextlib.contextmanager

@@ -171,6 +171,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                              progress=progress if rank == 0 else None, threads=args.threads, refit=args.refit,
                              label_share=args.label_share, compare_random_split=args.compare_random_split,
                              init=args.init, freeze=args.freeze, spark_master=args.spark, distill=args.distill,
+                             aux_cart=args.aux_cart,
                              log=(lambda line: bar.write(line, file=sys.stderr)) if rank == 0 else None)
     if rank > 0:
         return 0
@@ -558,6 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "probability, 0 <= W < 1; 0 = the labels alone (default: the preset's; fast 0.5, balanced and "
                         "thorough 0.5,0.7); "
                         "several weights (0.5,0.7): one fit each, the best validation PR-AUC is kept")
+    p.add_argument("--aux-cart", type=float, default=None, metavar="W",
+                   help="multi-task: a second, training-only head predicts whether the user carts within the "
+                        "horizon, its loss added at weight W >= 0 (default: the preset's, 0 = none)")
     p.add_argument("--compare-random-split", action="store_true",
                    help="also measure a random 80/20 split of the same rows, to show how much it over-states "
                         "quality against the time split")

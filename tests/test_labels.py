@@ -12,6 +12,7 @@ from core.modeling.labels import (
     CutoffPlan,
     LabelSpec,
     build_examples,
+    carted_in_horizon,
     check_eligibility,
     parse_duration,
     plan_cutoffs,
@@ -204,3 +205,27 @@ def test_plan_round_trips_through_dict():
     with_test = CutoffPlan(train_cutoffs=[at(1)], valid_cutoff=at(2), score_cutoff=at(4), test_cutoff=at(3))
     assert CutoffPlan.from_dict(with_test.to_dict()) == with_test
     assert with_test.splits == ("train", "valid", "test") and plan.splits == ("train", "valid")
+
+
+def test_carted_in_horizon_marks_rows_whose_user_carts_after_the_cutoff_within_the_horizon(store):
+    """The cart head's label: a cart in (T, T + H], the same half-open window as the buy label; in
+    the row's category for scope ``category``; other behaviours and other datasets count nothing."""
+    add_events(store, "shop", [
+        ("c1", "i1", "A", "cart", at(1, 30)), ("c1", "i2", "A", "cart", at(1, 40)),   # two carts, one row
+        ("c2", "i1", "A", "cart", at(1)),                     # at T: before the window
+        ("c3", "i1", "B", "cart", at(2)),                     # at T + H: inside it; at T for cutoff 02:00
+        ("c4", "i1", "A", "cart", at(3, 30)),                 # after both windows
+        ("c5", "i1", "A", "buy", at(1, 30)), ("c5", "i1", "A", "view", at(1, 20)),
+    ])
+    add_events(store, "other", [("c4", "i1", "A", "cart", at(2, 30))])
+    rows = pd.DataFrame({"user_id": ["c1", "c2", "c3", "c4", "c5", "c3", "c4", "nobody"],
+                         "cutoff": [at(1)] * 5 + [at(2)] * 2 + [at(1)]})
+    hour = LabelSpec(horizon="1h")
+    assert carted_in_horizon(store, "shop", hour, rows).tolist() == [1, 0, 1, 0, 0, 0, 0, 0]
+    assert carted_in_horizon(store, "other", hour, rows).tolist() == [0, 0, 0, 0, 0, 0, 1, 0]
+    assert carted_in_horizon(store, "shop", LabelSpec(horizon="3h"), rows).tolist() == [1, 0, 1, 1, 0, 0, 1, 0]
+    by_category = rows.iloc[:3].assign(category=["A", "A", "A"])
+    by_category = pd.concat([by_category, by_category.assign(category="B")], ignore_index=True)
+    spec = LabelSpec(horizon="1h", scope="category")
+    assert carted_in_horizon(store, "shop", spec, by_category).tolist() == [1, 0, 0, 0, 0, 1]
+    assert carted_in_horizon(store, "shop", hour, rows.iloc[:0]).tolist() == []

@@ -177,6 +177,9 @@ def test_cli_train_evaluate_score(world, tmp_path):
     bad = run("train", "--dataset", "syn", "--db", str(db), "--out", str(tmp_path / "t"), "--distill", "0.5,x")
     assert bad.returncode == 2 and "several such as 0.5,0.7; got '0.5,x'" in bad.stderr
     assert not (tmp_path / "t").exists()
+    bad = run("train", "--dataset", "syn", "--db", str(db), "--out", str(tmp_path / "t"), "--aux-cart", "-1")
+    assert bad.returncode == 2 and "the cart head's weight (aux_cart) must be at least 0; got -1.0" in bad.stderr
+    assert not (tmp_path / "t").exists()
 
 
 def test_default_model_directory_is_under_the_models_root(tmp_path, monkeypatch):
@@ -246,6 +249,45 @@ def test_the_teacher_weight_is_a_training_setting(world, tmp_path):
             train_model(store, "syn", kind="transformer", preset="fast", out=tmp_path / "bad", distill=bad_list)
         assert "0 trains on the labels alone" in (err.value.hint or "")
         assert not (tmp_path / "bad").exists()
+
+
+def test_a_cart_head_trains_beside_the_buy_head_and_leaves_the_saved_model_alone(world, tmp_path):
+    """``aux_cart``: the Transformer's training rows get the "carts within the horizon" label and a
+    second head learns it; the card and the summary say so, the refit trains it again, and the saved
+    model and its evaluation rows are what a plain fit saves. A bad weight, or a dataset without
+    carts, is refused with what to do, and nothing is written."""
+    store, _, tmp = world
+    lines: list[str] = []
+    result = train_model(store, "syn", kind="transformer", spec=LabelSpec(horizon="1d"), preset="fast",
+                         epochs=1, seed=0, out=tmp_path / "m", log=lines.append, distill=0.0, aux_cart=0.5,
+                         refit=True)
+    assert result.card["train_config"]["aux_cart"] == 0.5
+    heads = [line for line in lines if "cart head beside the buy head" in line]
+    assert len(heads) == 1 and "training rows cart within the horizon" in heads[0]
+    assert 'a second head learnt "carts within the horizon" beside the buy head (loss weight 0.5)' \
+        in result.summary()
+    plain = train_model(store, "syn", kind="transformer", spec=LabelSpec(horizon="1d"), preset="fast",
+                        epochs=1, seed=0, out=tmp_path / "plain", distill=0.0)
+    assert "multi-task" not in plain.summary()
+    assert list(load_evaluation(result.model_dir).columns) == list(load_evaluation(plain.model_dir).columns)
+    model = load_model(result.model_dir)
+    assert model.transformer.state_dict().keys() == load_model(plain.model_dir).transformer.state_dict().keys()
+    for bad in (-0.5, float("nan")):
+        with pytest.raises(DataError, match="must be at least 0") as err:
+            train_model(store, "syn", kind="transformer", preset="fast", out=tmp_path / "bad", aux_cart=bad)
+        assert "0 trains on the buy label alone" in (err.value.hint or "")
+        assert not (tmp_path / "bad").exists()
+    events = pd.read_csv(tmp / "events.csv", header=None)
+    no_carts = tmp_path / "no_carts.csv"
+    events[events[3] != "cart"].to_csv(no_carts, header=False, index=False)
+    with Store(tmp_path / "nocart.duckdb") as other:
+        ingest_file(other, no_carts, dataset="nocart")
+        before = other.fetchone("SELECT count(*) FROM events")
+        with pytest.raises(DataError, match="the cart head needs training rows that cart") as err:
+            train_model(other, "nocart", kind="transformer", spec=LabelSpec(horizon="1d"), preset="fast",
+                        epochs=1, out=tmp_path / "bad", aux_cart=0.5, distill=0.0)
+        assert "--aux-cart 0" in (err.value.hint or "")
+        assert not (tmp_path / "bad").exists() and other.fetchone("SELECT count(*) FROM events") == before
 
 
 def test_several_teacher_weights_are_each_fitted_and_the_validation_window_chooses(world, tmp_path):

@@ -371,6 +371,43 @@ def labels_at(store: Store, dataset: str, spec: LabelSpec, cutoff: TimeLike) -> 
     return frame
 
 
+# The auxiliary target of multi-task training (``TrainConfig.aux_cart``): the row's user puts
+# something in the cart in (T, T + H] (in the row's category for scope ``category``). Carts are
+# several times as frequent as buys, so every training row gets a second, denser signal about the
+# same horizon. A semi-join of the rows (registered with their index ``i``) against the carts.
+_ROWS_VIEW = "il_aux_rows"
+_CARTED_SQL = f"""
+SELECT DISTINCT r.i
+FROM {_ROWS_VIEW} r JOIN events e
+  ON e.user_id = r.user_id AND e.ts > r.cutoff AND e.ts <= r.hi{{category}}
+WHERE e.dataset = ? AND e.behavior = 'cart'
+"""
+
+
+def carted_in_horizon(store: Store, dataset: str, spec: LabelSpec, rows: pd.DataFrame) -> np.ndarray:
+    """1 where the row's user carts in (cutoff, cutoff + H], else 0; int8, aligned with ``rows``
+    (columns user_id, cutoff and, for scope ``category``, category: example rows). The label of the
+    auxiliary head that ``TrainConfig.aux_cart`` trains beside the buy label."""
+    frame = pd.DataFrame({
+        "i": np.arange(len(rows), dtype=np.int64),
+        "user_id": rows["user_id"].astype(str).to_numpy(),
+        "cutoff": pd.to_datetime(rows["cutoff"]).astype("datetime64[us]").to_numpy(),
+    })
+    frame["hi"] = frame["cutoff"] + spec.horizon_td
+    on_category = ""
+    if spec.scope == "category":
+        frame["category"] = rows["category"].to_numpy()
+        on_category = " AND e.category = r.category"
+    out = np.zeros(len(rows), dtype=np.int8)
+    if len(rows) == 0:
+        return out
+    with store.cursor() as cur:
+        store.register_df(cur, _ROWS_VIEW, frame)
+        hit = cur.execute(_CARTED_SQL.format(category=on_category), [dataset]).fetchnumpy()["i"]
+    out[np.asarray(hit, dtype=np.int64)] = 1
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Eligibility
 # ---------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from core.modeling.labels import (
     CutoffPlan,
     LabelSpec,
     build_examples,
+    carted_in_horizon,
     check_eligibility,
     plan_cutoffs,
     time_range,
@@ -89,6 +90,10 @@ class Preset:
                                   # span (same users, windows still end by the validation cutoff), rows the
                                   # tree learns from and the Transformer does not. Measured, not adopted:
                                   # bench/quality.py's docstring (transformer+denseteacher)
+    aux_cart: float = 0.0         # weight of a second, training-only head that predicts "carts within the
+                                  # horizon" from the same vector as the buy head (TrainConfig.aux_cart;
+                                  # train --aux-cart overrides it); 0 = the buy label alone. What it gave:
+                                  # bench/quality.py's docstring (transformer+cart)
     seq_dropout: float = 0.8      # share of training rows whose [CLS] vector the head does not see
                                   # (TransformerConfig.seq_dropout). At 0 the attention path fits the
                                   # training rows within 2-4 epochs, early stopping ends the fit there and
@@ -238,6 +243,8 @@ class TrainResult:
         if self.card.get("teacher_weights"):
             lines.append("  " + describe_teacher_weights(self.card["teacher_weights"],
                                                          self.card["train_config"]["distill"]))
+        if (self.card.get("train_config") or {}).get("aux_cart"):
+            lines.append("  " + describe_cart_head(self.card["train_config"]["aux_cart"]))
         if self.card.get("refit"):
             lines.append(f"  refitted on every labelled window ({self.card['refit']['rows']:,} rows); "
                          f"the figures above are the evaluated fit's")
@@ -334,6 +341,23 @@ def _rows_logged(inputs: Inputs, log: LogFn | None) -> Inputs:
     return inputs
 
 
+def _add_cart_target(store: Store, dataset: str, spec: LabelSpec, inputs: Inputs, log: LogFn | None) -> None:
+    """The ``carted`` column (the auxiliary head's label) of the sequences' keys, which the
+    Transformer's training reads (not of the examples, which the saved evaluation rows copy);
+    refuses a dataset whose training rows never cart, or always do."""
+    assert inputs.sequences is not None
+    carted = carted_in_horizon(store, dataset, spec, inputs.examples)
+    inputs.sequences.keys["carted"] = carted       # the keys are the examples, in the same order
+    train = carted[inputs.split_index("train")]
+    if train.min(initial=1) == train.max(initial=0):
+        raise DataError(f"the cart head needs training rows that cart within the horizon and rows that do not; "
+                        f"{int(train.sum()):,} of {len(train):,} do.", title="Nothing for the cart head",
+                        hint="Train without it (--aux-cart 0): this dataset's training windows hold "
+                             "no cart events, or only rows with them.")
+    _log(log, f"transformer: cart head beside the buy head, {int(train.sum()):,} of {len(train):,} "
+              f"training rows cart within the horizon")
+
+
 def _log(log: LogFn | None, line: str) -> None:
     if log is not None:
         log(line)
@@ -406,7 +430,8 @@ def _train_config(preset: Preset, seed: int, threads: int | None, n_train: int |
     return TrainConfig(epochs=preset.epochs, batch_size=batch, seed=seed,
                        weight_decay=preset.weight_decay, lr=preset.lr, patience=preset.patience,
                        augment_crop=preset.augment_crop, event_dropout=preset.event_dropout,
-                       ema_half_life=preset.ema_half_life, distill=preset.distill, threads=threads)
+                       ema_half_life=preset.ema_half_life, distill=preset.distill, aux_cart=preset.aux_cart,
+                       threads=threads)
 
 
 def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: Preset, *, seed: int,
@@ -581,6 +606,12 @@ def describe_teacher(record: dict[str, Any]) -> str:
     return (f"training targets {1 - record['weight']:.0%} the labels, {record['weight']:.0%} an out-of-fold "
             f"GBDT's probability ({record['folds']} folds of users, {record['trees']} trees"
             + (f", {record['rows']:,} rows" if record.get("rows") else "") + ")")
+
+
+def describe_cart_head(weight: float) -> str:
+    """One line for people: the training-only cart head of a multi-task Transformer."""
+    return (f"transformer multi-task: a second head learnt \"carts within the horizon\" beside the buy head "
+            f"(loss weight {weight:g}); only the buy head scores")
 
 
 def describe_teacher_weights(choices: dict[str, float], kept: float) -> str:
@@ -811,7 +842,7 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
                 label_share: float = 1.0, compare_random_split: bool = False,
                 init: str | Path | None = None, freeze: str = "none",
                 parent: str | Path | None = None, spark_master: str | None = None,
-                distill: float | Sequence[float] | None = None) -> TrainResult:
+                distill: float | Sequence[float] | None = None, aux_cart: float | None = None) -> TrainResult:
     """Train ``kind`` on ``dataset`` with a time split, evaluate it, save it; see the module doc.
 
     Selection (early stopping, search, ensemble weights, calibration) uses the validation window
@@ -836,6 +867,9 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
     ``distill``: the teacher's weight in the Transformer's training targets, in [0, 1) (None: the
     preset's, :attr:`Preset.distill`; 0: the labels alone, no GBDT is fitted for it); several weights:
     one fit each, the best validation PR-AUC kept (:attr:`Preset.distill_choices`).
+
+    ``aux_cart``: the weight of the Transformer's auxiliary "carts within the horizon" loss, >= 0 (None:
+    the preset's, :attr:`Preset.aux_cart`; 0: none).
 
     ``threads`` caps the torch CPU threads of the Transformer's fit (LightGBM already keeps to
     half the cores); the app passes one fewer than the machine has so pages stay responsive while
@@ -862,6 +896,12 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
                                  "weights are each fitted and the validation window chooses (balanced "
                                  "tries " + " and ".join(f"{w:g}" for w in PRESETS["balanced"].teacher_weights) + ").")
         settings = replace(settings, distill=weights[0], distill_choices=tuple(weights[1:]))
+    if aux_cart is not None:
+        if not float(aux_cart) >= 0:
+            raise DataError(f"the cart head's weight (aux_cart) must be at least 0; got {aux_cart}.",
+                            title="Bad cart-head weight",
+                            hint="0 trains on the buy label alone; 0.5 adds the cart loss at half weight.")
+        settings = replace(settings, aux_cart=float(aux_cart))
     if spec.max_train_cutoffs > settings.max_train_cutoffs:
         spec = LabelSpec.from_dict({**spec.to_dict(), "max_train_cutoffs": settings.max_train_cutoffs})
     need_seq, need_feat = _needs(kind)
@@ -895,6 +935,8 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
                             spark_master=spark_master)
     inputs.pretrained = pretrained
     inputs.parent = parent_model
+    if need_seq and settings.aux_cart > 0:
+        _add_cart_target(store, dataset, spec, inputs, log)
     if distilled and settings.teacher_density > 1:
         inputs.teacher_rows = _teacher_rows(store, dataset, spec, inputs, settings.teacher_density,
                                             max_rows=settings.max_train_rows, seed=seed, log=log)

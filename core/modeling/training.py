@@ -13,6 +13,12 @@
   at that weight, both under the same class weight, and the prior correction still holds. A few
   hundred buyers give the label loss little to learn from; the teacher's probabilities grade every
   row.
+* Multi-task (``aux_cart`` > 0): a second head, beside the buy head and reading the same vector
+  (the [CLS] read-out and the event statistics), predicts whether the user carts in the same horizon
+  (the training rows' ``carted`` column, ``core.modeling.labels.carted_in_horizon``); its loss,
+  class-weighted like the buy loss, is added at that weight. Carts outnumber buys, so the shared
+  encoder gets a denser signal. The head lives only in training: the saved model, its explanations
+  and its ONNX export are the buy head's alone.
 * Early stopping on validation PR-AUC (``average_precision_score``); the best epoch's weights are kept.
   When the validation labels hold one class, the lowest validation loss picks the epoch instead.
 * Reproducible: the model is initialised from ``seed`` and every epoch draws its shuffling,
@@ -113,6 +119,9 @@ class TrainConfig:
     distill: float = 0.0             # float in [0, 1): weight of a teacher's probability in each training
                                      # row's target, (1 - distill) * label + distill * teacher (needs the
                                      # ``teacher`` probabilities of fit_transformer)
+    aux_cart: float = 0.0            # float >= 0: weight of the auxiliary "carts within the horizon" loss
+                                     # (a training-only second head; needs a ``carted`` column in the
+                                     # training rows' keys); 0 = the buy label alone
 
     def __post_init__(self) -> None:
         checks = [("epochs", self.epochs >= 1), ("batch_size", self.batch_size >= 1),
@@ -129,7 +138,7 @@ class TrainConfig:
                   ("threads", self.threads is None or self.threads >= 1),
                   ("stats_lr_scale", self.stats_lr_scale > 0),
                   ("ema_half_life", self.ema_half_life >= 0),
-                  ("distill", 0 <= self.distill < 1)]
+                  ("distill", 0 <= self.distill < 1), ("aux_cart", self.aux_cart >= 0)]
         for name, ok in checks:
             if not ok:
                 raise ValueError(f"TrainConfig.{name} has an invalid value: {getattr(self, name)!r} "
@@ -185,6 +194,33 @@ def _labels(batch: SequenceBatch, what: str) -> np.ndarray:
     return y
 
 
+def _aux_labels(batch: SequenceBatch) -> np.ndarray:
+    """The training rows' auxiliary target (``keys['carted']``, 0/1) for ``TrainConfig.aux_cart``."""
+    if "carted" not in batch.keys.columns:
+        raise ModelError("TrainConfig.aux_cart needs the training rows' 'carted' column "
+                         "(core.modeling.labels.carted_in_horizon).")
+    y = batch.keys["carted"].to_numpy(dtype=float)
+    if np.isnan(y).any() or not np.isin(y, (0.0, 1.0)).all():
+        raise ModelError("the training rows' 'carted' targets must be 0 or 1 (found NaN or other values).")
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == len(y):
+        raise EligibilityError(f"the auxiliary cart target holds one class only ({n_pos} of {len(y):,} "
+                               "training rows cart within the horizon), so there is nothing to learn from it.",
+                               hint="Train without the cart head (aux_cart 0).")
+    return y
+
+
+def _aux_head(model: IntentTransformer) -> torch.nn.Sequential:
+    """A second head shaped like the buy head, reading the same vector (training only)."""
+    first = model.head[0]
+    assert isinstance(first, torch.nn.Linear)
+    width = first.out_features
+    head = torch.nn.Sequential(torch.nn.Linear(first.in_features, width), torch.nn.GELU(),
+                               torch.nn.Dropout(model.config.dropout), torch.nn.Linear(width, 1))
+    head.apply(model._init_weights)
+    return head
+
+
 def _augment(inputs: dict[str, torch.Tensor], tc: TrainConfig, gen: torch.Generator) -> None:
     """Hide older events (crop) and random events (dropout) by clearing their mask bits."""
     mask = inputs["mask"].bool()
@@ -215,14 +251,16 @@ def _lr_lambda(tc: TrainConfig, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def _optimizer(model: IntentTransformer, tc: TrainConfig) -> torch.optim.AdamW:
+def _optimizer(model: IntentTransformer, tc: TrainConfig,
+               extra: torch.nn.Module | None = None) -> torch.optim.AdamW:
     """AdamW: decay on matrices and embeddings only; the event-statistics path at ``stats_lr_scale``
-    times the learning rate. Empty groups are left out, so a model without that path has the two
-    groups it always had."""
+    times the learning rate; ``extra`` (the auxiliary head) with the rest. Empty groups are left out,
+    so a model without that path has the two groups it always had."""
     fast = {id(p) for p in model.statistics_parameters()}
+    every = [*model.parameters(), *(extra.parameters() if extra is not None else ())]
     groups = []
     for scale, in_group in ((1.0, False), (tc.stats_lr_scale, True)):
-        params = [p for p in model.parameters() if p.requires_grad and (id(p) in fast) == in_group]
+        params = [p for p in every if p.requires_grad and (id(p) in fast) == in_group]
         for decayed in (True, False):
             chosen = [p for p in params if (p.dim() >= 2) == decayed]
             if chosen:
@@ -259,11 +297,13 @@ def predict_transformer(model: IntentTransformer, batch: SequenceBatch,
 
 
 def _signature(config: TransformerConfig, tc: TrainConfig, train: SequenceBatch,
-               valid: SequenceBatch, y_train: np.ndarray) -> str:
+               valid: SequenceBatch, y_train: np.ndarray, aux_train: np.ndarray | None = None) -> str:
     """What must match for a checkpoint to belong to this run (epochs/patience may grow)."""
     relevant = {k: v for k, v in tc.to_dict().items()
                 if k not in ("epochs", "patience", "threads", "device", "eval_batch_size")}
     digest = hashlib.sha256(y_train.tobytes())
+    if aux_train is not None:
+        digest.update(aux_train.tobytes())
     for part in (train, valid):                 # a sample of the inputs tells datasets apart
         for name in ("behavior", "item", "gap"):
             digest.update(np.ascontiguousarray(getattr(part, name)[:5000], dtype=np.int64).tobytes())
@@ -344,12 +384,14 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
         prior_shift = loss_weight
     steps_per_epoch = math.ceil(len(train) / tc.batch_size)
     total_steps = tc.epochs * steps_per_epoch
-    signature = _signature(config, tc, train, valid, target_train)
+    aux_train = _aux_labels(train) if tc.aux_cart > 0 else None
+    signature = _signature(config, tc, train, valid, target_train, aux_train)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     train_t, valid_t = train.tensors(widen=False), valid.tensors(widen=False)   # no int64 copy
     y_train_t = torch.from_numpy(target_train).float()
     y_valid_t = torch.from_numpy(y_valid).float()
     pos_idx, neg_idx = np.flatnonzero(y_train == 1), np.flatnonzero(y_train == 0)
+    aux_train_t = torch.from_numpy(aux_train).float() if aux_train is not None else None
 
     with _threads(tc.threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(tc.seed)
@@ -361,7 +403,23 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
         # the loss sees positives with weight loss_weight (or half the sample when balanced): start
         # the output at those weighted log-odds (a resumed run loads its own weights below)
         model.init_output_bias(0.0 if tc.balanced_sampling else math.log(loss_weight / ratio))
-        optimizer = _optimizer(model, tc)
+        # multi-task: the cart head reads the buy head's input, caught by a hook as forward runs (so
+        # DistributedDataParallel's forward stays the one that runs); made after the model, so the
+        # model's initial weights do not depend on it
+        aux = _aux_head(model).to(device) if aux_train is not None else None
+        aux_net: torch.nn.Module | None = aux
+        head_input: dict[str, torch.Tensor] = {}
+        hook = (model.head.register_forward_hook(lambda _m, args, _out: head_input.update(x=args[0]))
+                if aux is not None else None)
+        aux_loss_fn = None
+        if aux_train is not None:
+            aux_pos = float(aux_train.sum())
+            aux_weight = min(tc.max_pos_weight, (len(aux_train) - aux_pos) / aux_pos)
+            aux_loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(aux_weight, device=device))
+            with torch.no_grad():               # start at the weighted log-odds, like the buy head
+                last = cast(torch.nn.Linear, cast(torch.nn.Sequential, aux)[-1])
+                last.bias.fill_(math.log(aux_weight * aux_pos / (len(aux_train) - aux_pos)))
+        optimizer = _optimizer(model, tc, aux)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(tc, total_steps))
         # the weights that are validated and kept: the raw ones, or their moving average
         ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(
@@ -380,6 +438,8 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
             torch.set_rng_state(state["torch_rng"])
             if ema is not None:
                 ema.load_state_dict(state["ema"])
+            if aux is not None:
+                aux.load_state_dict(state["aux"])
             history = list(state["history"])
             best = state["best"]
             done_epochs = int(state["epoch"])
@@ -394,6 +454,8 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
         rank, world = data_parallel()
         net: torch.nn.Module = (model if world == 1 else
                                 torch.nn.parallel.DistributedDataParallel(model))
+        if aux is not None and world > 1:
+            aux_net = torch.nn.parallel.DistributedDataParallel(aux)    # its gradients averaged too
 
         for epoch in range(done_epochs + 1, tc.epochs + 1):
             if best["bad_epochs"] >= tc.patience:
@@ -409,6 +471,8 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
             else:
                 order = rng.permutation(len(train))
             model.train()
+            if aux is not None:
+                aux.train()
             running, seen = 0.0, 0
             for step in range(steps_per_epoch):
                 if cancel is not None:
@@ -425,6 +489,9 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
                 target = y_train_t[index].to(device)
                 raw = net(**inputs) - model.logit_offset                     # (B,) uncorrected
                 loss = loss_fn(raw, target)
+                if aux_net is not None and aux_loss_fn is not None and aux_train_t is not None:
+                    aux_logit = aux_net(head_input.pop("x")).squeeze(-1)             # (B,)
+                    loss = loss + tc.aux_cart * aux_loss_fn(aux_logit, aux_train_t[index].to(device))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if tc.grad_clip > 0:
@@ -459,10 +526,13 @@ def fit_transformer(config: TransformerConfig, train: SequenceBatch, valid: Sequ
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
                     "history": history, "best": best,
-                    **({"ema": ema.state_dict()} if ema is not None else {})})
+                    **({"ema": ema.state_dict()} if ema is not None else {}),
+                    **({"aux": aux.state_dict()} if aux is not None else {})})
             if on_epoch is not None:
                 on_epoch(dict(record))
 
+        if hook is not None:
+            hook.remove()
         model.load_state_dict(best["state"])
         model.eval()
         valid_pred = torch.sigmoid(_logits(model, valid_t, len(valid), tc.eval_batch_size).double()).numpy()

@@ -193,6 +193,10 @@ if main.card.get("teacher_weights"):
 
     st.caption("The Transformer was fitted once per teacher weight and the validation window chose: "
                + describe_teacher_weights(main.card["teacher_weights"], main.card["train_config"]["distill"]) + ".")
+if (main.card.get("train_config") or {}).get("aux_cart"):
+    from core.modeling.pipeline import describe_cart_head
+
+    st.caption(describe_cart_head(main.card["train_config"]["aux_cart"]).capitalize() + ".")
 if dataset is not None and main.card.get("dataset") not in (None, dataset):
     st.warning(f"This model was trained on **{main.card.get('dataset')}**, not on the current "
                f"dataset **{dataset}**; its test rows come from **{main.card.get('dataset')}**.")
