@@ -91,20 +91,23 @@ def test_spark_refuses_a_private_store_and_an_empty_request(spark, synth_store):
             features=False)
 
 
-def _train(args: list[str], store: Path, out: Path) -> dict:
+def _train(args: list[str], store: Path, out: Path, extra: list[str]) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     common = ["train", "--dataset", "syn", "--model", "transformer", "--preset", "fast", "--epochs", "2",
-              "--seed", "3", "--threads", "1", "--db", str(store), "--out", str(out)]
+              "--seed", "3", "--threads", "1", "--db", str(store), "--out", str(out), *extra]
     done = subprocess.run([*args, *common], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((out / "card.json").read_text())
 
 
-def test_two_process_training_reaches_the_one_process_test_quality(synth_store, tmp_path):
-    one = _train([sys.executable, "-m", "core"], synth_store.path, tmp_path / "one")
+# the second case: the cart head, which lives outside the model, has its own gradient averaging
+@pytest.mark.parametrize("extra", [[], ["--aux-cart", "0.5"]], ids=["buy-head", "cart-head-too"])
+def test_two_process_training_reaches_the_one_process_test_quality(synth_store, tmp_path, extra):
+    one = _train([sys.executable, "-m", "core"], synth_store.path, tmp_path / "one", extra)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                 "-m", "core"]
-    two = _train(torchrun, synth_store.path, tmp_path / "two")
+    two = _train(torchrun, synth_store.path, tmp_path / "two", extra)
+    assert two["train_config"]["aux_cart"] == one["train_config"]["aux_cart"] == (0.5 if extra else 0.0)
     assert two["data_parallel"] == {"processes": 2, "backend": "gloo"}
     assert "data_parallel" not in one
     assert two["rows"] == one["rows"]                       # the same examples in every window
