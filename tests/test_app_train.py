@@ -104,6 +104,7 @@ def test_eligibility_card_and_leaderboard(env):
     # the size tries two teacher weights and lets the validation window choose: the form says so
     assert any("Transformer targets 50% or 70% (chosen on the validation window)" in c.value for c in at.caption)
     assert at.number_input(key="train_distill").placeholder == "size's 0.5 or 0.7"
+    assert at.number_input(key="train_aux_cart").placeholder == f"size's {PRESETS['balanced'].aux_cart:g}"
     with Store(db) as store:     # the 9-day log fits fewer one-day windows before validation and test
         windows = len(plan_cutoffs(store, "demo", LabelSpec(
             horizon="1d", max_train_cutoffs=PRESETS["balanced"].max_train_cutoffs)).train_cutoffs)
@@ -252,6 +253,7 @@ def test_a_cancelled_training_resumes_from_its_checkpoint(env):
     at.multiselect(key="train_kinds").set_value(["transformer"]).run()
     at.number_input(key="train_epochs").set_value(2).run()
     at.number_input(key="train_distill").set_value(0.0).run()        # the labels alone: no teacher
+    at.number_input(key="train_aux_cart").set_value(0.5).run()       # a cart head, resumed with the rest
     at.button(key="train_start").click().run()
     (first,) = at.session_state["train_jobs"]
     registry = cached.get_jobs()
@@ -276,6 +278,7 @@ def test_a_cancelled_training_resumes_from_its_checkpoint(env):
     assert not (models / "demo-transformer-1d.checkpoint").exists()
     card = json.loads((models / "demo-transformer-1d" / "card.json").read_text())
     assert card["train_config"]["distill"] == 0.0 and "teacher" not in card
+    assert card["train_config"]["aux_cart"] == 0.5
 
 
 def test_label_efficiency_refuses_a_folder_that_is_not_an_encoder(env, tmp_path):

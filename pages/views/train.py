@@ -62,7 +62,7 @@ def eligibility(dataset: str, spec: LabelSpec) -> tuple[Eligibility, CutoffPlan]
 def make_job(dataset: str, kind: str, spec: LabelSpec, settings: dict[str, Any],
              out: Path) -> Callable[[JobContext], dict[str, Any]]:
     """The function the worker thread runs for one model kind (reports through ``ctx`` only).
-    ``settings``: preset, epochs, distill, search, seed, refit, compare_random_split (the form's
+    ``settings``: preset, epochs, distill, aux_cart, search, seed, refit, compare_random_split (the form's
     values)."""
     store = cached.get_store()                     # captured here: the worker never calls st.*
 
@@ -71,7 +71,7 @@ def make_job(dataset: str, kind: str, spec: LabelSpec, settings: dict[str, Any],
 
         result = train_model(store, dataset, kind=kind, spec=spec, preset=settings["preset"],
                              epochs=settings["epochs"], search=settings["search"], seed=settings["seed"],
-                             distill=settings["distill"],
+                             distill=settings["distill"], aux_cart=settings["aux_cart"],
                              refit=settings["refit"], compare_random_split=settings["compare_random_split"],
                              out=out, progress=ctx.progress, cancel=ctx.cancel, log=ctx.log,
                              on_epoch=ctx.on_epoch, threads=JOB_THREADS)
@@ -168,6 +168,13 @@ else:
                  "teacher saw its label). 0 trains on the labels alone. Empty: the size's weight; "
                  "where the size names two, the Transformer is fitted at each and the one with the "
                  "better validation PR-AUC is kept.")
+        aux_cart = st.number_input(
+            "Cart head weight", min_value=0.0, max_value=2.0, value=None, step=0.1, format="%.2f",
+            key="train_aux_cart", placeholder=f"size's {PRESETS[preset].aux_cart:g}",
+            help="Multi-task training: a second head beside the buy head learns whether the user puts "
+                 "something in the cart within the horizon, and its loss is added at this weight. Carts "
+                 "outnumber buys, so the shared encoder learns from more rows; the head only trains, the "
+                 "saved model scores with the buy head. 0 = none. Empty: the size's weight.")
         search = st.number_input(
             "Search trials", min_value=0, max_value=50, value=0, step=1, key="train_search",
             help="Hyper-parameter search (Optuna TPE) for every kind, with the same budget: this many "
@@ -200,6 +207,7 @@ else:
         settings = {"kinds": list(kinds), "preset": preset,
                     "epochs": int(epochs) if epochs is not None else None,
                     "distill": float(distill) if distill is not None else None,
+                    "aux_cart": float(aux_cart) if aux_cart is not None else None,
                     "search": int(search), "seed": int(seed), "refit": bool(refit),
                     "compare_random_split": bool(compare_random)}
 
