@@ -44,7 +44,7 @@ def _positive_int(text: str) -> int:
 
 
 def _weights(text: str) -> list[float]:
-    """``--distill``: one teacher weight or several, comma-separated (train_model checks the range)."""
+    """``--distill`` and ``--aux-cart``: one weight or several, comma-separated (train_model checks the range)."""
     try:
         return [float(part) for part in text.split(",")]
     except ValueError:
@@ -559,9 +559,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "probability, 0 <= W < 1; 0 = the labels alone (default: the preset's; fast 0.5, balanced and "
                         "thorough 0.5,0.7); "
                         "several weights (0.5,0.7): one fit each, the best validation PR-AUC is kept")
-    p.add_argument("--aux-cart", type=float, default=None, metavar="W",
+    p.add_argument("--aux-cart", type=_weights, default=None, metavar="W[,W...]",
                    help="multi-task: a second, training-only head predicts whether the user carts within the "
-                        "horizon, its loss added at weight W >= 0 (default: the preset's, 0 = none)")
+                        "horizon, its loss added at weight W >= 0 (default: the preset's, 0 = none); several "
+                        "weights (0,0.5): after the teacher weight is chosen, one fit each, the best validation "
+                        "PR-AUC is kept")
     p.add_argument("--compare-random-split", action="store_true",
                    help="also measure a random 80/20 split of the same rows, to show how much it over-states "
                         "quality against the time split")

@@ -245,6 +245,24 @@ def test_the_page_reports_the_test_window_with_validation_beside_it(models):
     assert any("--compare-random-split" in c.value for c in at.caption)
 
 
+def test_the_settings_the_validation_window_chose_are_captioned(models):
+    """A card with a teacher-weight and a cart-head-weight choice (``train --distill 0.5,0.7 --aux-cart
+    0,0.5``): the page lists each value's validation PR-AUC, the kept one, and the cart head."""
+    folder = models / "demo-ensemble-1d"
+    card = json.loads((folder / "card.json").read_text())
+    card["teacher_weights"] = {"0.5": 0.61, "0.7": 0.6}
+    card["cart_weights"] = {"0": 0.61, "0.5": 0.625}
+    card["train_config"].update(distill=0.5, aux_cart=0.5)
+    (folder / "card.json").write_text(json.dumps(card))
+    captions = [c.value for c in pick_model(performance_page(), folder).caption]
+    assert ("The Transformer was fitted once per teacher weight and the validation window chose: teacher "
+            "weight 0.5 kept of 0.5 (validation PR-AUC 0.6100), 0.7 (validation PR-AUC 0.6000).") in captions
+    assert ("The Transformer was fitted once per cart-head weight and the validation window chose: cart-head "
+            "weight 0.5 kept of 0 (validation PR-AUC 0.6100), 0.5 (validation PR-AUC 0.6250).") in captions
+    assert ('Transformer multi-task: a second head learnt "carts within the horizon" beside the buy head '
+            "(loss weight 0.5); only the buy head scores.") in captions
+
+
 def test_a_model_older_than_the_test_window_is_labelled_optimistic(models):
     folder = models / "demo-gbdt-1d"
     rows = load_evaluation(folder, "valid")

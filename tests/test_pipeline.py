@@ -178,7 +178,7 @@ def test_cli_train_evaluate_score(world, tmp_path):
     assert bad.returncode == 2 and "several such as 0.5,0.7; got '0.5,x'" in bad.stderr
     assert not (tmp_path / "t").exists()
     bad = run("train", "--dataset", "syn", "--db", str(db), "--out", str(tmp_path / "t"), "--aux-cart", "-1")
-    assert bad.returncode == 2 and "the cart head's weight (aux_cart) must be at least 0; got -1.0" in bad.stderr
+    assert bad.returncode == 2 and "each cart head's weight (aux_cart) must be at least 0; got -1" in bad.stderr
     assert not (tmp_path / "t").exists()
 
 
@@ -268,11 +268,22 @@ def test_a_cart_head_trains_beside_the_buy_head_and_leaves_the_saved_model_alone
         in result.summary()
     plain = train_model(store, "syn", kind="transformer", spec=LabelSpec(horizon="1d"), preset="fast",
                         epochs=1, seed=0, out=tmp_path / "plain", distill=0.0)
-    assert "multi-task" not in plain.summary()
+    assert "multi-task" not in plain.summary() and "cart_weights" not in plain.card
+    # several weights: after the teacher weight, one fit per cart-head weight; the validation window chooses
+    lines.clear()
+    chosen = train_model(store, "syn", kind="transformer", spec=LabelSpec(horizon="1d"), preset="fast",
+                         epochs=1, seed=0, out=tmp_path / "chosen", log=lines.append, distill=0.0,
+                         aux_cart=[0.0, 0.5], refit=True)
+    scores, kept = chosen.card["cart_weights"], chosen.card["train_config"]["aux_cart"]
+    assert list(scores) == ["0", "0.5"] and scores[f"{kept:g}"] == max(scores.values())
+    assert scores["0"] == pytest.approx(plain.card["history"][0]["valid_pr_auc"])    # the same fit as plain's
+    assert scores["0.5"] == pytest.approx(result.card["history"][0]["valid_pr_auc"])
+    assert any(line.startswith("transformer at the cart-head weight 0.5: valid PR-AUC") for line in lines)
+    assert f"cart-head weight {kept:g} kept of 0 (validation PR-AUC {scores['0']:.4f}), 0.5" in chosen.summary()
     assert list(load_evaluation(result.model_dir).columns) == list(load_evaluation(plain.model_dir).columns)
     model = load_model(result.model_dir)
     assert model.transformer.state_dict().keys() == load_model(plain.model_dir).transformer.state_dict().keys()
-    for bad in (-0.5, float("nan")):
+    for bad in (-0.5, float("nan"), [], [0.0, -1.0]):
         with pytest.raises(DataError, match="must be at least 0") as err:
             train_model(store, "syn", kind="transformer", preset="fast", out=tmp_path / "bad", aux_cart=bad)
         assert "0 trains on the buy label alone" in (err.value.hint or "")

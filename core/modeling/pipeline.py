@@ -94,6 +94,9 @@ class Preset:
                                   # horizon" from the same vector as the buy head (TrainConfig.aux_cart;
                                   # train --aux-cart overrides it); 0 = the buy label alone. What it gave:
                                   # bench/quality.py's docstring (transformer+cart)
+    aux_cart_choices: tuple[float, ...] = ()   # other cart-head weights: once the teacher weight is chosen,
+                                  # the Transformer is fitted again at each, and the best validation PR-AUC
+                                  # is kept (ties: ``aux_cart``); train --aux-cart 0,0.5
     seq_dropout: float = 0.8      # share of training rows whose [CLS] vector the head does not see
                                   # (TransformerConfig.seq_dropout). At 0 the attention path fits the
                                   # training rows within 2-4 epochs, early stopping ends the fit there and
@@ -106,6 +109,11 @@ class Preset:
     def teacher_weights(self) -> tuple[float, ...]:
         """The teacher weights the Transformer is fitted with: ``distill`` first, then the choices."""
         return tuple(dict.fromkeys((self.distill, *self.distill_choices)))
+
+    @property
+    def cart_weights(self) -> tuple[float, ...]:
+        """The cart-head weights the Transformer is fitted with: ``aux_cart`` first, then the choices."""
+        return tuple(dict.fromkeys((self.aux_cart, *self.aux_cart_choices)))
 
     def describe(self) -> str:
         """One line for people: what this size trains (the Train page's caption)."""
@@ -241,10 +249,13 @@ class TrainResult:
         if self.card.get("teacher"):
             lines.append(f"  transformer distilled: {describe_teacher(self.card['teacher'])}")
         if self.card.get("teacher_weights"):
-            lines.append("  " + describe_teacher_weights(self.card["teacher_weights"],
-                                                         self.card["train_config"]["distill"]))
+            lines.append("  " + describe_choices("teacher weight", self.card["teacher_weights"],
+                                                 self.card["train_config"]["distill"]))
         if (self.card.get("train_config") or {}).get("aux_cart"):
             lines.append("  " + describe_cart_head(self.card["train_config"]["aux_cart"]))
+        if self.card.get("cart_weights"):
+            lines.append("  " + describe_choices("cart-head weight", self.card["cart_weights"],
+                                                 self.card["train_config"]["aux_cart"]))
         if self.card.get("refit"):
             lines.append(f"  refitted on every labelled window ({self.card['refit']['rows']:,} rows); "
                          f"the figures above are the evaluated fit's")
@@ -446,8 +457,9 @@ def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: Preset, *, seed: i
     config = _transformer_config(inputs, spec, preset)
     tc = _train_config(preset, seed, threads, n_train=len(train))
     trials: list[dict[str, Any]] = []
-    weights = preset.teacher_weights
+    weights, cart_weights = preset.teacher_weights, preset.cart_weights
     chosen: dict[str, float] = {}
+    carts: dict[str, float] = {}
     teacher, taught = (_teacher(inputs, preset, inputs.split_index("train"), seed=seed, log=log)
                        if any(weights) else (None, None))
     if search > 0:
@@ -459,14 +471,24 @@ def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: Preset, *, seed: i
                                                                  f"PR-AUC {t['valid_pr_auc']:.4f} {t['params']}"),
                                     teacher=teacher)
         fit, config, tc, trials = result.best_fit, result.best_config, result.best_train_config, result.trials
-    elif len(weights) == 1:
+    elif len(weights) == 1 and len(cart_weights) == 1:
         fit = fit_transformer(config, train, valid, tc, progress=progress, cancel=cancel,
                               on_epoch=on_epoch, checkpoint_dir=checkpoint_dir, log=log,
                               init=_initialiser(inputs), teacher=teacher)
     else:
-        fit, tc, chosen = _fit_per_teacher_weight(config, train, valid, tc, weights, teacher, inputs=inputs,
-                                                  checkpoint_dir=checkpoint_dir, progress=progress,
-                                                  cancel=cancel, on_epoch=on_epoch, log=log)
+        fits = _fit_each(config, train, valid, [replace(tc, distill=w) for w in weights], "teacher weight",
+                         teacher, inputs=inputs, checkpoint_dir=checkpoint_dir, progress=progress,
+                         cancel=cancel, on_epoch=on_epoch, log=log, total=len(weights) + len(cart_weights) - 1)
+        fit, tc, chosen = _keep_best(fits, "distill", "teacher weight", log)
+        chosen = chosen if len(weights) > 1 else {}
+    if search == 0 and len(cart_weights) > 1:
+        # the cart head's weight, at the kept teacher weight: the fit above is the first weight's
+        others = [replace(tc, aux_cart=c) for c in cart_weights if c != tc.aux_cart]
+        fits = [(tc, fit), *_fit_each(config, train, valid, others, "cart-head weight", teacher, inputs=inputs,
+                                      checkpoint_dir=checkpoint_dir, progress=progress, cancel=cancel,
+                                      on_epoch=on_epoch, log=log, total=len(weights) + len(others),
+                                      done=len(weights))]
+        fit, tc, carts = _keep_best(fits, "aux_cart", "cart-head weight", log)
     if taught is not None:       # the card's teacher: the weight the kept fit trained at (none at 0)
         taught = {**taught, "weight": tc.distill} if tc.distill > 0 else None
     _log(log, f"transformer: best epoch {fit.best_epoch}, valid PR-AUC {fit.best_valid_pr_auc:.4f}, "
@@ -474,41 +496,55 @@ def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: Preset, *, seed: i
     return {"model": fit.model, "config": config.to_dict(), "train_config": tc.to_dict(),
             "history": fit.history, "trials": trials, "valid_pred": np.asarray(fit.valid_pred),
             "seconds": fit.seconds, "best_epoch": fit.best_epoch, "init": fit.init, "teacher": taught,
-            "teacher_weights": chosen or None}
+            "teacher_weights": chosen or None, "cart_weights": carts or None}
 
 
-def _fit_per_teacher_weight(config: TransformerConfig, train: SequenceBatch, valid: SequenceBatch,
-                            tc: TrainConfig, weights: tuple[float, ...], teacher: np.ndarray | None, *,
-                            inputs: Inputs, checkpoint_dir: Path | None, progress: ProgressFn | None,
-                            cancel: CancelToken | None, on_epoch: Callable[[dict], None] | None,
-                            log: LogFn | None) -> tuple[Any, TrainConfig, dict[str, float]]:
-    """One Transformer fit per teacher weight (the same teacher, seed and rows; each in its own
-    checkpoint folder, so a resumed job picks up where each stood), keeping the fit with the best
-    validation PR-AUC; the first weight wins ties and windows without a positive. Returns (the kept
-    fit, its training settings, each weight's validation PR-AUC)."""
+def _fit_each(config: TransformerConfig, train: SequenceBatch, valid: SequenceBatch,
+              settings: list[TrainConfig], what: str, teacher: np.ndarray | None, *, inputs: Inputs,
+              checkpoint_dir: Path | None, progress: ProgressFn | None, cancel: CancelToken | None,
+              on_epoch: Callable[[dict], None] | None, log: LogFn | None, total: int,
+              done: int = 0) -> list[tuple[TrainConfig, Any]]:
+    """One Transformer fit per training setting (the same teacher, seed and rows; each in its own
+    checkpoint folder, so a resumed job picks up where each stood). ``what`` names the setting that
+    differs ("teacher weight" or "cart-head weight"); the progress bar spans ``total`` fits, ``done``
+    of them already finished."""
     from core.modeling.training import fit_transformer
 
-    fits: dict[float, Any] = {}
-    for i, weight in enumerate(weights):
-        def step(done: float, total: float | None, message: str, i: int = i, weight: float = weight) -> None:
+    fits = []
+    for i, tc in enumerate(settings, start=done):
+        value = tc.distill if what == "teacher weight" else tc.aux_cart
+        label = f"{what} {value:g}"
+
+        def step(pos: float, size: float | None, message: str, i: int = i, label: str = label) -> None:
             assert progress is not None
-            prefix = f"teacher weight {weight:g} ({i + 1} of {len(weights)}): "
-            progress(i * total + done if total else done, len(weights) * total if total else None, prefix + message)
+            progress(i * size + pos if size else pos, total * size if size else None,
+                     f"{label} ({i + 1} of {total}): {message}")
 
-        def epoch(record: dict, weight: float = weight) -> None:
+        def epoch(record: dict, tc: TrainConfig = tc) -> None:
             assert on_epoch is not None
-            on_epoch({**record, "teacher_weight": weight})
+            on_epoch({**record, "teacher_weight": tc.distill, "cart_weight": tc.aux_cart})
 
-        fits[weight] = fit_transformer(
-            config, train, valid, replace(tc, distill=weight), progress=step if progress else None, cancel=cancel,
+        folder = f"teacher-{tc.distill:g}" + (f"-cart-{tc.aux_cart:g}" if what != "teacher weight" else "")
+        fit = fit_transformer(
+            config, train, valid, tc, progress=step if progress else None, cancel=cancel,
             on_epoch=epoch if on_epoch else None, log=log, init=_initialiser(inputs),
-            checkpoint_dir=checkpoint_dir / f"teacher-{weight:g}" if checkpoint_dir is not None else None,
-            teacher=teacher if weight > 0 else None)
-        _log(log, f"transformer at the teacher weight {weight:g}: valid PR-AUC {fits[weight].best_valid_pr_auc:.4f}")
-    scores = {w: float(f.best_valid_pr_auc) for w, f in fits.items()}
-    best = max(weights, key=lambda w: scores[w] if np.isfinite(scores[w]) else -np.inf)   # first of equals
-    _log(log, f"transformer: kept the teacher weight {best:g} (best validation PR-AUC)")
-    return fits[best], replace(tc, distill=best), {f"{w:g}": scores[w] for w in weights}
+            checkpoint_dir=checkpoint_dir / folder if checkpoint_dir is not None else None,
+            teacher=teacher if tc.distill > 0 else None)
+        _log(log, f"transformer at the {label}: valid PR-AUC {fit.best_valid_pr_auc:.4f}")
+        fits.append((tc, fit))
+    return fits
+
+
+def _keep_best(fits: list[tuple[TrainConfig, Any]], field_name: str, what: str,
+               log: LogFn | None) -> tuple[Any, TrainConfig, dict[str, float]]:
+    """The fit with the best validation PR-AUC (the first wins ties and windows without a positive):
+    (that fit, its training settings, each setting's validation PR-AUC keyed by its value)."""
+    scores = [float(fit.best_valid_pr_auc) for _, fit in fits]
+    best = max(range(len(fits)), key=lambda i: scores[i] if np.isfinite(scores[i]) else -np.inf)
+    tc, fit = fits[best]
+    if len(fits) > 1:
+        _log(log, f"transformer: kept the {what} {getattr(tc, field_name):g} (best validation PR-AUC)")
+    return fit, tc, {f"{getattr(t, field_name):g}": score for (t, _), score in zip(fits, scores, strict=True)}
 
 
 DISTILL_FOLDS = 5   # the Transformer's teacher: GBDTs over five folds of the training users
@@ -614,11 +650,11 @@ def describe_cart_head(weight: float) -> str:
             f"(loss weight {weight:g}); only the buy head scores")
 
 
-def describe_teacher_weights(choices: dict[str, float], kept: float) -> str:
-    """One line for people: the teacher weights a Transformer was fitted with (the card's
-    ``teacher_weights``: weight -> validation PR-AUC) and the one kept."""
-    return (f"teacher weight {kept:g} kept of " + ", ".join(f"{w} (validation PR-AUC {pr:.4f})"
-                                                           for w, pr in choices.items()))
+def describe_choices(what: str, choices: dict[str, float], kept: float) -> str:
+    """One line for people: the values of one training setting a Transformer was fitted with (the
+    card's ``teacher_weights`` or ``cart_weights``: value -> validation PR-AUC) and the one kept."""
+    return (f"{what} {kept:g} kept of " + ", ".join(f"{w} (validation PR-AUC {pr:.4f})"
+                                                   for w, pr in choices.items()))
 
 
 def _initialiser(inputs: Inputs) -> Callable[[Any], dict[str, Any]] | None:
@@ -701,7 +737,8 @@ def _refit(kind: str, fitted: dict[str, Any], inputs: Inputs, spec: LabelSpec, p
         # the evaluated fit's batch size: its best epoch count is a number of passes at that size
         tc = replace(_train_config(preset, seed, threads), epochs=epochs, patience=epochs + 1, keep="last",
                      batch_size=int(fitted["train_config"]["batch_size"]),
-                     distill=float(fitted["train_config"]["distill"]))   # the weight the evaluated fit kept
+                     distill=float(fitted["train_config"]["distill"]),    # the weights the evaluated fit kept
+                     aux_cart=float(fitted["train_config"].get("aux_cart", 0.0)))
         config = TransformerConfig.from_dict(fitted["config"])
         rows = inputs.sequences.subset(every, share=True)
         recent = inputs.sequences.subset(inputs.split_index(inputs.plan.report_split), share=True)
@@ -842,7 +879,8 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
                 label_share: float = 1.0, compare_random_split: bool = False,
                 init: str | Path | None = None, freeze: str = "none",
                 parent: str | Path | None = None, spark_master: str | None = None,
-                distill: float | Sequence[float] | None = None, aux_cart: float | None = None) -> TrainResult:
+                distill: float | Sequence[float] | None = None,
+                aux_cart: float | Sequence[float] | None = None) -> TrainResult:
     """Train ``kind`` on ``dataset`` with a time split, evaluate it, save it; see the module doc.
 
     Selection (early stopping, search, ensemble weights, calibration) uses the validation window
@@ -869,7 +907,8 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
     one fit each, the best validation PR-AUC kept (:attr:`Preset.distill_choices`).
 
     ``aux_cart``: the weight of the Transformer's auxiliary "carts within the horizon" loss, >= 0 (None:
-    the preset's, :attr:`Preset.aux_cart`; 0: none).
+    the preset's, :attr:`Preset.aux_cart`; 0: none); several weights: after the teacher weight is
+    chosen, one fit each, the best validation PR-AUC kept (:attr:`Preset.aux_cart_choices`).
 
     ``threads`` caps the torch CPU threads of the Transformer's fit (LightGBM already keeps to
     half the cores); the app passes one fewer than the machine has so pages stay responsive while
@@ -897,11 +936,13 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
                                  "tries " + " and ".join(f"{w:g}" for w in PRESETS["balanced"].teacher_weights) + ").")
         settings = replace(settings, distill=weights[0], distill_choices=tuple(weights[1:]))
     if aux_cart is not None:
-        if not float(aux_cart) >= 0:
-            raise DataError(f"the cart head's weight (aux_cart) must be at least 0; got {aux_cart}.",
-                            title="Bad cart-head weight",
-                            hint="0 trains on the buy label alone; 0.5 adds the cart loss at half weight.")
-        settings = replace(settings, aux_cart=float(aux_cart))
+        carts = [float(w) for w in ([aux_cart] if isinstance(aux_cart, (int, float)) else aux_cart)]
+        if not carts or not all(w >= 0 for w in carts):
+            raise DataError("each cart head's weight (aux_cart) must be at least 0; got "
+                            f"{', '.join(f'{w:g}' for w in carts) or 'none'}.", title="Bad cart-head weight",
+                            hint="0 trains on the buy label alone; 0.5 adds the cart loss at half weight; "
+                                 "several weights (0,0.5) are each fitted and the validation window chooses.")
+        settings = replace(settings, aux_cart=carts[0], aux_cart_choices=tuple(carts[1:]))
     if spec.max_train_cutoffs > settings.max_train_cutoffs:
         spec = LabelSpec.from_dict({**spec.to_dict(), "max_train_cutoffs": settings.max_train_cutoffs})
     need_seq, need_feat = _needs(kind)
@@ -935,7 +976,7 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
                             spark_master=spark_master)
     inputs.pretrained = pretrained
     inputs.parent = parent_model
-    if need_seq and settings.aux_cart > 0:
+    if need_seq and any(settings.cart_weights):
         _add_cart_target(store, dataset, spec, inputs, log)
     if distilled and settings.teacher_density > 1:
         inputs.teacher_rows = _teacher_rows(store, dataset, spec, inputs, settings.teacher_density,
@@ -989,8 +1030,9 @@ def train_model(store: Store, dataset: str, *, kind: str = "transformer", spec: 
             card["pretrained"] = members["transformer"]["init"]
         if members["transformer"].get("teacher"):
             card["teacher"] = members["transformer"]["teacher"]
-        if members["transformer"].get("teacher_weights"):
-            card["teacher_weights"] = members["transformer"]["teacher_weights"]
+        for field in ("teacher_weights", "cart_weights"):
+            if members["transformer"].get(field):
+                card[field] = members["transformer"][field]
     if parent_model is not None:
         card["warm_start"] = {"parent_id": parent_model.card.get("model_id"), "parent_path": str(parent)}
     models = {name: m["model"] for name, m in members.items()}

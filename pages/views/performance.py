@@ -188,11 +188,13 @@ if main.card.get("teacher"):
 
     st.caption(f"The Transformer was distilled: {describe_teacher(main.card['teacher'])}. The teacher only "
                "shaped its training; it scores from the user's events alone.")
-if main.card.get("teacher_weights"):
-    from core.modeling.pipeline import describe_teacher_weights
+for field, what in (("teacher_weights", "teacher weight"), ("cart_weights", "cart-head weight")):
+    if main.card.get(field):
+        from core.modeling.pipeline import describe_choices
 
-    st.caption("The Transformer was fitted once per teacher weight and the validation window chose: "
-               + describe_teacher_weights(main.card["teacher_weights"], main.card["train_config"]["distill"]) + ".")
+        kept = main.card["train_config"]["distill" if field == "teacher_weights" else "aux_cart"]
+        st.caption(f"The Transformer was fitted once per {what} and the validation window chose: "
+                   + describe_choices(what, main.card[field], kept) + ".")
 if (main.card.get("train_config") or {}).get("aux_cart"):
     from core.modeling.pipeline import describe_cart_head
 

@@ -306,8 +306,9 @@ def _job_card(state: JobState) -> None:
             st.progress(fraction or 0.0, text=text)
             if state.epochs:
                 last = state.epochs[-1]
-                weight = (f" (teacher weight {last['teacher_weight']:g})"
-                          if last.get("teacher_weight") is not None else "")
+                weight = (f" (teacher weight {last['teacher_weight']:g}"
+                          + (f", cart-head weight {last['cart_weight']:g}" if last.get("cart_weight") else "")
+                          + ")" if last.get("teacher_weight") is not None else "")
                 st.caption(f"Epoch {last['epoch']}{weight}: train loss {last['train_loss']:.4f}, validation "
                            f"loss {last['valid_loss']:.4f}, validation PR-AUC {last['valid_pr_auc']:.3f}")
         elif state.status == "done" and isinstance(state.result, dict):
