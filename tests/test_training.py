@@ -31,6 +31,20 @@ def _same_weights(a, b) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
+def _cancelled_after_epoch_1_then_resumed(train, valid, tc: TrainConfig, checkpoint_dir):
+    """A fit cancelled once its first epoch is checkpointed, then the same fit again: the resumed result."""
+    token = CancelToken()
+
+    def stop_after_first(record):
+        if record["epoch"] == 1:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        fit_transformer(tiny_config(), train, valid, tc, cancel=token, on_epoch=stop_after_first,
+                        checkpoint_dir=checkpoint_dir)
+    return fit_transformer(tiny_config(), train, valid, tc, checkpoint_dir=checkpoint_dir)
+
+
 @pytest.mark.parametrize("scope,extra,sizes", [("any", {}, {}),
                                                ("any", {"balanced_sampling": True, "augment_crop": 0.2}, {}),
                                                ("category", {}, {}),
@@ -152,16 +166,7 @@ def test_moving_average_of_weights_is_what_is_validated_kept_and_resumed(data, t
     assert roc_auc_score(valid.keys["label"], p) > 0.75           # it learns, a few steps behind
     assert average_precision_score(valid.keys["label"], p) == pytest.approx(averaged.history[-1]["valid_pr_auc"])
 
-    token = CancelToken()
-
-    def stop_after_first(record):
-        if record["epoch"] == 1:
-            token.cancel()
-
-    with pytest.raises(Cancelled):
-        fit_transformer(tiny_config(), train, valid, averaged_tc, cancel=token, on_epoch=stop_after_first,
-                        checkpoint_dir=tmp_path)
-    resumed = fit_transformer(tiny_config(), train, valid, averaged_tc, checkpoint_dir=tmp_path)
+    resumed = _cancelled_after_epoch_1_then_resumed(train, valid, averaged_tc, tmp_path)
     assert resumed.resumed_from == 1 and _same_weights(resumed.model, averaged.model)
     with pytest.raises(ValueError, match=r"TrainConfig\.ema_half_life"):
         TrainConfig(ema_half_life=-1)
@@ -277,16 +282,7 @@ def test_a_cart_head_beside_the_buy_head_lends_the_encoder_its_signal(data, tmp_
     assert {k: v.shape for k, v in multi.model.state_dict().items()} == \
         {k: v.shape for k, v in plain.model.state_dict().items()}
 
-    token = CancelToken()
-
-    def stop_after_first(record):
-        if record["epoch"] == 1:
-            token.cancel()
-
-    with pytest.raises(Cancelled):
-        fit_transformer(tiny_config(), noisy, valid, multi_tc, cancel=token, on_epoch=stop_after_first,
-                        checkpoint_dir=tmp_path)
-    resumed = fit_transformer(tiny_config(), noisy, valid, multi_tc, checkpoint_dir=tmp_path)
+    resumed = _cancelled_after_epoch_1_then_resumed(noisy, valid, multi_tc, tmp_path)
     assert resumed.resumed_from == 1 and _same_weights(resumed.model, multi.model)
     # another cart target is another run: its checkpoint is not resumed
     other = noisy.subset(np.arange(len(noisy)))
