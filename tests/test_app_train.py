@@ -104,7 +104,9 @@ def test_eligibility_card_and_leaderboard(env):
     # the size tries two teacher weights and lets the validation window choose: the form says so
     assert any("Transformer targets 50% or 70% (chosen on the validation window)" in c.value for c in at.caption)
     assert at.number_input(key="train_distill").placeholder == "size's 0.5 or 0.7"
-    assert at.number_input(key="train_aux_cart").placeholder == f"size's {PRESETS['balanced'].aux_cart:g}"
+    assert at.number_input(key="train_aux_cart").placeholder == "size's 0 or 0.5"
+    assert any("a cart head beside the buy head tried, kept when the validation window prefers it" in c.value
+               for c in at.caption)
     with Store(db) as store:     # the 9-day log fits fewer one-day windows before validation and test
         windows = len(plan_cutoffs(store, "demo", LabelSpec(
             horizon="1d", max_train_cutoffs=PRESETS["balanced"].max_train_cutoffs)).train_cutoffs)

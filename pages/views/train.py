@@ -170,11 +170,14 @@ else:
                  "better validation PR-AUC is kept.")
         aux_cart = st.number_input(
             "Cart head weight", min_value=0.0, max_value=2.0, value=None, step=0.1, format="%.2f",
-            key="train_aux_cart", placeholder=f"size's {PRESETS[preset].aux_cart:g}",
+            key="train_aux_cart",
+            placeholder="size's " + " or ".join(f"{w:g}" for w in PRESETS[preset].cart_weights),
             help="Multi-task training: a second head beside the buy head learns whether the user puts "
                  "something in the cart within the horizon, and its loss is added at this weight. Carts "
                  "outnumber buys, so the shared encoder learns from more rows; the head only trains, the "
-                 "saved model scores with the buy head. 0 = none. Empty: the size's weight.")
+                 "saved model scores with the buy head. 0 = none. Empty: the size's weight; where the "
+                 "size names two, the Transformer is fitted again with the head once the teacher weight "
+                 "is chosen, and the one with the better validation PR-AUC is kept.")
         search = st.number_input(
             "Search trials", min_value=0, max_value=50, value=0, step=1, key="train_search",
             help="Hyper-parameter search (Optuna TPE) for every kind, with the same budget: this many "
