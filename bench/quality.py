@@ -175,7 +175,8 @@ unpaired, against stop 29's fits). Test ROC-AUC with the head against the plain 
 - the Taobao two-hour slice, seeds 0-2 (the head at the plain fit's teacher weight 0.5): 0.6144,
   0.6400, 0.6538 against 0.5938, 0.5626, 0.5976: +0.021 [-0.018, +0.063], +0.077 [+0.013, +0.142],
   +0.056 [+0.010, +0.108]; against the GBDT (0.6355, 0.6042, 0.6534) -0.021, +0.036, +0.0004, every
-  interval holding 0; median 0.6400 against the GBDT's 0.6355. Validation PR-AUC 0.0085/0.0083/0.0086
+  interval holding 0; median 0.6400 against the GBDT's 0.6355; test PR-AUC 0.0069/0.0089/0.0071
+  against 0.0074/0.0065/0.0076, both ways. Validation PR-AUC 0.0085/0.0083/0.0086
   against 0.0068/0.0053/0.0074. Fitted at both teacher weights, the better validation kept (as
   transformer+cart does), 0.6144, 0.6105, 0.6264: validation then took 0.7 on seeds 1 and 2. Carts
   within 30 minutes: 109 of 10,505 training rows (seed 1), about twice the buyers;

@@ -266,6 +266,10 @@ def test_a_cart_head_trains_beside_the_buy_head_and_leaves_the_saved_model_alone
     assert len(heads) == 1 and "training rows cart within the horizon" in heads[0]
     assert 'a second head learnt "carts within the horizon" beside the buy head (loss weight 0.5)' \
         in result.summary()
+    from core.insight.report import _card_section
+
+    assert "a second head learnt &quot;carts within the horizon&quot; beside the buy head" in \
+        _card_section(result.card, "m")
     plain = train_model(store, "syn", kind="transformer", spec=LabelSpec(horizon="1d"), preset="fast",
                         epochs=1, seed=0, out=tmp_path / "plain", distill=0.0)
     assert "multi-task" not in plain.summary() and "cart_weights" not in plain.card

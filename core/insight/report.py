@@ -155,6 +155,10 @@ def _card_section(card: dict[str, Any], name: str) -> str:
         from core.modeling.pipeline import describe_teacher
 
         facts.append(("distilled", describe_teacher(card["teacher"])))
+    if (card.get("train_config") or {}).get("aux_cart"):
+        from core.modeling.pipeline import describe_cart_head
+
+        facts.append(("training", describe_cart_head(card["train_config"]["aux_cart"])))
     split = card.get("metrics_split", "valid")
     test = card.get("metrics", {}) if split == "test" else {}
     valid = card.get("valid_metrics", {}) if split == "test" else card.get("metrics", {})

@@ -198,7 +198,8 @@ for field, what in (("teacher_weights", "teacher weight"), ("cart_weights", "car
 if (main.card.get("train_config") or {}).get("aux_cart"):
     from core.modeling.pipeline import describe_cart_head
 
-    st.caption(describe_cart_head(main.card["train_config"]["aux_cart"]).capitalize() + ".")
+    line = describe_cart_head(main.card["train_config"]["aux_cart"])
+    st.caption(line[0].upper() + line[1:] + ".")
 if dataset is not None and main.card.get("dataset") not in (None, dataset):
     st.warning(f"This model was trained on **{main.card.get('dataset')}**, not on the current "
                f"dataset **{dataset}**; its test rows come from **{main.card.get('dataset')}**.")
