@@ -253,15 +253,16 @@ def test_the_teacher_weight_is_a_training_setting(world, tmp_path):
 
 def test_a_cart_head_trains_beside_the_buy_head_and_leaves_the_saved_model_alone(world, tmp_path):
     """``aux_cart``: the Transformer's training rows get the "carts within the horizon" label and a
-    second head learns it; the card and the summary say so, the refit trains it again, and the saved
-    model and its evaluation rows are what a plain fit saves. A bad weight, or a dataset without
-    carts, is refused with what to do, and nothing is written."""
+    second head learns it; the card, the summary and the report say so, and the saved model and its
+    evaluation rows are what a plain fit saves. With several weights, the validation window chooses
+    (and the refit trains at the kept one). A bad weight, or a dataset without carts, is refused with
+    what to do, and nothing is written."""
     store, _, tmp = world
     lines: list[str] = []
     result = train_model(store, "syn", kind="transformer", spec=LabelSpec(horizon="1d"), preset="fast",
                          epochs=1, seed=0, out=tmp_path / "m", log=lines.append, distill=0.0, aux_cart=0.5,
                          refit=True)
-    assert result.card["train_config"]["aux_cart"] == 0.5
+    assert result.card["train_config"]["aux_cart"] == 0.5 and result.card["refit"]["rows"] > 0
     heads = [line for line in lines if "cart head beside the buy head" in line]
     assert len(heads) == 1 and "training rows cart within the horizon" in heads[0]
     assert 'a second head learnt "carts within the horizon" beside the buy head (loss weight 0.5)' \
