@@ -485,19 +485,19 @@ def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: Preset, *, seed: i
                               on_epoch=on_epoch, checkpoint_dir=checkpoint_dir, log=log,
                               init=_initialiser(inputs), teacher=teacher)
     else:
-        fits = _fit_each(config, train, valid, [replace(tc, distill=w) for w in weights], "teacher weight",
+        fits = _fit_each(config, train, valid, [replace(tc, distill=w) for w in weights], "distill",
                          teacher, inputs=inputs, checkpoint_dir=checkpoint_dir, progress=progress,
                          cancel=cancel, on_epoch=on_epoch, log=log, total=len(weights) + len(cart_weights) - 1)
-        fit, tc, chosen = _keep_best(fits, "distill", "teacher weight", log)
+        fit, tc, chosen = _keep_best(fits, "distill", log)
         chosen = chosen if len(weights) > 1 else {}
     if search == 0 and len(cart_weights) > 1:
         # the cart head's weight, at the kept teacher weight: the fit above is the first weight's
         others = [replace(tc, aux_cart=c) for c in cart_weights if c != tc.aux_cart]
-        fits = [(tc, fit), *_fit_each(config, train, valid, others, "cart-head weight", teacher, inputs=inputs,
+        fits = [(tc, fit), *_fit_each(config, train, valid, others, "aux_cart", teacher, inputs=inputs,
                                       checkpoint_dir=checkpoint_dir, progress=progress, cancel=cancel,
                                       on_epoch=on_epoch, log=log, total=len(weights) + len(others),
                                       done=len(weights))]
-        fit, tc, carts = _keep_best(fits, "aux_cart", "cart-head weight", log)
+        fit, tc, carts = _keep_best(fits, "aux_cart", log)
     if taught is not None:       # the card's teacher: the weight the kept fit trained at (none at 0)
         taught = {**taught, "weight": tc.distill} if tc.distill > 0 else None
     _log(log, f"transformer: best epoch {fit.best_epoch}, valid PR-AUC {fit.best_valid_pr_auc:.4f}, "
@@ -508,21 +508,24 @@ def _fit_transformer(inputs: Inputs, spec: LabelSpec, preset: Preset, *, seed: i
             "teacher_weights": chosen or None, "cart_weights": carts or None}
 
 
+# the training settings chosen on the validation window: TrainConfig field -> its name in the log
+_SETTING_NAMES = {"distill": "teacher weight", "aux_cart": "cart-head weight"}
+
+
 def _fit_each(config: TransformerConfig, train: SequenceBatch, valid: SequenceBatch,
-              settings: list[TrainConfig], what: str, teacher: np.ndarray | None, *, inputs: Inputs,
+              settings: list[TrainConfig], field_name: str, teacher: np.ndarray | None, *, inputs: Inputs,
               checkpoint_dir: Path | None, progress: ProgressFn | None, cancel: CancelToken | None,
               on_epoch: Callable[[dict], None] | None, log: LogFn | None, total: int,
               done: int = 0) -> list[tuple[TrainConfig, Any]]:
     """One Transformer fit per training setting (the same teacher, seed and rows; each in its own
-    checkpoint folder, so a resumed job picks up where each stood). ``what`` names the setting that
-    differs ("teacher weight" or "cart-head weight"); the progress bar spans ``total`` fits, ``done``
-    of them already finished."""
+    checkpoint folder, so a resumed job picks up where each stood). ``field_name`` is the
+    ``TrainConfig`` field that differs (a key of ``_SETTING_NAMES``); the progress bar spans ``total``
+    fits, ``done`` of them already finished."""
     from core.modeling.training import fit_transformer
 
     fits = []
     for i, tc in enumerate(settings, start=done):
-        value = tc.distill if what == "teacher weight" else tc.aux_cart
-        label = f"{what} {value:g}"
+        label = f"{_SETTING_NAMES[field_name]} {getattr(tc, field_name):g}"
 
         def step(pos: float, size: float | None, message: str, i: int = i, label: str = label) -> None:
             assert progress is not None
@@ -533,7 +536,7 @@ def _fit_each(config: TransformerConfig, train: SequenceBatch, valid: SequenceBa
             assert on_epoch is not None
             on_epoch({**record, "teacher_weight": tc.distill, "cart_weight": tc.aux_cart})
 
-        folder = f"teacher-{tc.distill:g}" + (f"-cart-{tc.aux_cart:g}" if what != "teacher weight" else "")
+        folder = f"teacher-{tc.distill:g}" + (f"-cart-{tc.aux_cart:g}" if field_name == "aux_cart" else "")
         fit = fit_transformer(
             config, train, valid, tc, progress=step if progress else None, cancel=cancel,
             on_epoch=epoch if on_epoch else None, log=log, init=_initialiser(inputs),
@@ -544,7 +547,7 @@ def _fit_each(config: TransformerConfig, train: SequenceBatch, valid: SequenceBa
     return fits
 
 
-def _keep_best(fits: list[tuple[TrainConfig, Any]], field_name: str, what: str,
+def _keep_best(fits: list[tuple[TrainConfig, Any]], field_name: str,
                log: LogFn | None) -> tuple[Any, TrainConfig, dict[str, float]]:
     """The fit with the best validation PR-AUC (the first wins ties and windows without a positive):
     (that fit, its training settings, each setting's validation PR-AUC keyed by its value)."""
@@ -552,7 +555,8 @@ def _keep_best(fits: list[tuple[TrainConfig, Any]], field_name: str, what: str,
     best = max(range(len(fits)), key=lambda i: scores[i] if np.isfinite(scores[i]) else -np.inf)
     tc, fit = fits[best]
     if len(fits) > 1:
-        _log(log, f"transformer: kept the {what} {getattr(tc, field_name):g} (best validation PR-AUC)")
+        _log(log, f"transformer: kept the {_SETTING_NAMES[field_name]} {getattr(tc, field_name):g} "
+                  "(best validation PR-AUC)")
     return fit, tc, {f"{getattr(t, field_name):g}": score for (t, _), score in zip(fits, scores, strict=True)}
 
 
