@@ -30,7 +30,7 @@ from core.modeling.model_store import list_models
 from core.modeling.pipeline import load_evaluation, train_model
 from core.modeling.synth import SynthConfig, generate
 from core.modeling.update import REJECTED_DIR, PromotionRule, current_model, model_timeline, next_model_name
-from core.runtime.update import update_dataset
+from core.runtime.update import parent_settings, update_dataset
 from models.artifact import load_card, load_model
 from models.transformer import IntentTransformer
 from tests.event_rows import copy_store
@@ -190,8 +190,10 @@ def test_a_failing_file_changes_neither_the_dataset_nor_the_models(env, tmp_path
 def test_transformer_warm_start_continues_from_the_parent(env):
     store, models, (tmp, _, _) = env
     spec = LabelSpec(horizon="1d", max_len=20)
+    # settings the fast preset would not pick (it trains at teacher weight 0.5 without a cart head), as if
+    # the parent's validation window had chosen them
     train_model(store, "shop", kind="transformer", spec=spec, preset="fast", epochs=1, threads=1, seed=1,
-                out=models / "shop-transformer")
+                out=models / "shop-transformer", distill=0.7, aux_cart=0.5)
     parent = load_model(models / "shop-transformer")
     result = update_dataset(store, "shop", tmp / "week2.csv", model=models / "shop-transformer",
                             models_root=models, epochs=1, threads=1)
@@ -200,6 +202,10 @@ def test_transformer_warm_start_continues_from_the_parent(env):
     assert candidate.transformer.config == parent.transformer.config
     assert candidate.card["warm_start"]["parent_id"] == parent.card["model_id"]
     assert candidate.card["lineage"]["parent_id"] == parent.card["model_id"]
+    # fitted once, with the parent's teacher weight and cart head rather than the preset's
+    assert (candidate.card["train_config"]["distill"], candidate.card["train_config"]["aux_cart"]) == (0.7, 0.5)
+    assert candidate.card["teacher"]["weight"] == 0.7
+    assert not candidate.card.get("teacher_weights") and not candidate.card.get("cart_weights")
     # the parent was trained with seed 1, the candidate with seed 0: one epoch from the parent's weights
     # stays near them, while seed 0's own initialisation (where a fresh fit would start) is far away
     torch.manual_seed(0)
@@ -215,6 +221,18 @@ def test_transformer_warm_start_continues_from_the_parent(env):
     with pytest.raises(ModelError, match="gbdt model"):                # a parent of another kind
         train_model(store, "shop", kind="transformer", spec=SPEC, preset="fast", parent=models / "shop-gbdt",
                     out=models / "x")
+
+
+def test_a_warm_start_keeps_the_settings_its_parent_s_validation_window_chose():
+    chosen = {"kind": "ensemble", "train_config": {"distill": 0.7, "aux_cart": 0.5, "lr": 0.001}}
+    assert parent_settings(chosen) == {"distill": 0.7, "aux_cart": 0.5}
+    # a card from before the cart head trained without one; before distillation, without a teacher
+    assert parent_settings({"kind": "transformer", "train_config": {"distill": 0.5}}) == {"distill": 0.5,
+                                                                                         "aux_cart": 0.0}
+    assert parent_settings({"kind": "transformer", "train_config": {}}) == {"distill": 0.0, "aux_cart": 0.0}
+    # no Transformer, or no record of how it was trained: the preset decides
+    assert parent_settings({"kind": "gbdt", "train_config": {"distill": 0.7}}) == {}
+    assert parent_settings({"kind": "transformer"}) == {}
 
 
 def test_cli_exit_codes(env, capsys):

@@ -12,7 +12,9 @@
    and behaviour maps, time format and zone) unless other reading options are given;
 3. warm-starts a candidate of the same kind, label and preset on the updated dataset's windows
    (:func:`core.modeling.pipeline.train_model` with ``parent``: the Transformer from the current
-   weights and vocabulary, gbdt adding trees, the other kinds fitting afresh);
+   weights and vocabulary, gbdt adding trees, the other kinds fitting afresh). The Transformer is
+   fitted once, with the teacher weight and cart-head weight the parent's validation window chose
+   (:func:`parent_settings`), not once per choice of the preset;
 4. scores both models on exactly the same rows of the newest test window and applies the
    :class:`~core.modeling.update.PromotionRule` (ROC-AUC not lower, PR-AUC not lower by more than
    0.002);
@@ -122,6 +124,20 @@ def _events(store: Store, dataset: str) -> int:
     return int(row[0]) if row else 0
 
 
+def parent_settings(card: dict[str, Any]) -> dict[str, float]:
+    """The training settings a warm start keeps from its parent: the teacher weight (``distill``) and the
+    cart-head weight (``aux_cart``) its Transformer was fitted with, i.e. the ones its validation window
+    chose. A card from before a setting existed trained without it (TrainConfig's default, 0). Empty for
+    a kind without a Transformer, or a card without its training settings: the preset's then apply."""
+    from core.modeling.training import TrainConfig
+
+    recorded = card.get("train_config")
+    if card.get("kind") not in ("transformer", "ensemble") or not isinstance(recorded, dict):
+        return {}
+    default = TrainConfig()
+    return {name: float(recorded.get(name, getattr(default, name))) for name in ("distill", "aux_cart")}
+
+
 def update_dataset(store: Store, dataset: str, path: str | Path, *, model: str | Path | None = None,
                    models_root: str | Path | None = None, layout: str | None = None,
                    column_map: dict[str, str] | None = None, behavior_map: dict[str, str] | None = None,
@@ -162,11 +178,13 @@ def update_dataset(store: Store, dataset: str, path: str | Path, *, model: str |
     name = next_model_name(parent_dir, root)
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".update-", dir=root))   # hidden: never listed
+    kept = parent_settings(parent.card)
     try:
         result = train_model(store, dataset, kind=parent.kind, spec=parent.spec,
                              preset=str(parent.card.get("preset") or "balanced"), epochs=epochs, seed=seed,
                              out=staging / name, parent=parent_dir, threads=threads, progress=progress,
-                             cancel=cancel, log=log)
+                             cancel=cancel, log=log,
+                             distill=kept.get("distill"), aux_cart=kept.get("aux_cart"))
         candidate = load_model(result.model_dir)
         comparison = compare_on_newest_window(store, dataset, parent, candidate, rule, seed=seed)
         updated = store.dataset(dataset)
