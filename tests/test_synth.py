@@ -321,3 +321,27 @@ def test_short_horizon_grid(tmp_path):
     events = read_taobao(tmp_path / "e.csv")
     assert (_labels(events, truth, 1800) == truth.bought.to_numpy()).all()
     assert truth.p_buy.mean() < 0.1                     # a half-hour window holds few buys
+
+
+def test_planted_terms_find_the_term_a_model_does_not_read(medium):
+    """A score built from the truth without its "cart in the browsed category" term: that term's
+    weight share is 0 and restoring it gives back the Bayes AUC; the other terms are read whole."""
+    from sklearn.metrics import roc_auc_score
+
+    config, _, _, truth = medium
+    logit = np.log(truth["p_buy"] / (1 - truth["p_buy"]))
+    blind = 1 / (1 + np.exp(-(logit - config.intent_strength * truth["c_match"])))
+    rows = truth.assign(label=truth["bought"], score=blind)[["user_id", "cutoff", "label", "score"]]
+    report = synth.planted_terms(rows, truth)
+    assert list(report.index) == list(synth.TERMS)
+    assert abs(report.loc["c_match", "weight_share"]) < 0.01
+    others = report.drop(index="c_match")
+    np.testing.assert_allclose(others["weight_share"], 1.0, atol=0.01)
+    bayes = roc_auc_score(truth["bought"], truth["p_buy"])
+    own = roc_auc_score(truth["bought"], blind)
+    assert report["roc_auc"].tolist() == pytest.approx([own] * 5)
+    assert own < bayes - 0.005                              # the term matters on this log ...
+    assert report.loc["c_match", "restored_roc_auc"] == pytest.approx(bayes, abs=0.002)   # ... and returns
+    assert (others["restored_roc_auc"] < report.loc["c_match", "restored_roc_auc"]).all()
+    with pytest.raises(ValueError, match="rows have no truth"):
+        synth.planted_terms(rows.assign(cutoff=pd.Timestamp("2001-01-01")), truth)

@@ -100,6 +100,7 @@ W_MATCH = 2.1               # most recent open cart in the current browsing cate
 W_FOCUS = 1.1               # share of the modal category in the last day's views
 W_RECENCY = 1.6             # activity in the last hours
 W_BUYER = 0.7               # earlier purchases
+TERMS = ("c_cart", "c_match", "c_focus", "c_recency", "c_buyer")   # the planted terms of logit(p_buy)
 CART_HALF_LIFE_H = 12.0     # e-folding time of a cart's weight, hours
 RECENCY_SCALE_H = 24.0      # e-folding time of the recency term, hours
 GAP_MEAN_S = 70.0           # mean seconds between events within a session
@@ -575,7 +576,7 @@ def _simulate_block(cfg: SynthConfig, cat: _Catalog, block: int, n: int,
             truth.append({"user": np.arange(n), "cutoff": np.full(n, t), "p": intent["p"],
                           "bought": bought, "kind": intent["kind"], "cat": intent["cat"],
                           "item": intent["item"], "n_events": state.n_events.copy(),
-                          **{c: intent[c] for c in ("c_cart", "c_match", "c_focus", "c_recency", "c_buyer")}})
+                          **{c: intent[c] for c in TERMS}})
         no_search = window["beh"] != _SEARCH
         _update(state, {key: v[no_search] for key, v in window.items()}, n)
         parts.append(window)
@@ -688,8 +689,7 @@ def _truth_table(tr: dict[str, np.ndarray], first_user: int, cat: _Catalog) -> p
         pa.array(_INTENT_KINDS).take(pa.array(tr["kind"].astype(np.int8))),
         _text(cat.category_id[np.maximum(tr["cat"], 0)], ~has_cat),
         _text(cat.item_ids(np.maximum(tr["item"], 0)), ~has_item),
-        pa.array(tr["n_events"]), *(pa.array(np.round(tr[c], 6)) for c in
-                                    ("c_cart", "c_match", "c_focus", "c_recency", "c_buyer")),
+        pa.array(tr["n_events"]), *(pa.array(np.round(tr[c], 6)) for c in TERMS),
     ], schema=_TRUTH_SCHEMA)
 
 
@@ -812,6 +812,58 @@ def truth_plan(config: SynthConfig, *, n_train: int = 4) -> CutoffPlan:
     return CutoffPlan(train_cutoffs=train, valid_cutoff=grid[-2], score_cutoff=end, test_cutoff=grid[-1])
 
 
+def _with_truth(rows: pd.DataFrame, truth: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``rows`` (user_id, cutoff, ...) joined to the truth's ``columns``; ValueError for rows off the grid."""
+    left = rows.assign(user_id=rows["user_id"].astype(str),
+                       cutoff=pd.to_datetime(rows["cutoff"]).dt.tz_localize(None))
+    right = truth.assign(user_id=truth["user_id"].astype(str),
+                         cutoff=pd.to_datetime(truth["cutoff"]).dt.tz_localize(None))
+    merged = left.merge(right[["user_id", "cutoff", *columns]], on=["user_id", "cutoff"], how="inner")
+    if len(merged) != len(left):
+        raise ValueError(f"{len(left) - len(merged)} rows have no truth: are the validation and test "
+                         "cutoffs on the truth grid (use truth_plan)?")
+    return merged
+
+
+def planted_terms(valid_rows: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """Which planted terms a model reads, on the same rows as :func:`compare_with_truth`.
+
+    The model's logit is regressed on the five terms (least squares with an intercept), and so is
+    the true logit (whose weights are ``intent_strength`` each). Per term (index ``TERMS``):
+
+    * ``weight_share``: the model's weight over the truth's (1 = the term moves the model's logit as
+      much as it moves the truth; 0.3 = the model carries a third of it);
+    * ``restored_roc_auc``: the model's ROC-AUC once the part of the term that its logit does not
+      already explain (the residual of the term regressed on the logit) is added at the truth's
+      weight: how much of the gap to the Bayes AUC that one term holds;
+    * ``roc_auc``: the model's own ROC-AUC, the same in every row, to read the gain against.
+    """
+    from sklearn.linear_model import LinearRegression
+    from sklearn.metrics import roc_auc_score
+
+    merged = _with_truth(valid_rows, truth, ["p_buy", *TERMS])
+    y = merged["label"].to_numpy()
+    terms = merged[list(TERMS)].to_numpy(dtype=float)
+
+    def logit(p: pd.Series) -> np.ndarray:
+        q: np.ndarray = np.clip(p.to_numpy(dtype=float), 1e-7, 1 - 1e-7)
+        out: np.ndarray = np.log(q / (1 - q))
+        return out
+
+    model, true = logit(merged["score"]), logit(merged["p_buy"])
+    model_weights = LinearRegression().fit(terms, model).coef_
+    true_weights = LinearRegression().fit(terms, true).coef_
+    own = float(roc_auc_score(y, model))
+    rows = {}
+    for j, term in enumerate(TERMS):
+        fit = LinearRegression().fit(model[:, None], terms[:, j])
+        residual = terms[:, j] - fit.predict(model[:, None])
+        rows[term] = {"weight_share": float(model_weights[j] / true_weights[j]),
+                      "restored_roc_auc": float(roc_auc_score(y, model + true_weights[j] * residual)),
+                      "roc_auc": own}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
 def compare_with_truth(valid_rows: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
     """ROC-AUC of a model's scores against the Bayes-optimal AUC on the same rows, and the
     chance-corrected ratio ``(AUC - 0.5) / (Bayes AUC - 0.5)``: the share of the achievable lift
@@ -824,14 +876,7 @@ def compare_with_truth(valid_rows: pd.DataFrame, truth: pd.DataFrame) -> dict[st
 
     from core.modeling.metrics import expected_calibration_error
 
-    left = valid_rows.assign(user_id=valid_rows["user_id"].astype(str),
-                             cutoff=pd.to_datetime(valid_rows["cutoff"]).dt.tz_localize(None))
-    right = truth.assign(user_id=truth["user_id"].astype(str),
-                         cutoff=pd.to_datetime(truth["cutoff"]).dt.tz_localize(None))
-    merged = left.merge(right[["user_id", "cutoff", "p_buy"]], on=["user_id", "cutoff"], how="inner")
-    if len(merged) != len(left):
-        raise ValueError(f"{len(left) - len(merged)} rows have no truth: are the validation and test "
-                         "cutoffs on the truth grid (use truth_plan)?")
+    merged = _with_truth(valid_rows, truth, ["p_buy"])
     y = merged["label"].to_numpy()
     model_auc = float(roc_auc_score(y, merged["score"]))
     bayes_auc = float(roc_auc_score(y, merged["p_buy"]))
