@@ -438,8 +438,9 @@ def synthetic(tmp: Path, users: int, epochs: int | None, preset: str, seeds: int
                                              epochs=epochs, seed=seed, init=init, plan=plan,
                                              label_share=train_share, out=tmp / f"syn-{config.seed}-{label}-{seed}")
                     models.setdefault(label, []).append(result.model_dir)
-                    report = compare_with_truth(load_evaluation(result.model_dir, "test"), truth)
-                    terms.append(planted_terms(load_evaluation(result.model_dir, "test"), truth))
+                    test_rows = load_evaluation(result.model_dir, "test")
+                    report = compare_with_truth(test_rows, truth)
+                    terms.append(planted_terms(test_rows, truth))
                     for key, column in (("roc_auc", "model_roc_auc"), ("ratio", "ratio"),
                                         ("pr_auc", "model_pr_auc"), ("ece", "ece")):
                         runs[key].append(report[column])
