@@ -650,8 +650,7 @@ _PARQUET_SCHEMA = pa.schema([("user_id", pa.string()), ("item_id", pa.string()),
 _TRUTH_SCHEMA = pa.schema([("user_id", pa.string()), ("cutoff", pa.timestamp("s")), ("p_buy", pa.float64()),
                            ("bought", pa.int8()), ("intent_kind", pa.string()),
                            ("intent_category", pa.string()), ("intent_item", pa.string()),
-                           ("n_events", pa.int64()), ("c_cart", pa.float64()), ("c_match", pa.float64()),
-                           ("c_focus", pa.float64()), ("c_recency", pa.float64()), ("c_buyer", pa.float64())])
+                           ("n_events", pa.int64()), *((term, pa.float64()) for term in TERMS)])
 
 
 def _text(values: np.ndarray, missing: np.ndarray | None = None) -> pa.Array:
@@ -838,19 +837,14 @@ def planted_terms(valid_rows: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame
       weight: how much of the gap to the Bayes AUC that one term holds;
     * ``roc_auc``: the model's own ROC-AUC, the same in every row, to read the gain against.
     """
+    from scipy.special import logit
     from sklearn.linear_model import LinearRegression
     from sklearn.metrics import roc_auc_score
 
     merged = _with_truth(valid_rows, truth, ["p_buy", *TERMS])
     y = merged["label"].to_numpy()
     terms = merged[list(TERMS)].to_numpy(dtype=float)
-
-    def logit(p: pd.Series) -> np.ndarray:
-        q: np.ndarray = np.clip(p.to_numpy(dtype=float), 1e-7, 1 - 1e-7)
-        out: np.ndarray = np.log(q / (1 - q))
-        return out
-
-    model, true = logit(merged["score"]), logit(merged["p_buy"])
+    model, true = (logit(np.clip(merged[c].to_numpy(dtype=float), 1e-7, 1 - 1e-7)) for c in ("score", "p_buy"))
     model_weights = LinearRegression().fit(terms, model).coef_
     true_weights = LinearRegression().fit(terms, true).coef_
     own = float(roc_auc_score(y, model))
