@@ -50,7 +50,7 @@ class TreeSampler:
 
     CPU % is measured between two calls: psutil keeps each process's previous CPU times, so the
     :class:`psutil.Process` objects are kept across calls (a child seen for the first time counts
-    from the next call on). NoSuchProcess from :meth:`sample` means the root has exited.
+    from the next call on). NoSuchProcess (or ZombieProcess) from :meth:`sample` means the root has exited.
     """
 
     def __init__(self, pid: int):
@@ -67,6 +67,8 @@ class TreeSampler:
             proc = self._known.get(proc.pid, proc)
             try:
                 with proc.oneshot():
+                    if proc.status() == psutil.STATUS_ZOMBIE:   # exited, not yet reaped: on Linux its
+                        raise psutil.ZombieProcess(proc.pid)    # memory reads as 0 instead of raising
                     cpu += proc.cpu_percent(interval=None)
                     rss += proc.memory_info().rss
             except (psutil.NoSuchProcess, psutil.ZombieProcess):
