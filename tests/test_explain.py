@@ -19,7 +19,7 @@ import torch
 from core.data.schema import BEHAVIOR_CODE
 from core.errors import DataError, ModelError, NotFoundError
 from core.insight import explain as E
-from core.modeling.sequences import SequenceBatch, Vocab
+from core.modeling.sequences import BEHAVIOR_STRIDE, N_BEHAVIOR_IDS, NEWEST_CATEGORY, TOP_CATEGORY, SequenceBatch, Vocab
 from models.transformer import IntentTransformer, TransformerConfig
 
 L, N_ITEMS, N_CATS, TARGET_CAT = 16, 30, 10, 5
@@ -266,6 +266,22 @@ def test_what_if_removing_and_adding_the_planted_event(model, data):
         E.what_if(model, row, remove_positions=[L])
     with pytest.raises(DataError):
         E.what_if(model, row, add_events=[{"behavior": "teleport"}])
+
+
+def test_an_added_event_takes_the_context_its_model_knows():
+    """A what-if event is the newest (bit 4) and, in a category the row marks "viewed most in the
+    last H", marked too (bit 8); a model without context ids gets the bare behaviour."""
+    vocab = Vocab(categories={"c1": 2, "c2": 3}, category_buckets=0)
+    cart = BEHAVIOR_CODE["cart"]
+    event = {"behavior": "cart", "category": "c2"}
+    assert E._event_ids(event, vocab, 4, N_BEHAVIOR_IDS, top_categories=[3, 3])["behavior"] \
+        == cart + BEHAVIOR_STRIDE * (NEWEST_CATEGORY + TOP_CATEGORY)
+    assert E._event_ids(event, vocab, 4, N_BEHAVIOR_IDS, top_categories=[2])["behavior"] \
+        == cart + BEHAVIOR_STRIDE * NEWEST_CATEGORY
+    # a model trained on three context bits never sees the fourth
+    assert E._event_ids(event, vocab, 4, BEHAVIOR_STRIDE * 8, top_categories=[3])["behavior"] \
+        == cart + BEHAVIOR_STRIDE * NEWEST_CATEGORY
+    assert E._event_ids(event, vocab, 4, 7, top_categories=[3])["behavior"] == cart
 
 
 def test_one_row_at_a_time_and_model_needs_transformer(model, data):

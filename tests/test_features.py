@@ -80,6 +80,7 @@ def test_hand_computed_features(hand):
         "log_secs_since_session_start": math.log1p(1800),
         "n_items": 4, "n_categories": 3,
         "open_carts": 1,                     # i2 carted, bought only after T; i1 bought
+        "open_carts_top_category_h1": 0,     # the last hour's views are all in c3, the cart in c2
         "cart_per_view": 2 / 5, "buy_per_cart": 1 / 3,
         "n_sessions": 3, "events_per_session": 8 / 3,
         "share_hours_00_06": 0, "share_hours_06_12": 6 / 8, "share_hours_12_18": 2 / 8,
@@ -87,6 +88,30 @@ def test_hand_computed_features(hand):
     }
     for name, value in expected.items():
         assert got[name] == pytest.approx(value, rel=1e-6), name
+
+
+def test_open_carts_in_the_most_viewed_category(store):
+    add_events(store, "m", [
+        ("g", "a1", "c1", "cart", ago(hours=5)),
+        ("g", "b1", "c2", "cart", ago(hours=4)),
+        ("g", "b2", "c2", "cart", ago(hours=3)),
+        ("g", "b2", "c2", "buy", ago(hours=2)),                     # closed: not counted
+        ("g", "a2", "c1", "view", ago(hours=2)),                    # before the last hour
+        ("g", "a3", "c1", "view", ago(hours=2)),
+        ("g", "a4", "c1", "view", ago(hours=2)),
+        ("g", "b3", "c2", "view", ago(minutes=40)),
+        ("g", "b4", "c2", "view", ago(minutes=30)),
+        ("g", "a5", "c1", "view", ago(minutes=10)),
+        ("t", "a1", "c1", "cart", ago(hours=3)),
+        ("t", "a1", "c1", "view", ago(minutes=50)),
+        ("t", "b1", "c2", "view", ago(minutes=20)),                 # a tie: the later view wins
+        ("n", "a1", "c1", "cart", ago(hours=3)),                    # no view in the last hour
+    ])
+    got = build_features(store, "m", rows("g", "t", "n"), H1)
+    assert got["open_carts_top_category_h1"].tolist() == [1, 0, 0]
+    assert got["open_carts"].tolist() == [2, 1, 1]
+    # over the last 4 hours, c1 leads with four views and holds one open cart
+    assert build_features(store, "m", rows("g"), LabelSpec(horizon="4h"))["open_carts_top_category_h1"].iloc[0] == 1
 
 
 def test_sessions_follow_session_id_when_present(hand):
@@ -131,6 +156,28 @@ def test_lookback_limits_the_history(hand):
     assert got["n_events_all"] == 4 and got["n_sessions"] == 1
 
 
+def top_category_carts(store, examples: pd.DataFrame, spec: LabelSpec) -> list[int]:
+    """open_carts_top_category_h1 per example row, counted by pandas from the events table."""
+    events = store.df("SELECT user_id, item_id, category, behavior, ts FROM events WHERE dataset = 'r'")
+    by_user = dict(tuple(events.groupby("user_id")))
+    horizon = spec.horizon_td
+    out = []
+    for user, cutoff in zip(examples["user_id"], examples["cutoff"], strict=True):
+        seen = by_user[user][by_user[user].ts <= cutoff]
+        views = seen[(seen.behavior == "view") & (seen.ts >= cutoff - horizon)]
+        if views.empty:
+            out.append(0)
+            continue
+        per_category = views.groupby("category").ts.agg(["size", "max"]).reset_index()
+        top = max(per_category.itertuples(), key=lambda r: (r.size, r.max, r.category)).category
+        last_cart = seen[seen.behavior == "cart"].groupby("item_id").ts.max()
+        last_close = seen[seen.behavior.isin(["buy", "remove_from_cart"])].groupby("item_id").ts.max()
+        category = seen.groupby("item_id").category.first()
+        out.append(sum(category[item] == top for item, ts in last_cart.items()
+                       if item not in last_close or last_close[item] < ts))
+    return out
+
+
 @pytest.mark.parametrize("scope", ["any", "category"])
 def test_no_leakage_and_chunking(store, scope):
     add_random_events(store, "r", users=70)
@@ -147,6 +194,9 @@ def test_no_leakage_and_chunking(store, scope):
                 .reindex(examples.index, fill_value=0).tolist())
 
     assert before["n_events_all"].tolist() == history(events)
+    if scope == "any":   # the user-level columns do not depend on the scope
+        assert before["open_carts_top_category_h1"].tolist() == top_category_carts(store, examples, spec)
+        assert before["open_carts_top_category_h1"].sum() > 5
     chunked = build_features(store, "r", examples, spec, chunk_users=6)
     assert np.array_equal(before.to_numpy(), chunked.to_numpy())
     # append events one second and more after the first cutoff: rows at that cutoff must not

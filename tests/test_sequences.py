@@ -17,6 +17,7 @@ from core.modeling.sequences import (
     N_BEHAVIOR_IDS,
     OOV,
     QUERY_TOKENS,
+    TOP_CATEGORY,
     SequenceBatch,
     Vocab,
     build_sequences,
@@ -312,6 +313,43 @@ def test_behaviour_context_never_reads_past_the_cutoff(store):
     after = build_sequences(store, "k", one_row("u", T + timedelta(hours=2)), vocab, spec)
     assert before.behavior[0, -2] == BEHAVIOR_CODE["cart"]                      # open cart, other category
     assert after.behavior[0, -3] == BEHAVIOR_CODE["cart"] + BEHAVIOR_STRIDE * (1 + 2 + 4)
+
+
+def test_top_category_bit_marks_the_most_viewed_category_of_the_last_horizon(store):
+    add_events(store, "top", [
+        ("u", "i1", "c1", "cart", T - timedelta(hours=5)),      # open cart in c1
+        ("u", "i2", "c2", "cart", T - timedelta(hours=4)),      # open cart in c2
+        ("u", "i3", "c2", "view", T - timedelta(hours=3)),      # before the last hour
+        ("u", "i4", "c2", "view", T - timedelta(hours=3)),
+        ("u", "i5", "c1", "view", T - timedelta(minutes=40)),
+        ("u", "i6", "c1", "view", T - timedelta(minutes=30)),
+        ("u", "i7", "c2", "view", T - timedelta(minutes=20)),
+        ("t", "i1", "c1", "view", T - timedelta(minutes=50)),
+        ("t", "i2", "c2", "view", T - timedelta(minutes=20)),  # a tie: the later view wins
+    ])
+    vocab = build_vocab(store, "top", T)
+    assert vocab.context_bits == 4 and vocab.n_behavior_ids == N_BEHAVIOR_IDS == 7 * 16
+    rows = pd.concat([one_row("u"), one_row("t")], ignore_index=True)
+    batch = build_sequences(store, "top", rows, vocab, LabelSpec(horizon="1h", max_len=7))
+    top = (batch.behavior // BEHAVIOR_STRIDE & TOP_CATEGORY) > 0
+    names = {v: k for k, v in vocab.categories.items()}
+    marked = [[names[c] for c in row[flag]] for row, flag in zip(batch.category, top, strict=True)]
+    assert marked == [["c1", "c1", "c1"], ["c2"]]
+    # the open cart in c1 carries the bit with no other (not bought, not seen again, not the newest category)
+    assert batch.behavior[0, 0] == BEHAVIOR_CODE["cart"] + BEHAVIOR_STRIDE * TOP_CATEGORY
+    # over the last 4 hours c2 leads (3 views against 2)
+    wide = build_sequences(store, "top", one_row("u"), vocab, LabelSpec(horizon="4h", max_len=7))
+    assert [names[c] for c in wide.category[0][(wide.behavior[0] // BEHAVIOR_STRIDE & TOP_CATEGORY) > 0]] \
+        == ["c2", "c2", "c2", "c2"]
+    # a vocabulary saved before the fourth bit reads back with three: its model gets the ids it knows
+    old = Vocab.from_dict({k: v for k, v in vocab.to_dict().items() if k != "context_bits"})
+    assert old.context_bits == 3 and old.n_behavior_ids == 7 * 8
+    legacy = build_sequences(store, "top", rows, old, LabelSpec(horizon="1h", max_len=7))
+    assert np.array_equal(legacy.behavior, np.where(top, batch.behavior - BEHAVIOR_STRIDE * TOP_CATEGORY,
+                                                    batch.behavior))
+    assert Vocab.from_dict(vocab.to_dict()) == vocab
+    with pytest.raises(ValueError, match="context_bits"):
+        Vocab(context_bits=5)
 
 
 def test_finer_gap_steps_split_each_doubling(store):

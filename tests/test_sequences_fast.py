@@ -18,7 +18,9 @@ from core.data.store import Store
 from core.errors import DataError
 from core.modeling.labels import LabelSpec, scoring_examples
 from core.modeling.sequences import (
+    BEHAVIOR_STRIDE,
     QUERY_TOKENS,
+    TOP_CATEGORY,
     SequenceBatch,
     Vocab,
     build_sequences,
@@ -109,6 +111,7 @@ def test_fast_path_equals_sql_path_at_each_cutoff(store, vocabs, lookback, vocab
             assert len(examples) > 10
             sql = build_sequences(store, DATASET, examples, vocab, spec, chunk_users=97)
             assert_same(sequences_from_events(events, cutoff, vocab, spec), sql)
+            assert ((sql.behavior // BEHAVIOR_STRIDE & TOP_CATEGORY) > 0).sum() > 10   # the fourth bit is compared too
     # the planted users are there, full, tied and truncated as the SQL has them
     at_t0 = sequences_from_events(events, T0, vocab, LabelSpec(max_len=9, lookback=lookback))
     users = list(at_t0.keys["user_id"])

@@ -626,17 +626,19 @@ def _gap_bucket(seconds: float, gap_buckets: int, gap_steps: int = 1) -> int:
     return 1 + min(gap_buckets - 1, math.floor(gap_steps * octaves))
 
 
-def _event_ids(event: WhatIfEvent, vocab: Vocab | None, n_query: int,
-               n_behaviors: int = 0) -> dict[str, int | list[int]]:
-    """Vocabulary ids of a hypothetical event dict (behavior, item_id, category, gap_seconds, hour)."""
-    from core.modeling.sequences import BEHAVIOR_STRIDE, N_BEHAVIOR_IDS, NEWEST_CATEGORY, map_ids
+def _event_ids(event: WhatIfEvent, vocab: Vocab | None, n_query: int, n_behaviors: int = 0,
+               top_categories: Iterable[int] = ()) -> dict[str, int | list[int]]:
+    """Vocabulary ids of a hypothetical event dict (behavior, item_id, category, gap_seconds, hour).
+    ``top_categories``: the category ids the row's events mark "viewed most in the last H"; an event
+    in one of them is marked too (when the model's ids have that context bit)."""
+    from core.modeling.sequences import BEHAVIOR_STRIDE, NEWEST_CATEGORY, TOP_CATEGORY, map_ids
 
     behavior = event.get("behavior", "view")
     if behavior not in BEHAVIOR_CODE:
         raise DataError(f"behavior must be one of {', '.join(BEHAVIORS)}, got {behavior!r}.",
                         title="Bad what-if event")
     behavior_id = BEHAVIOR_CODE[behavior]
-    if n_behaviors >= N_BEHAVIOR_IDS and event.get("category") is not None:
+    if n_behaviors > BEHAVIOR_STRIDE * NEWEST_CATEGORY and event.get("category") is not None:
         # the added event becomes the newest, so it is "in the newest event's category" (see the
         # behaviour x context ids in core.modeling.sequences); the other events keep their context
         behavior_id += BEHAVIOR_STRIDE * NEWEST_CATEGORY
@@ -652,6 +654,8 @@ def _event_ids(event: WhatIfEvent, vocab: Vocab | None, n_query: int,
         else:
             ids[key] = int(map_ids([value], getattr(vocab, table), getattr(vocab, buckets))[0])
     gap_buckets = vocab.gap_buckets if vocab is not None else 32
+    if n_behaviors > BEHAVIOR_STRIDE * TOP_CATEGORY and ids["category"] in set(top_categories):
+        ids["behavior"] = behavior_id + BEHAVIOR_STRIDE * TOP_CATEGORY
     ids["gap"] = _gap_bucket(float(event.get("gap_seconds", 0.0)), gap_buckets,
                              vocab.gap_steps if vocab is not None else 1)
     ids["hour"] = 1 + int(event.get("hour", 12)) % 24
@@ -671,6 +675,8 @@ def what_if(model: ModelLike, batch_row: RowLike, *, remove_positions: Iterable[
     """
     import torch
 
+    from core.modeling.sequences import BEHAVIOR_STRIDE, TOP_CATEGORY
+
     net = _transformer_of(model)
     tensors = _row_tensors(batch_row)
     length = int(tensors["behavior"].shape[1])
@@ -683,7 +689,9 @@ def what_if(model: ModelLike, batch_row: RowLike, *, remove_positions: Iterable[
     changed = _remove(tensors, keep)
     n_query = int(tensors["query"].shape[-1])
     for event in add_events:
-        ids = _event_ids(event, vocab, n_query, int(net.config.n_behaviors))
+        marked = (changed["behavior"] // BEHAVIOR_STRIDE & TOP_CATEGORY) > 0
+        ids = _event_ids(event, vocab, n_query, int(net.config.n_behaviors),
+                         top_categories=changed["category"][marked].tolist())
         for name in ID_INPUTS:
             value = changed[name]
             new = torch.as_tensor(ids[name], dtype=value.dtype).reshape(1, 1, *value.shape[2:])

@@ -13,6 +13,11 @@ Features (``FEATURE_NAMES``, every scope):
   ``log_secs_since_session_start`` (how long the current session has run) likewise.
 * ``n_items``, ``n_categories``: distinct items and categories touched.
 * ``open_carts``: items whose last cart is later than their last buy and last removal.
+* ``open_carts_top_category_h1``: those open carts in the category the user viewed most in the last
+  H (a tie goes to the category viewed last): a shopper back in the aisle of something they have in
+  the cart. No other user-level feature says which category an open cart is in, so without it a
+  forgotten cart and a cart being compared look alike to the feature models, and to the GBDT that
+  teaches the Transformer (``bench/quality.py`` has what it gave).
 * ``cart_per_view`` = carts / (views + 1), ``buy_per_cart`` = buys / (carts + 1).
 * ``n_sessions`` (session_id changes where the source has it, else gaps over 30 minutes) and
   ``events_per_session``.
@@ -74,6 +79,7 @@ def _user_expressions() -> dict[str, str]:
     out["n_items"] = "count(DISTINCT item_id)"
     out["n_categories"] = "count(DISTINCT category)"
     out["open_carts"] = "NULL"   # filled from the `carts` CTE in the final SELECT
+    out["open_carts_top_category_h1"] = "NULL"   # from the `cart_browse` CTE in the final SELECT
     out["cart_per_view"] = ("count(*) FILTER (behavior = 'cart') / "
                             "(count(*) FILTER (behavior = 'view') + 1)")
     out["buy_per_cart"] = ("count(*) FILTER (behavior = 'buy') / "
@@ -128,16 +134,36 @@ WHERE e.dataset = ? AND (k.lo IS NULL OR e.ts > k.lo)
 WINDOW w AS (PARTITION BY k.pair_idx ORDER BY e.ts, {behavior_code_sql('e.behavior')}, e.item_id, e.session_id)
 """
 
-# Per (key, item): is the last cart later than the last buy and the last removal?
-_CARTS_SQL = """
-SELECT pair_idx, category, (count(*))::DOUBLE AS open_carts FROM (
+# Per (key, item): is the last cart later than the last buy and the last removal? One row per open item.
+_OPEN_ITEMS_SQL = """
+SELECT pair_idx, item_id, category FROM (
     SELECT pair_idx, item_id, any_value(category) AS category,
            max(ts) FILTER (behavior = 'cart') AS last_cart,
            max(ts) FILTER (behavior IN ('buy', 'remove_from_cart')) AS last_close
     FROM ev WHERE item_id IS NOT NULL AND behavior IN ('cart', 'buy', 'remove_from_cart')
     GROUP BY pair_idx, item_id)
 WHERE last_cart IS NOT NULL AND (last_close IS NULL OR last_close < last_cart)
+"""
+
+_CARTS_SQL = """
+SELECT pair_idx, category, (count(*))::DOUBLE AS open_carts FROM open_items
 GROUP BY GROUPING SETS ((pair_idx), (pair_idx, category))
+"""
+
+# Views per category in the last H (a tie for the most viewed goes to the latest view).
+_BROWSE_SQL = """
+SELECT pair_idx, category, count(*) AS n_views, max(ts) AS last_view
+FROM ev WHERE behavior = 'view' AND category IS NOT NULL AND age <= h
+GROUP BY pair_idx, category
+"""
+
+# Open carts in the category the user viewed most in the last H.
+_CART_BROWSE_SQL = """
+SELECT o.pair_idx, (count(*))::DOUBLE AS open_carts_top_category_h1
+FROM open_items o JOIN (SELECT pair_idx, arg_max(category, (n_views, last_view, category)) AS category
+                        FROM browse GROUP BY pair_idx) t
+  ON t.pair_idx = o.pair_idx AND t.category = o.category
+GROUP BY o.pair_idx
 """
 
 
@@ -146,17 +172,23 @@ def _features_sql(scope: str) -> str:
                                   if sql != "NULL")
     parts = [f"ev AS MATERIALIZED ({_EV_SQL})",
              f"u AS (SELECT pair_idx, {user_cols} FROM ev GROUP BY pair_idx)",
-             f"carts AS ({_CARTS_SQL})"]
+             f"open_items AS MATERIALIZED ({_OPEN_ITEMS_SQL})",
+             f"carts AS ({_CARTS_SQL})",
+             f"browse AS ({_BROWSE_SQL})",
+             f"cart_browse AS ({_CART_BROWSE_SQL})"]
     select = ["r.row_idx"]
     for name in _USER_EXPR:
         if name == "open_carts":
             select.append("coalesce(uc.open_carts, 0) AS open_carts")
+        elif name == "open_carts_top_category_h1":
+            select.append("coalesce(cb.open_carts_top_category_h1, 0) AS open_carts_top_category_h1")
         elif name.startswith("log_"):
             select.append(f"coalesce(u.{name}, {_LOG_NEVER}) AS {name}")
         else:
             select.append(f"coalesce(u.{name}, 0) AS {name}")
     joins = ["LEFT JOIN u ON u.pair_idx = r.pair_idx",
-             "LEFT JOIN carts uc ON uc.pair_idx = r.pair_idx AND uc.category IS NULL"]
+             "LEFT JOIN carts uc ON uc.pair_idx = r.pair_idx AND uc.category IS NULL",
+             "LEFT JOIN cart_browse cb ON cb.pair_idx = r.pair_idx"]
     if scope == "category":
         cat_cols = ",\n       ".join(f"({sql})::DOUBLE AS {name}"
                                      for name, sql in _CATEGORY_EXPR.items() if sql != "NULL")

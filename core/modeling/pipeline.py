@@ -413,7 +413,6 @@ def _cap_rows(examples: pd.DataFrame, limits: dict[str, int], seed: int) -> pd.D
 
 
 def _transformer_config(inputs: Inputs, spec: LabelSpec, preset: Preset) -> TransformerConfig:
-    from core.modeling.sequences import N_BEHAVIOR_IDS
     from models.transformer import TransformerConfig
 
     if inputs.parent is not None and inputs.parent.transformer is not None:   # a warm start: the parent's
@@ -427,7 +426,7 @@ def _transformer_config(inputs: Inputs, spec: LabelSpec, preset: Preset) -> Tran
     vocab = inputs.vocab
     assert vocab is not None, "prepare_inputs(sequences=True) builds it"
     return TransformerConfig(
-        n_behaviors=N_BEHAVIOR_IDS, n_items=vocab.n_items, n_categories=vocab.n_categories,
+        n_behaviors=vocab.n_behavior_ids, n_items=vocab.n_items, n_categories=vocab.n_categories,
         n_gaps=vocab.gap_buckets + 1, n_hours=25, n_query_buckets=vocab.query_buckets + 1,
         max_len=spec.max_len, d_model=preset.d_model, n_heads=preset.n_heads,
         n_layers=preset.n_layers, d_ff=preset.d_ff, dropout=preset.dropout, scope=spec.scope,

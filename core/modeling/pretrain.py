@@ -80,7 +80,7 @@ from torch import nn
 from core.data.schema import BEHAVIOR_CODE, BEHAVIORS, behavior_code_sql
 from core.errors import DataError, EligibilityError, ModelError
 from core.modeling.labels import LabelSpec, TimeLike, _to_datetime, parse_duration
-from core.modeling.sequences import N_BEHAVIOR_IDS, OOV, Vocab, build_sequences, build_vocab, map_ids
+from core.modeling.sequences import OOV, Vocab, build_sequences, build_vocab, map_ids
 from core.modeling.training import (
     CHECKPOINT_VERSION,
     TrainConfig,
@@ -544,7 +544,7 @@ def pretrain(store: Store, dataset: str, out_dir: str | Path, *, max_len: int = 
                          gap_buckets=GAP_BUCKETS))
     try:
         config = TransformerConfig.from_vocab(
-            vocab, max_len, n_behaviors=N_BEHAVIOR_IDS,
+            vocab, max_len, n_behaviors=vocab.n_behavior_ids,
             d_model=preset.d_model if d_model is None else d_model,
             n_heads=preset.n_heads if n_heads is None else n_heads,
             n_layers=preset.n_layers if n_layers is None else n_layers,

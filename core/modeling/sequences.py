@@ -8,12 +8,16 @@ rows and arrays in numpy (the scoring service's fast path).
 Per position:
 
 * behaviour: ``core.data.schema.BEHAVIOR_CODE`` (1..6) crossed with the event's context in its window,
-  ``code + BEHAVIOR_STRIDE * context`` (ids 1..N_BEHAVIOR_IDS-1), where ``context`` has three bits
-  computed from the same last-L events (never from after the cutoff): 1 = the same item is bought
-  by a newer event, 2 = the same item appears in a newer event, 4 = the event's category is the
-  category of the newest event. A cart whose item was bought later and an open cart in the
-  category the user is browsing now are different tokens, which a Transformer with ~10^4 rows
-  could otherwise learn only through item-identity matching in attention.
+  ``code + BEHAVIOR_STRIDE * context`` (ids 1..Vocab.n_behavior_ids-1), where ``context`` has
+  ``Vocab.context_bits`` bits computed from the same last-L events (never from after the cutoff):
+  1 = the same item is bought by a newer event, 2 = the same item appears in a newer event, 4 = the
+  event's category is the category of the newest event, 8 = the event's category is the one the
+  user viewed most in the last horizon H (a tie goes to the category viewed last; the aggregate
+  feature ``open_carts_top_category_h1`` counts the open carts it marks). A cart whose item was
+  bought later, an open cart in the category the user is browsing now and one in the aisle they
+  keep coming back to are different tokens, which a Transformer with ~10^4 rows could otherwise
+  learn only through item-identity matching in attention. Vocabularies saved before the fourth bit
+  read back with three (``Vocab.from_dict``), so their models get the ids they were trained on.
 * item / category: vocabulary ids (see :class:`Vocab`); a missing item or category is OOV (1).
 * gap: ``1 + min(gap_buckets - 1, floor(gap_steps * log2(1 + seconds from the event to the cutoff)))``,
   so bucket 1 is "at the cutoff" and every ``gap_steps`` buckets double the time span (the pipeline
@@ -53,6 +57,9 @@ if TYPE_CHECKING:
 PAD = 0
 OOV = 1
 QUERY_TOKENS = 4          # Q: hashed tokens kept per search event (the first ones of the query)
+BEHAVIOR_STRIDE = len(BEHAVIORS) + 1     # ids per context value (0 = pad, 1..6 behaviours)
+CONTEXT_BITS = 4                         # context bits of a new vocabulary (saved ones may have 3)
+N_BEHAVIOR_IDS = BEHAVIOR_STRIDE * 2 ** CONTEXT_BITS   # the most behaviour ids a vocabulary gives
 
 
 @dataclass
@@ -64,6 +71,7 @@ class Vocab:
     query_buckets: hash buckets for search tokens (ids 1..query_buckets; 0 pad).
     gap_buckets: log-spaced time-gap buckets (ids 1..gap_buckets; 0 pad).
     gap_steps: gap buckets per doubling of the time gap (>= 1).
+    context_bits: context bits crossed with the behaviour (3 or 4; see the module docstring).
     """
 
     items: dict[str, int] = field(default_factory=dict)
@@ -73,6 +81,16 @@ class Vocab:
     query_buckets: int = 1024
     gap_buckets: int = 32
     gap_steps: int = 1
+    context_bits: int = CONTEXT_BITS
+
+    def __post_init__(self) -> None:
+        if self.context_bits not in (3, CONTEXT_BITS):
+            raise ValueError(f"Vocab.context_bits must be 3 or {CONTEXT_BITS}; got {self.context_bits!r}.")
+
+    @property
+    def n_behavior_ids(self) -> int:
+        """Embedding rows for the behaviour input: pad + every behaviour under every context."""
+        return BEHAVIOR_STRIDE << self.context_bits
 
     @property
     def n_items(self) -> int:
@@ -87,11 +105,12 @@ class Vocab:
         return {"items": self.items, "categories": self.categories,
                 "item_buckets": self.item_buckets, "category_buckets": self.category_buckets,
                 "query_buckets": self.query_buckets, "gap_buckets": self.gap_buckets,
-                "gap_steps": self.gap_steps}
+                "gap_steps": self.gap_steps, "context_bits": self.context_bits}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Vocab:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        """What ``to_dict`` wrote; a vocabulary saved before ``context_bits`` existed has 3."""
+        return cls(**{"context_bits": 3, **{k: data[k] for k in cls.__dataclass_fields__ if k in data}})
 
 
 @dataclass
@@ -271,10 +290,8 @@ _ITEMS_VIEW = "il_vocab_items"
 _CATEGORIES_VIEW = "il_vocab_categories"
 
 
-BEHAVIOR_STRIDE = len(BEHAVIORS) + 1         # ids per context value (0 = pad, 1..6 behaviours)
-BEHAVIOR_CONTEXTS = 8                       # three context bits
-N_BEHAVIOR_IDS = BEHAVIOR_STRIDE * BEHAVIOR_CONTEXTS   # embedding rows for the behaviour input
 NEWEST_CATEGORY = 4                         # the context bit of "same category as the newest event"
+TOP_CATEGORY = 8                            # the context bit of "the category viewed most in the last H"
 
 
 # Event order: newest first, ties broken on every other column so the order is deterministic.
@@ -292,7 +309,8 @@ QUALIFY rn <= ?
 """
 
 # Parameters, in order: dataset, L, item buckets, item base, item buckets, category buckets,
-# category base, category buckets, query buckets, L, gap_buckets - 1, gap_steps.
+# category base, category buckets, H in seconds, the top-category bit (0 without it), query buckets,
+# L, gap_buckets - 1, gap_steps.
 _TOKENS = "list_filter(regexp_split_to_array(lower(r.query), '[^\\pL\\pN]+'), lambda t: t <> '')"
 _SEQUENCE_SQL = f"""
 WITH r AS MATERIALIZED ({_RECENT_SQL}),
@@ -306,14 +324,21 @@ cats AS (
                                            ELSE {OOV} END) AS id
     FROM (SELECT DISTINCT category FROM r WHERE category IS NOT NULL) d
     LEFT JOIN {_CATEGORIES_VIEW} v ON v.value = d.category),
+top AS (
+    SELECT seq_idx, arg_max(category, (n_views, last_view, category)) AS category FROM (
+        SELECT seq_idx, category, count(*) AS n_views, max(ts) AS last_view FROM r
+        WHERE behavior = 'view' AND category IS NOT NULL AND epoch(cutoff - ts) <= ?
+        GROUP BY seq_idx, category)
+    GROUP BY seq_idx),
 ctx AS (
     SELECT r.*,
            (r.item_id IS NOT NULL AND coalesce(count(*) FILTER (WHERE r.behavior = 'buy')
                 OVER newer_same_item, 0) > 0)::INTEGER
          + 2 * (r.item_id IS NOT NULL AND coalesce(count(*) OVER newer_same_item, 0) > 0)::INTEGER
          + 4 * coalesce(r.category = first_value(r.category) OVER (PARTITION BY r.seq_idx ORDER BY r.rn),
-                        false)::INTEGER AS context
-    FROM r
+                        false)::INTEGER
+         + ? * coalesce(r.category = t.category, false)::INTEGER AS context
+    FROM r LEFT JOIN top t ON t.seq_idx = r.seq_idx
     WINDOW newer_same_item AS (PARTITION BY r.seq_idx, r.item_id ORDER BY r.rn
                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)),
 flat AS (
@@ -390,6 +415,7 @@ def build_sequences(store: Store, dataset: str, examples: pd.DataFrame, vocab: V
     params = [dataset, length,
               vocab.item_buckets, item_base, max(vocab.item_buckets, 1),
               vocab.category_buckets, cat_base, max(vocab.category_buckets, 1),
+              spec.horizon_td.total_seconds(), TOP_CATEGORY if vocab.context_bits > 3 else 0,
               vocab.query_buckets, length, vocab.gap_buckets - 1, vocab.gap_steps]
 
     # chunks: consecutive runs of `chunk_users` sequences in user order
@@ -485,6 +511,23 @@ def _epoch_seconds(delta_us: np.ndarray) -> np.ndarray:
     return (days * 86_400).astype(np.float64) + rest.astype(np.float64) / 1e6
 
 
+def _top_categories(seq: np.ndarray, cat_key: np.ndarray, ts: np.ndarray, n_seq: int) -> np.ndarray:
+    """Per sequence, the category key with the most of these events (a tie goes to the latest event,
+    then to the larger category text, as the SQL's ``arg_max``); 1, which no category has, when none."""
+    top = np.ones(n_seq, np.int64)
+    if len(seq) == 0:
+        return top
+    order = np.lexsort((cat_key, seq))
+    seq, cat_key, ts = seq[order], cat_key[order], ts[order]
+    starts = np.flatnonzero(np.r_[True, (seq[1:] != seq[:-1]) | (cat_key[1:] != cat_key[:-1])])
+    size, last = np.diff(np.r_[starts, len(seq)]), np.maximum.reduceat(ts, starts)
+    g_seq, g_key = seq[starts], cat_key[starts]
+    best = np.lexsort((-g_key, last, size, g_seq))          # per sequence, the best group comes last
+    ends = best[np.r_[np.flatnonzero(np.diff(g_seq[best])), len(best) - 1]]
+    top[g_seq[ends]] = g_key[ends]
+    return top
+
+
 def sequences_from_events(events: pd.DataFrame, cutoffs: Mapping[str, TimeLike] | TimeLike, vocab: Vocab,
                           spec: LabelSpec) -> SequenceBatch:
     """What :func:`core.modeling.labels.scoring_examples` and :func:`build_sequences` give for these
@@ -551,8 +594,8 @@ def sequences_from_events(events: pd.DataFrame, cutoffs: Mapping[str, TimeLike] 
         a[order] for a in (seq, ts, cut, code, item_key, item_id, cat_key, cat_id))
     query = column["query"][order]
 
-    # context bits over the kept events: a newer event of the same item (bought / any), and the
-    # category of the newest event
+    # context bits over the kept events: a newer event of the same item (bought / any), the
+    # category of the newest event and the category viewed most in the last H
     by_item = np.lexsort((rn, item_key, seq))
     same = np.zeros(len(seq), bool)           # a newer event of the same sequence and item exists
     same[1:] = (seq[by_item][1:] == seq[by_item][:-1]) & (item_key[by_item][1:] == item_key[by_item][:-1])
@@ -565,8 +608,12 @@ def sequences_from_events(events: pd.DataFrame, cutoffs: Mapping[str, TimeLike] 
     context[by_item] = (has_item & (newer_buys > 0)) + 2 * (has_item & same)
     newest_cat = cat_key[rn == 0][seq]
     context += NEWEST_CATEGORY * ((cat_key <= 0) & (cat_key == newest_cat))
-
     seconds = _epoch_seconds(cut - ts)
+    if vocab.context_bits > 3:
+        recent = (code == BEHAVIOR_CODE["view"]) & (cat_key <= 0) & (seconds <= spec.horizon_td.total_seconds())
+        top = _top_categories(seq[recent], cat_key[recent], ts[recent], n_seq)
+        context += TOP_CATEGORY * ((cat_key <= 0) & (cat_key == top[seq]))
+
     log2 = {s: math.log2(1.0 + s) for s in set(seconds.tolist())}       # libm's log2, as DuckDB's
     steps = np.fromiter((log2[s] for s in seconds.tolist()), np.float64, len(seconds)) * vocab.gap_steps
     gap = 1 + np.minimum(vocab.gap_buckets - 1, np.floor(steps))
