@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from core.data.store import Store
-from core.errors import ModelError, NotFoundError
+from core.errors import DataError, ModelError, NotFoundError
 from core.insight import cohorts as C
 from core.insight import drivers as D
 from core.insight import explain as E
@@ -121,10 +121,19 @@ def test_explanation_checks(tiny):
         assert same["before"] == pytest.approx(exp.score, abs=1e-4)
         newest = int(exp.events["position"].max())
         gone = D.what_if_of(exp, removed=[newest])
-        direct = E.what_if(exp.model, exp.sequence, remove_positions=[newest])   # the raw probability
+        direct = exp.what_if(remove_positions=[newest])      # the raw probability
         calibration = exp.model.calibration
         assert calibration is not None                       # what-if reads like the score: calibrated
         assert gone["after"] == pytest.approx(float(calibration.apply([direct["after"]])[0]))
+        # the what-if rebuilds the sequence from the explanation's own events: unedited, byte-equal
+        assert exp.source_events is not None and exp.model.vocab is not None
+        rebuilt = E.edited_sequence(exp.source_events, exp.cutoff, exp.model.spec, exp.model.vocab)
+        for name in rebuilt.ARRAYS:
+            np.testing.assert_array_equal(getattr(rebuilt, name), getattr(exp.sequence, name))
+        later = D.what_if_of(exp, added=[("cart", None, 3600.0)])
+        assert later["after"] != pytest.approx(later["before"]) and later["before"] == same["before"]
+        with pytest.raises(DataError, match="hold none"):
+            D.what_if_of(exp, removed=[-1])
         curves = D.faithfulness_of(exp)
         assert set(curves["method"]) == {"ig", "shap", "attention", "random"}
         flat = D.explain(store, gbdt, "synth", D.first_user(store, model_id(gbdt), "synth"))

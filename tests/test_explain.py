@@ -284,6 +284,53 @@ def test_an_added_event_takes_the_context_its_model_knows():
     assert E._event_ids(event, vocab, 4, 7, top_categories=[3])["behavior"] == cart
 
 
+def test_a_what_if_rebuilds_the_sequence_from_the_edited_events():
+    """Removing the purchase clears "bought later" on the cart of the same item; an added event takes
+    its place in time (gap, hour) and the views it adds move "viewed most in the last H"; the
+    remaining events close up towards the newest position; bad edits are refused."""
+    from core.modeling.labels import LabelSpec
+    from core.modeling.sequences import sequences_from_events
+
+    cutoff = pd.Timestamp("2017-12-03 12:00")
+    spec = LabelSpec(horizon="1d", max_len=6, lookback="7d")
+    vocab = Vocab(items={"i1": 2, "i2": 3}, categories={"c1": 2, "c2": 3}, item_buckets=0, category_buckets=0,
+                  gap_buckets=30)
+    rows = [("2017-12-03 08:00", "cart", "i1", "c1"), ("2017-12-03 09:00", "view", "i2", "c2"),
+            ("2017-12-03 10:00", "buy", "i1", "c1"), ("2017-12-03 11:00", "view", "i1", "c1")]
+    events = pd.DataFrame(rows, columns=["ts", "behavior", "item_id", "category"]).assign(
+        ts=lambda f: pd.to_datetime(f["ts"]).astype("datetime64[us]"), query=None, user_id="u")
+    events["position"] = np.arange(spec.max_len - len(events), spec.max_len)      # oldest .. newest = L - 1
+    before = sequences_from_events(events, cutoff, vocab, spec)
+    same = E.edited_sequence(events, cutoff, spec, vocab)
+    for name in SequenceBatch.ARRAYS:
+        np.testing.assert_array_equal(getattr(same, name), getattr(before, name))
+    cart, view = BEHAVIOR_CODE["cart"], BEHAVIOR_CODE["view"]
+    assert before.behavior[0, 2] % BEHAVIOR_STRIDE == cart and before.behavior[0, 2] // BEHAVIOR_STRIDE & 1   # bought later
+    # without the purchase: the cart is open again, and the events close up
+    gone = E.edited_sequence(events, cutoff, spec, vocab, remove_positions=[4])
+    assert gone.mask[0].tolist() == [False, False, False, True, True, True]
+    assert gone.behavior[0, 3] % BEHAVIOR_STRIDE == cart and not gone.behavior[0, 3] // BEHAVIOR_STRIDE & 1
+    # two views in c2 three hours before T: c2 becomes the most viewed category in the last H, and the
+    # new events sit between 09:00 and 10:00 with their own gap and hour
+    views = [{"behavior": "view", "category": "c2", "gap_seconds": 3 * 3600.0}] * 2
+    more = E.edited_sequence(events, cutoff, spec, vocab, add_events=views)
+    assert more.mask[0].all()
+    assert (more.behavior[0] % BEHAVIOR_STRIDE).tolist() == [cart, view, view, view, BEHAVIOR_CODE["buy"], view]
+    assert more.hour[0, 2] == 1 + 9 and more.item[0, 2] == 1                       # 09:00, item unknown
+    top = more.behavior[0] // BEHAVIOR_STRIDE & TOP_CATEGORY > 0
+    assert top.tolist() == [False, True, True, True, False, False]
+    # before, a 1-1 tie between c1 and c2 went to the later view (c1)
+    assert (before.behavior[0, 2:] // BEHAVIOR_STRIDE & TOP_CATEGORY > 0).tolist() == [True, False, True, True]
+    with pytest.raises(DataError, match="hold none"):
+        E.edited_sequence(events, cutoff, spec, vocab, remove_positions=[0])
+    with pytest.raises(DataError, match="window before T"):
+        E.edited_sequence(events, cutoff, spec, vocab, add_events=[{"behavior": "cart", "gap_seconds": 8 * 86400.0}])
+    with pytest.raises(DataError, match="behavior must be"):
+        E.edited_sequence(events, cutoff, spec, vocab, add_events=[{"behavior": "teleport"}])
+    with pytest.raises(DataError, match="without events"):
+        E.edited_sequence(events, cutoff, spec, vocab, remove_positions=[2, 3, 4, 5])
+
+
 def test_one_row_at_a_time_and_model_needs_transformer(model, data):
     batch, _ = data
     with pytest.raises(DataError):

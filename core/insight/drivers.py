@@ -70,13 +70,13 @@ def faithfulness_of(exp: E.Explanation) -> pd.DataFrame:
 
 
 def what_if_of(exp: E.Explanation, removed: Sequence[int] = (),
-               added: Sequence[tuple[str, str | None, float, int]] = ()) -> dict[str, float]:
+               added: Sequence[tuple[str, str | None, float]] = ()) -> dict[str, float]:
     """Re-score the explained user without the events at ``removed`` positions and with the
-    hypothetical events ``added`` as (behaviour, category or None, seconds before T, hour). A
-    Transformer model's probabilities go through its calibration map, like its score."""
-    events = [{"behavior": b, "category": c, "gap_seconds": g, "hour": h} for b, c, g, h in added]
-    out = E.what_if(exp.model, exp.row, remove_positions=tuple(removed), add_events=events,
-                    vocab=exp.model.vocab)
+    hypothetical events ``added`` as (behaviour, category or None, seconds before T), the sequence
+    rebuilt from the edited events (``E.Explanation.what_if``). A Transformer model's probabilities
+    go through its calibration map, like its score."""
+    events = [{"behavior": b, "category": c, "gap_seconds": g} for b, c, g in added]
+    out = exp.what_if(remove_positions=tuple(removed), add_events=events)
     calibration = exp.model.calibration
     if calibration is not None and exp.model.kind == "transformer":
         before, after = (float(v) for v in calibration.apply([out["before"], out["after"]]))

@@ -703,6 +703,54 @@ def what_if(model: ModelLike, batch_row: RowLike, *, remove_positions: Iterable[
     return {"before": float(before), "after": float(after), "delta": float(after - before)}
 
 
+def edited_sequence(events: pd.DataFrame, cutoff: datetime, spec: LabelSpec, vocab: Vocab, *,
+                    remove_positions: Iterable[int] = (),
+                    add_events: Iterable[WhatIfEvent] = ()) -> SequenceBatch:
+    """One user's sequence rebuilt from edited events (``sequences_from_events``, which equals the
+    data path's ``build_sequences`` byte for byte).
+
+    ``events``: the explanation's source events (:func:`core.modeling.sequences.user_events`
+    columns: position, ts, behavior, item_id, category, query). The events at ``remove_positions``
+    are dropped and the rest close up towards the newest position (events older than the model's
+    window are not pulled in). An added event (:func:`what_if`'s dicts: behavior, item_id and
+    category as source text, gap_seconds before the cutoff, default 0) happens at cutoff -
+    gap_seconds, so its hour of day, its place in time and every event's context bits follow
+    from it; a full window drops its oldest event. DataError for a position that holds no event,
+    an unknown behaviour, a negative gap or one past the model's lookback, or an edit that leaves
+    no event.
+    """
+    from core.modeling.sequences import sequences_from_events
+
+    remove = {int(p) for p in remove_positions}
+    bad = sorted(remove - {int(p) for p in events["position"]})
+    if bad:
+        raise DataError(f"positions {bad} hold none of this user's events (they are at "
+                        f"{int(events['position'].min())}..{int(events['position'].max())}).",
+                        title="Bad what-if event", hint="Pick events from the user's timeline.")
+    kept = events.loc[~events["position"].isin(remove), ["ts", "behavior", "item_id", "category", "query"]]
+    lookback = spec.lookback_td
+    added = []
+    for event in add_events:
+        behavior = event.get("behavior", "view")
+        if behavior not in BEHAVIOR_CODE:
+            raise DataError(f"behavior must be one of {', '.join(BEHAVIORS)}, got {behavior!r}.",
+                            title="Bad what-if event")
+        gap = float(event.get("gap_seconds", 0.0))
+        limit = lookback.total_seconds() if lookback is not None else math.inf
+        if not gap >= 0.0 or gap >= limit:      # (NaN fails the first test)
+            raise DataError(f"an added event must happen in the model's window before T: gap_seconds "
+                            f"{gap:g} is outside [0, {limit:g}).",
+                            title="Bad what-if event", hint="Give a time between T and the lookback's start.")
+        added.append({"ts": pd.Timestamp(cutoff) - pd.Timedelta(seconds=gap), "behavior": behavior,
+                      "item_id": event.get("item_id"), "category": event.get("category"), "query": None})
+    edited = pd.concat([kept, pd.DataFrame(added, columns=kept.columns)], ignore_index=True) if added else kept
+    if edited.empty:
+        raise DataError("the edit leaves this user without events: there is nothing to score.",
+                        title="Bad what-if event", hint="Keep at least one event or add one.")
+    edited = edited.assign(user_id="what-if", ts=pd.to_datetime(edited["ts"]).astype("datetime64[us]"))
+    return sequences_from_events(edited, cutoff, vocab, spec)
+
+
 # ---------------------------------------------------------------------------------------------
 # One user of a dataset
 # ---------------------------------------------------------------------------------------------
@@ -732,6 +780,8 @@ class Explanation:
     seconds: float = 0.0                # time spent
     raw_score: float = math.nan         # the model's probability before the calibration map: what the
                                         # attributions (and the faithfulness curve) add up to
+    source_events: pd.DataFrame | None = None   # the events ``sequence`` was built from (user_events's
+                                                # columns, query included): what the what-if edits
 
     @property
     def top_percent(self) -> float | None:
@@ -767,6 +817,31 @@ class Explanation:
                             title="Bad faithfulness check")
         by_method = {m: self.events.set_index("position")[m] for m in self.methods}
         return faithfulness(self.model, row, by_method, ks=range(1, max_k + 1), n_random=n_random, seed=seed)
+
+    def what_if(self, remove_positions: Iterable[int] = (),
+                add_events: Iterable[WhatIfEvent] = ()) -> dict[str, float]:
+        """Re-score the user with events removed (by position) and hypothetical ones added, the
+        sequence rebuilt from the edited events as the data path builds it (:func:`edited_sequence`):
+        every context bit (bought later, seen again, the newest event's category, the category viewed
+        most in the last H) follows the edit, and an added event takes its place in time. Raw
+        probabilities (before the calibration map): before, after, delta. Scope ``category`` models,
+        and explanations without their source events, edit the tensors instead (:func:`what_if`).
+        ModelError without a Transformer."""
+        row = self.row
+        vocab = self.model.vocab
+        if self.source_events is None or vocab is None or self.model.spec.scope != "any":
+            return what_if(self.model, row, remove_positions=remove_positions, add_events=add_events,
+                           vocab=vocab)
+        edited = edited_sequence(self.source_events, self.cutoff, self.model.spec, vocab,
+                                 remove_positions=remove_positions, add_events=add_events)
+        import torch
+
+        net = _transformer_of(self.model)
+        now, then = row.tensors(), edited.tensors()
+        both = {k: torch.cat([now[k], then[k].to(now[k].dtype)]) for k in now}
+        with _eval_mode(net):
+            before, after = _sigmoid(_logits(net, both))
+        return {"before": float(before), "after": float(after), "delta": float(after - before)}
 
 
 def _dataset_cutoff(store: Store, dataset: str) -> datetime:
@@ -938,7 +1013,8 @@ def explain_user(store: Store, model_dir: str | Path, dataset: str, user_id: str
 
     result = Explanation(user_id=user, dataset=dataset, model_id=model_id, cutoff=cutoff, score=score,
                          raw_score=raw_score, rank=rank, n_scored=n_scored, summary="", events=events,
-                         methods=tuple(methods), sequence=seq, model=loaded, category=chosen)
+                         methods=tuple(methods), sequence=seq, model=loaded, category=chosen,
+                         source_events=raw)
     for method in methods:
         if method == "ig":
             frame, result.ig_delta = integrated_gradients(transformer, seq, n_steps=ig_steps)

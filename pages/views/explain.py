@@ -33,7 +33,7 @@ BAND_KEY, SEED_KEY, METHOD_KEY = "explain_band", "_explain_seed", "explain_metho
 COHORT_SPEC_KEY, COHORT_MODEL_KEY = "cohort_spec", "cohort_model"       # written by the Cohorts page
 EDGES = C.DEFAULT_BAND_EDGES
 SAMPLE_SIZES = (100, 250, 500, 1000)
-Added = tuple[tuple[str, str | None, float, int], ...]   # what-if events: behaviour, category, seconds, hour
+Added = tuple[tuple[str, str | None, float], ...]   # what-if events: behaviour, category, seconds before T
 
 
 # -- cached computations ------------------------------------------------------------------------
@@ -273,7 +273,8 @@ if exp is not None:
                                 help="Re-score the user as if these events had not happened.")
         with b:
             add = st.toggle("Add a hypothetical event", key="explain_add",
-                            help="Append one event just before T and re-score.")
+                            help="Add one event at a chosen time before T and re-score; the user's "
+                                 "sequence is rebuilt as the data path would build it.")
             added: Added = ()
             if add:
                 cats = list(dict.fromkeys(events["category"].dropna().astype(str).tolist()[::-1]))
@@ -285,9 +286,7 @@ if exp is not None:
                 hours = st.number_input("Hours before T", min_value=0.0, max_value=24.0 * 30, value=1.0,
                                         step=0.5, key="explain_add_hours",
                                         help="How long before T the event happens.")
-                when = pd.Timestamp(exp.cutoff) - pd.Timedelta(hours=float(hours))
-                added = ((behavior, None if category == "(unknown)" else str(category),
-                          float(hours) * 3600.0, int(when.hour)),)
+                added = ((behavior, None if category == "(unknown)" else str(category), float(hours) * 3600.0),)
         if removed or added:
             with feedback.guard():
                 result = _what_if(db, model_dir, mtime, dataset, version, user, methods,
