@@ -283,9 +283,11 @@ if exp is not None:
                 category = st.selectbox("Category", cats or ["(unknown)"], key="explain_add_category",
                                         accept_new_options=True,
                                         help="Categories of this user's events (newest first); type another id.")
-                hours = st.number_input("Hours before T", min_value=0.0, max_value=24.0 * 30, value=1.0,
-                                        step=0.5, key="explain_add_hours",
-                                        help="How long before T the event happens.")
+                lookback = exp.model.spec.lookback_td          # an event before it is outside the model's window
+                longest = 24.0 * 30 if lookback is None else min(24.0 * 30, lookback.total_seconds() / 3600 - 0.5)
+                hours = st.number_input("Hours before T", min_value=0.0, max_value=max(longest, 0.0),
+                                        value=min(1.0, max(longest, 0.0)), step=0.5, key="explain_add_hours",
+                                        help="How long before T the event happens (within the model's lookback).")
                 added = ((behavior, None if category == "(unknown)" else str(category), float(hours) * 3600.0),)
         if removed or added:
             with feedback.guard():
