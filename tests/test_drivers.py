@@ -131,7 +131,7 @@ def test_explanation_checks(tiny):
         for name in rebuilt.ARRAYS:
             np.testing.assert_array_equal(getattr(rebuilt, name), getattr(exp.sequence, name))
         later = D.what_if_of(exp, added=[("cart", None, 3600.0)])
-        assert later["after"] != pytest.approx(later["before"]) and later["before"] == same["before"]
+        assert later["after"] != pytest.approx(later["before"]) and later["before"] == pytest.approx(same["before"])
         with pytest.raises(DataError, match="hold none"):
             D.what_if_of(exp, removed=[-1])
         curves = D.faithfulness_of(exp)

@@ -305,7 +305,8 @@ def test_a_what_if_rebuilds_the_sequence_from_the_edited_events():
     for name in SequenceBatch.ARRAYS:
         np.testing.assert_array_equal(getattr(same, name), getattr(before, name))
     cart, view = BEHAVIOR_CODE["cart"], BEHAVIOR_CODE["view"]
-    assert before.behavior[0, 2] % BEHAVIOR_STRIDE == cart and before.behavior[0, 2] // BEHAVIOR_STRIDE & 1   # bought later
+    # the cart of i1 was bought later
+    assert before.behavior[0, 2] % BEHAVIOR_STRIDE == cart and before.behavior[0, 2] // BEHAVIOR_STRIDE & 1
     # without the purchase: the cart is open again, and the events close up
     gone = E.edited_sequence(events, cutoff, spec, vocab, remove_positions=[4])
     assert gone.mask[0].tolist() == [False, False, False, True, True, True]

@@ -827,6 +827,8 @@ class Explanation:
         probabilities (before the calibration map): before, after, delta. Scope ``category`` models,
         and explanations without their source events, edit the tensors instead (:func:`what_if`).
         ModelError without a Transformer."""
+        import torch
+
         row = self.row
         vocab = self.model.vocab
         if self.source_events is None or vocab is None or self.model.spec.scope != "any":
@@ -834,8 +836,6 @@ class Explanation:
                            vocab=vocab)
         edited = edited_sequence(self.source_events, self.cutoff, self.model.spec, vocab,
                                  remove_positions=remove_positions, add_events=add_events)
-        import torch
-
         net = _transformer_of(self.model)
         now, then = row.tensors(), edited.tensors()
         both = {k: torch.cat([now[k], then[k].to(now[k].dtype)]) for k in now}
