@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +30,12 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.sequences import _GENERATE_SQL, DATASET, timed
-from bench.timing import MIN_REPEATS, Stat
+from bench.sequences import DATASET, generate, log_arguments, timed
+from bench.timing import Stat
 from core.data.schema import BEHAVIORS
 from core.data.store import Store
 from core.modeling.features import CHUNK_USERS, WINDOWS, build_features
 from core.modeling.labels import LabelSpec, scoring_examples
-from tests.event_rows import insert_events
 
 
 def _reference_sql() -> str:
@@ -76,23 +74,11 @@ def reference(store: Store, examples: pd.DataFrame, spec: LabelSpec, chunk: int)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=1_000_000)
-    parser.add_argument("--chunk-users", type=int, default=CHUNK_USERS)
-    parser.add_argument("--repeats", type=int, default=MIN_REPEATS, help=f"runs per step (at least {MIN_REPEATS})")
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--memory-limit", default=None, help="DuckDB memory limit, e.g. 4GB")
-    args = parser.parse_args()
+    args = log_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), CHUNK_USERS).parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "bench.duckdb", memory_limit=args.memory_limit)
-        start = time.perf_counter()
-        with store.write(DATASET, "bench events") as w:
-            insert_events(w, _GENERATE_SQL, [args.seed, args.users, args.seed, args.seed + 1, DATASET],
-                          columns=("dataset", "user_id", "item_id", "category", "behavior", "ts", "session_id",
-                                   "query"), layout="synthetic")
-        n_events, ts_max = store.fetchone("SELECT count(*), max(ts) FROM events WHERE dataset = ?", [DATASET])
-        print(f"generated {n_events:,} events for {args.users:,} users in {time.perf_counter() - start:.1f}s")
+        ts_max = generate(store, args.users, args.seed)
 
         spec = LabelSpec(horizon="1d")
         examples = scoring_examples(store, DATASET, spec, ts_max)

@@ -74,6 +74,30 @@ def reference(store: Store, users: np.ndarray, chunk: int) -> int:
     return n
 
 
+def log_arguments(parser: argparse.ArgumentParser, chunk_users: int) -> argparse.ArgumentParser:
+    """The options of a bench over this generated log: --users, --chunk-users, --repeats, --seed,
+    --memory-limit."""
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--chunk-users", type=int, default=chunk_users)
+    parser.add_argument("--repeats", type=int, default=MIN_REPEATS, help=f"runs per step (at least {MIN_REPEATS})")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--memory-limit", default=None, help="DuckDB memory limit, e.g. 4GB")
+    return parser
+
+
+def generate(store: Store, users: int, seed: int):
+    """Write the seeded synthetic log of ``users`` users into ``store``, print its size and the time
+    it took, and return its last event time."""
+    start = time.perf_counter()
+    with store.write(DATASET, "bench events") as w:
+        insert_events(w, _GENERATE_SQL, [seed, users, seed, seed + 1, DATASET],
+                      columns=("dataset", "user_id", "item_id", "category", "behavior", "ts", "session_id",
+                               "query"), layout="synthetic")
+    n_events, ts_max = store.fetchone("SELECT count(*), max(ts) FROM events WHERE dataset = ?", [DATASET])
+    print(f"generated {n_events:,} events for {users:,} users in {time.perf_counter() - start:.1f}s")
+    return ts_max
+
+
 def timed(fn, repeats: int):
     """(seconds per run summarised, peak RSS bytes over the runs, last result)."""
     with PeakRSS() as rss:
@@ -82,26 +106,13 @@ def timed(fn, repeats: int):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=1_000_000)
+    parser = log_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), chunk_users=50_000)
     parser.add_argument("--max-len", type=int, default=100, help="L, events per sequence")
-    parser.add_argument("--chunk-users", type=int, default=50_000)
-    parser.add_argument("--repeats", type=int, default=MIN_REPEATS, help=f"runs per step (at least {MIN_REPEATS})")
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--memory-limit", default=None, help="DuckDB memory limit, e.g. 4GB")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "bench.duckdb", memory_limit=args.memory_limit)
-        start = time.perf_counter()
-        with store.write(DATASET, "bench events") as w:
-            insert_events(w, _GENERATE_SQL, [args.seed, args.users, args.seed, args.seed + 1, DATASET],
-                          columns=("dataset", "user_id", "item_id", "category", "behavior", "ts", "session_id",
-                                   "query"), layout="synthetic")
-        n_events, ts_max = store.fetchone(
-            "SELECT count(*), max(ts) FROM events WHERE dataset = ?", [DATASET])
-        print(f"generated {n_events:,} events for {args.users:,} users "
-              f"in {time.perf_counter() - start:.1f}s")
+        ts_max = generate(store, args.users, args.seed)
 
         spec = LabelSpec(horizon="1d", max_len=args.max_len)
         mib = 1024 * 1024
