@@ -94,6 +94,9 @@ class TransformerConfig:
     scope: str = "any"      # "any" | "category": "category" adds a target-category token
     event_stats: int = 0    # int in [0, MAX_EVENT_STATS]: time windows of the event-statistics path (0 = none,
                             # the architecture of models saved before the field existed)
+    stat_totals: int = 0    # int in [0, n_behaviors): with event statistics, also count each behaviour whatever
+                            # its context bits, ids grouped by id % stat_totals (the behaviour-id stride of
+                            # core.modeling.sequences); 0 = no totals (models saved before the field existed)
     id_dropout: float = 0.0  # float in [0, 1): in training, the share of events whose item, category and
                              # query embeddings are hidden (their behaviour, time and relations stay)
     seq_dropout: float = 0.0  # float in [0, 1): in training, the share of rows whose [CLS] vector the head
@@ -120,6 +123,7 @@ class TransformerConfig:
         if self.scope not in SCOPES:
             raise ValueError(f"TransformerConfig.scope must be one of {SCOPES}; got {self.scope!r}.")
         self.event_stats = _check_int("event_stats", self.event_stats, 0, MAX_EVENT_STATS)
+        self.stat_totals = _check_int("stat_totals", self.stat_totals, 0, self.n_behaviors - 1)
         id_dropout: object = self.id_dropout
         if isinstance(id_dropout, bool) or not isinstance(id_dropout, (int, float, np.floating)) \
                 or not 0.0 <= id_dropout < 1.0:
@@ -256,10 +260,14 @@ class IntentTransformer(nn.Module):
         # reads, computed from the event tensors so that gradients still reach every event.
         # window_emb maps a time-gap bucket to the event's weight in each window (row 0, padding,
         # is zero); it starts as W nested windows and is learned.
+        # With config.stat_totals, also the counts of each behaviour whatever its context bits: a
+        # behaviour's events are spread over up to 16 ids, and a total such as "purchases so far"
+        # (squashed per row) cannot be rebuilt from the squashed parts.
         W = config.event_stats
         self.n_stat_rows = (2 if config.scope == "category" else 1) * config.n_behaviors
+        n_rows = self.n_stat_rows + config.stat_totals
         self.window_emb = nn.Embedding(config.n_gaps, W, padding_idx=0) if W else None
-        self.stats_proj = nn.Sequential(nn.Linear(self.n_stat_rows * W, C), nn.GELU()) if W else None
+        self.stats_proj = nn.Sequential(nn.Linear(n_rows * W, C), nn.GELU()) if W else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layers)])
         self.ln_f = nn.LayerNorm(C)
@@ -353,13 +361,17 @@ class IntentTransformer(nn.Module):
 
     def event_statistics(self, behavior: torch.Tensor, gap: torch.Tensor, category: torch.Tensor,
                          mask: torch.Tensor, target_category: torch.Tensor | None) -> torch.Tensor:
-        """The event-statistics read-out (B, C): soft-window counts per behaviour id, squashed."""
+        """The event-statistics read-out (B, C): soft-window counts per behaviour id (and, with
+        ``stat_totals``, per behaviour whatever its context bits), squashed."""
         assert self.window_emb is not None and self.stats_proj is not None, "config.event_stats > 0"
         row = behavior                                                     # (B, L)
         if target_category is not None and self.n_stat_rows > self.config.n_behaviors:
             row = row + self.config.n_behaviors * (self._match(category, target_category) == 2)
         weight = self.window_emb(gap)                                      # (B, L, W)
         which = F.one_hot(row, self.n_stat_rows).to(weight.dtype)          # (B, L, R)
+        if self.config.stat_totals:                                        # (B, L, R + stride)
+            totals = F.one_hot(behavior % self.config.stat_totals, self.config.stat_totals).to(weight.dtype)
+            which = torch.cat([which, totals], dim=-1)
         which = which * mask.unsqueeze(-1).to(weight.dtype)                # padding counts nothing
         counts = which.transpose(1, 2) @ weight                            # (B, R, W)
         # asinh: about the count for a few events, its log for many (a tree's splits see both)

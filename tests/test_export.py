@@ -129,6 +129,7 @@ def test_tiny_trained_transformer_exports_and_agrees(syn):
     assert not [p.name for p in model_dir.iterdir() if p.name.endswith(".tmp")]
     model = load_model(model_dir)
     assert model.transformer is not None and model.transformer.config.event_stats > 0
+    assert model.transformer.config.stat_totals > 0                 # the per-behaviour totals export too
     seq = _window(db, model, "syn")
     session = model.onnx_session(threads=1)
     assert session is not None and session.threads == 1

@@ -19,6 +19,7 @@ from core.insight.cohorts import predict_at, score_dataset
 from core.modeling.labels import LabelSpec
 from core.modeling.model_store import list_models
 from core.modeling.pipeline import PRESETS, load_evaluation, train_model
+from core.modeling.sequences import BEHAVIOR_STRIDE
 from core.modeling.synth import SynthConfig, generate
 from models.artifact import load_model
 
@@ -77,6 +78,7 @@ def test_the_presets_train_with_cls_dropout_and_the_saved_model_records_it(world
     assert all(0 < preset.seq_dropout < 1 for preset in PRESETS.values())
     saved = models["transformer"].card["members"]["transformer"]["config"]
     assert saved["seq_dropout"] == PRESETS["fast"].seq_dropout and saved["event_stats"] == PRESETS["fast"].event_stats
+    assert saved["stat_totals"] == BEHAVIOR_STRIDE          # per-behaviour totals beside the per-id counts
     model = load_model(models["transformer"].model_dir)
     assert model.transformer is not None and model.transformer.config.seq_dropout == PRESETS["fast"].seq_dropout
     assert not model.transformer.training

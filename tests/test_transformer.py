@@ -237,6 +237,8 @@ def _config(**changes) -> TransformerConfig:
     ("id_dropout", 1.0, "TransformerConfig.id_dropout must be a float in [0, 1); got 1.0."),
     ("id_dropout", -0.2, "TransformerConfig.id_dropout must be a float in [0, 1); got -0.2."),
     ("id_dropout", "0.5", "TransformerConfig.id_dropout must be a float in [0, 1); got '0.5'."),
+    ("stat_totals", 7, "TransformerConfig.stat_totals must be an int in [0, 6]; got 7."),
+    ("stat_totals", -1, "TransformerConfig.stat_totals must be an int in [0, 6]; got -1."),
     ("seq_dropout", 1, "TransformerConfig.seq_dropout must be a float in [0, 1); got 1."),
     ("seq_dropout", False, "TransformerConfig.seq_dropout must be a float in [0, 1); got False."),
 ])
@@ -336,6 +338,43 @@ def test_event_statistics_ignore_hidden_events_whatever_their_ids():
     b = model.event_statistics(*(removed[k] for k in args), None)
     torch.testing.assert_close(a, b, atol=0, rtol=0)
     assert not torch.allclose(a, model.event_statistics(*(t[k] for k in args), None))
+
+
+def test_stat_totals_count_each_behaviour_whatever_its_context_bits():
+    """With stat_totals = the id stride, the read-out also holds each behaviour's count over all of
+    its context ids (a buy "bought again later" and a plain buy are one behaviour); a config saved
+    before the field reads back without totals and builds the read-out it was trained with."""
+    stride, bits = 7, 4
+    config = _config(n_behaviors=stride * 2 ** bits, event_stats=2, stat_totals=stride)
+    torch.manual_seed(0)
+    model = IntentTransformer(config).eval()
+    batch = planted_batch(6, L=12, min_events=3)
+    rng = np.random.default_rng(1)
+    context = rng.integers(0, 2 ** bits, size=batch.behavior.shape)
+    behavior = np.where(batch.mask, batch.behavior + stride * context, 0)
+    rows = config.n_behaviors
+    window = np.zeros((N_GAPS, 2))
+    window[1:, 1] = 1.0                                        # window 1: every event
+    window[1:6, 0] = 1.0                                       # window 0: the newest gap buckets
+    proj = model.stats_proj[0]
+    width = (rows + stride) * 2
+    assert proj.in_features == width
+    with torch.no_grad():
+        model.window_emb.weight.copy_(torch.from_numpy(window))
+        proj.weight.zero_()
+        proj.bias.zero_()
+        proj.weight[torch.arange(2 * stride), torch.arange(width - 2 * stride, width)] = 1.0   # out c = total c
+    t = batch.tensors()
+    got = model.event_statistics(torch.from_numpy(behavior), t["gap"], t["category"], t["mask"], None)
+    expected = np.zeros((6, stride, 2))                        # by hand, from the behaviour without context
+    for i, j in zip(*np.nonzero(batch.mask), strict=True):
+        expected[i, batch.behavior[i, j]] += window[batch.gap[i, j]]
+    totals = torch.nn.functional.gelu(torch.asinh(torch.from_numpy(expected.reshape(6, -1)))).numpy()
+    np.testing.assert_allclose(got.detach().numpy()[:, :2 * stride], totals, atol=1e-6)
+    assert expected[:, :, 1].sum(axis=1).tolist() == batch.mask.sum(axis=1).tolist()
+    # saved before the field: no totals, the read-out's width of then
+    old = TransformerConfig.from_dict({k: v for k, v in config.to_dict().items() if k != "stat_totals"})
+    assert old.stat_totals == 0 and IntentTransformer(old).stats_proj[0].in_features == rows * 2
 
 
 def test_soft_windows_nest_from_now_to_the_whole_history():

@@ -413,6 +413,7 @@ def _cap_rows(examples: pd.DataFrame, limits: dict[str, int], seed: int) -> pd.D
 
 
 def _transformer_config(inputs: Inputs, spec: LabelSpec, preset: Preset) -> TransformerConfig:
+    from core.modeling.sequences import BEHAVIOR_STRIDE
     from models.transformer import TransformerConfig
 
     if inputs.parent is not None and inputs.parent.transformer is not None:   # a warm start: the parent's
@@ -421,8 +422,8 @@ def _transformer_config(inputs: Inputs, spec: LabelSpec, preset: Preset) -> Tran
         from core.modeling.pretrain import pretrained_config
 
         return pretrained_config(inputs.pretrained.path, max_len=spec.max_len, dropout=preset.dropout,
-                                 scope=spec.scope, event_stats=preset.event_stats,
-                                 seq_dropout=preset.seq_dropout)
+                                 scope=spec.scope, event_stats=preset.event_stats, seq_dropout=preset.seq_dropout,
+                                 stat_totals=BEHAVIOR_STRIDE if preset.event_stats else 0)
     vocab = inputs.vocab
     assert vocab is not None, "prepare_inputs(sequences=True) builds it"
     return TransformerConfig(
@@ -430,7 +431,8 @@ def _transformer_config(inputs: Inputs, spec: LabelSpec, preset: Preset) -> Tran
         n_gaps=vocab.gap_buckets + 1, n_hours=25, n_query_buckets=vocab.query_buckets + 1,
         max_len=spec.max_len, d_model=preset.d_model, n_heads=preset.n_heads,
         n_layers=preset.n_layers, d_ff=preset.d_ff, dropout=preset.dropout, scope=spec.scope,
-        event_stats=preset.event_stats, seq_dropout=preset.seq_dropout)
+        event_stats=preset.event_stats, seq_dropout=preset.seq_dropout,
+        stat_totals=BEHAVIOR_STRIDE if preset.event_stats else 0)
 
 
 MIN_STEPS_PER_EPOCH = 16   # a small training set (a low label share) gets smaller batches, not fewer steps
