@@ -373,7 +373,7 @@ class IntentTransformer(nn.Module):
             totals = F.one_hot(behavior % self.config.stat_totals, self.config.stat_totals).to(weight.dtype)
             which = torch.cat([which, totals], dim=-1)
         which = which * mask.unsqueeze(-1).to(weight.dtype)                # padding counts nothing
-        counts = which.transpose(1, 2) @ weight                            # (B, R, W)
+        counts = which.transpose(1, 2) @ weight                            # (B, R (+ stride), W)
         # asinh: about the count for a few events, its log for many (a tree's splits see both)
         out: torch.Tensor = self.stats_proj(torch.asinh(counts).flatten(1))  # (B, C)
         return out
