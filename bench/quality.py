@@ -349,7 +349,19 @@ balanced, the seeds' GBDT on the same test rows, paired intervals over the test 
   +0.0084 [+0.005, +0.012], +0.0086 [+0.006, +0.012]; syn-B seed 0 0.8410 (ratio 0.966; +0.0023
   [-0.002, +0.006] against 0.8387); head + tail with the default choices 0.7373/0.7707/0.7597
   (median 0.7597 against 0.7605 without: a tie, 29 test buyers); the two-hour slice seed 0 0.6893
-  (-0.012 [-0.049, +0.023] against 0.7015 without, +0.038 over the GBDT).
+  (-0.012 [-0.049, +0.023] against 0.7015 without, +0.038 over the GBDT); stop 37, seeds 1 and 2
+  with the totals: 0.6870 (+0.014 [-0.052, +0.074] over the GBDT's 0.6730; validation chose teacher 0.5
+  and the cart head) and 0.6800 (+0.005 [-0.061, +0.071] over 0.6746; the same choices): median 0.6870
+  against the GBDT's 0.6730, ahead on every seed, beyond noise on none (71 test buyers); PR-AUC 0.0099 and
+  0.0104 against 0.0072 and 0.0064. The shipped demo models were retrained with the totals (README).
+- Tried in stop 37 and not kept: each behaviour id's newest event's weight in every window beside
+  the counts (the time since the last event of each kind, which the trees read as features of their
+  own; a scratch patch, the same fixed settings, 1 thread): syn-A 0.9074/0.9059/0.9054 against the
+  totals' 0.9064/0.9061/0.9069 (over the GBDT +0.0103 [+0.0072, +0.0135], +0.0082 [+0.0049,
+  +0.0115], +0.0072 [+0.0040, +0.0107]; the c_match read stayed at 0.73-0.80); head + tail with the
+  default choices 0.7152/0.7478/0.7767 against 0.7373/0.7707/0.7597 (-0.022, -0.023, +0.017 paired,
+  every interval holding 0; 29 test buyers); the two-hour slice seed 0 0.6867 against 0.6893. One seed
+  up, two down: within noise, at a second set of statistics' weights.
 
 Real: the Taobao two-hour slice with a 30-minute horizon, the head + tail users (nine-day histories)
 with a one-day horizon, and the shipped demo log with a one-day horizon.
