@@ -13,8 +13,10 @@ Reads top to bottom (in the spirit of nanoGPT's ``model.py``):
    Beside [CLS] the head reads a second vector (the Behavior Sequence Transformer's "other
    features", computed here from the same event tensors): with ``event_stats`` = W > 0 the *event
    statistics*, the counts of every behaviour id (for scope ``category`` also split by "in the target
-   category") in W learned soft time windows, asinh-squashed and projected; with W = 0 (models saved
-   before it existed) a masked sum of the event token vectors.
+   category") in W learned soft time windows, asinh-squashed and projected (``stat_totals``: also per
+   behaviour over all its context ids; ``stat_latest``: also each behaviour's newest unresolved
+   event, split by "in the category viewed most", as its weight in every window); with W = 0 (models
+   saved before it existed) a masked sum of the event token vectors.
 
 Inputs (see ``core.modeling.sequences.SequenceBatch``): per example the last L events, LEFT-padded with 0 so
 the newest event sits at position L-1. An event token is the sum of the embeddings of its behaviour,
@@ -62,6 +64,9 @@ MAX_LAYERS = 4
 MAX_D_FF = 8192
 MAX_PARAMETERS = 100_000_000   # the whole model (400 MB of float32 weights)
 MAX_EVENT_STATS = 64        # time windows of the event-statistics path
+# core.modeling.sequences' context bits that the newest-event statistics read (tests check they agree):
+BOUGHT_LATER_BIT = 1        # the event's item is bought by a newer event (its cart is resolved)
+TOP_CATEGORY_BIT = 8        # the event's category is the one the user viewed most in the last H
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> int:
@@ -97,6 +102,10 @@ class TransformerConfig:
     stat_totals: int = 0    # int in [0, n_behaviors): with event statistics, also count each behaviour whatever
                             # its context bits, ids grouped by id % stat_totals (the behaviour-id stride of
                             # core.modeling.sequences); 0 = no totals (models saved before the field existed)
+    stat_latest: bool = False  # with stat_totals: also each behaviour's newest event whose item no newer
+                               # event bought, split by "in the category viewed most in the last H", as
+                               # its weight in every window ("the latest open cart is in the aisle the
+                               # user browses now"); False = models saved before the field existed
     id_dropout: float = 0.0  # float in [0, 1): in training, the share of events whose item, category and
                              # query embeddings are hidden (their behaviour, time and relations stay)
     seq_dropout: float = 0.0  # float in [0, 1): in training, the share of rows whose [CLS] vector the head
@@ -124,6 +133,11 @@ class TransformerConfig:
             raise ValueError(f"TransformerConfig.scope must be one of {SCOPES}; got {self.scope!r}.")
         self.event_stats = _check_int("event_stats", self.event_stats, 0, MAX_EVENT_STATS)
         self.stat_totals = _check_int("stat_totals", self.stat_totals, 0, self.n_behaviors - 1)
+        stat_latest: object = self.stat_latest
+        if not isinstance(stat_latest, (bool, np.bool_)) or (stat_latest and not self.stat_totals):
+            raise ValueError("TransformerConfig.stat_latest must be a bool, and True only with stat_totals "
+                             f"> 0; got {stat_latest!r} with stat_totals {self.stat_totals}.")
+        self.stat_latest = bool(stat_latest)
         id_dropout: object = self.id_dropout
         if isinstance(id_dropout, bool) or not isinstance(id_dropout, (int, float, np.floating)) \
                 or not 0.0 <= id_dropout < 1.0:
@@ -262,10 +276,12 @@ class IntentTransformer(nn.Module):
         # is zero); it starts as W nested windows and is learned.
         # With config.stat_totals, also the counts of each behaviour whatever its context bits: a
         # behaviour's events are spread over up to 16 ids, and a total such as "purchases so far"
-        # (squashed per row) cannot be rebuilt from the squashed parts.
+        # (squashed per row) cannot be rebuilt from the squashed parts. With config.stat_latest, also
+        # each behaviour's newest event that no newer buy resolved, in or out of the category viewed
+        # most: counts say an open cart in that aisle exists, not that it is the latest one.
         W = config.event_stats
         self.n_stat_rows = (2 if config.scope == "category" else 1) * config.n_behaviors
-        n_rows = self.n_stat_rows + config.stat_totals
+        n_rows = self.n_stat_rows + config.stat_totals * (3 if config.stat_latest else 1)
         self.window_emb = nn.Embedding(config.n_gaps, W, padding_idx=0) if W else None
         self.stats_proj = nn.Sequential(nn.Linear(n_rows * W, C), nn.GELU()) if W else None
         self.drop = nn.Dropout(config.dropout)
@@ -362,7 +378,8 @@ class IntentTransformer(nn.Module):
     def event_statistics(self, behavior: torch.Tensor, gap: torch.Tensor, category: torch.Tensor,
                          mask: torch.Tensor, target_category: torch.Tensor | None) -> torch.Tensor:
         """The event-statistics read-out (B, C): soft-window counts per behaviour id (and, with
-        ``stat_totals``, per behaviour whatever its context bits), squashed."""
+        ``stat_totals``, per behaviour whatever its context bits; with ``stat_latest``, each
+        behaviour's newest unresolved event), squashed."""
         assert self.window_emb is not None and self.stats_proj is not None, "config.event_stats > 0"
         row = behavior                                                     # (B, L)
         if target_category is not None and self.n_stat_rows > self.config.n_behaviors:
@@ -372,11 +389,29 @@ class IntentTransformer(nn.Module):
         if self.config.stat_totals:                                        # (B, L, R + stride)
             totals = F.one_hot(behavior % self.config.stat_totals, self.config.stat_totals).to(weight.dtype)
             which = torch.cat([which, totals], dim=-1)
+        if self.config.stat_latest:                                        # (B, L, R + 3 stride)
+            which = torch.cat([which, self.latest_events(behavior, mask).to(weight.dtype)], dim=-1)
         which = which * mask.unsqueeze(-1).to(weight.dtype)                # padding counts nothing
         counts = which.transpose(1, 2) @ weight                            # (B, R (+ stride), W)
         # asinh: about the count for a few events, its log for many (a tree's splits see both)
         out: torch.Tensor = self.stats_proj(torch.asinh(counts).flatten(1))  # (B, C)
         return out
+
+    def latest_events(self, behavior: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, L, 2 * stride) one-hot: per behaviour code, its newest real event whose item no newer
+        event bought (context bit ``BOUGHT_LATER_BIT`` clear), in row ``code`` when its category is
+        not the one viewed most and ``code + stride`` when it is (bit ``TOP_CATEGORY_BIT``); every
+        other event is all zeros. Computed from the ids alone, so it is no input of its own."""
+        stride = self.config.stat_totals
+        code = behavior % stride                                           # (B, L)
+        context = torch.div(behavior, stride, rounding_mode="floor")       # (B, L)
+        open_ = mask.bool() & (code > 0) & (_bit(context, BOUGHT_LATER_BIT) == 0)
+        # positions grow to the right (the newest event is last): rank = position + 1, 0 = not open
+        rank = torch.where(open_, torch.arange(1, behavior.shape[1] + 1, device=behavior.device), 0)
+        newest = (F.one_hot(code, stride) * rank.unsqueeze(-1)).amax(dim=1)   # (B, stride)
+        is_newest = open_ & (rank == newest.gather(1, code))               # (B, L)
+        in_top = _bit(context, TOP_CATEGORY_BIT)
+        return F.one_hot(code + stride * in_top, 2 * stride) * is_newest.unsqueeze(-1)
 
     def encode(self, x: torch.Tensor, key_mask: torch.Tensor,
                return_attention: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -432,6 +467,12 @@ class IntentTransformer(nn.Module):
                 inputs = model_inputs(tensors, slice(start, start + batch_size), device)
                 parts.append(self(**inputs).float().cpu())
         return torch.sigmoid(torch.cat(parts).double()).numpy()
+
+
+def _bit(context: torch.Tensor, bit: int) -> torch.Tensor:
+    """0/1: is ``bit`` (a power of two) set in each context value (division, not bitwise ops, which
+    ONNX opset 17 lacks)."""
+    return torch.div(context, bit, rounding_mode="floor") % 2
 
 
 def soft_windows(n_gaps: int, n_windows: int) -> torch.Tensor:

@@ -239,6 +239,10 @@ def _config(**changes) -> TransformerConfig:
     ("id_dropout", "0.5", "TransformerConfig.id_dropout must be a float in [0, 1); got '0.5'."),
     ("stat_totals", 7, "TransformerConfig.stat_totals must be an int in [0, 6]; got 7."),
     ("stat_totals", -1, "TransformerConfig.stat_totals must be an int in [0, 6]; got -1."),
+    ("stat_latest", True, "TransformerConfig.stat_latest must be a bool, and True only with stat_totals > 0; "
+                          "got True with stat_totals 0."),
+    ("stat_latest", 1, "TransformerConfig.stat_latest must be a bool, and True only with stat_totals > 0; "
+                       "got 1 with stat_totals 0."),
     ("seq_dropout", 1, "TransformerConfig.seq_dropout must be a float in [0, 1); got 1."),
     ("seq_dropout", False, "TransformerConfig.seq_dropout must be a float in [0, 1); got False."),
 ])
@@ -375,6 +379,44 @@ def test_stat_totals_count_each_behaviour_whatever_its_context_bits():
     # saved before the field: no totals, the read-out's width of then
     old = TransformerConfig.from_dict({k: v for k, v in config.to_dict().items() if k != "stat_totals"})
     assert old.stat_totals == 0 and IntentTransformer(old).stats_proj[0].in_features == rows * 2
+
+
+def test_stat_latest_marks_each_behaviours_newest_unresolved_event_by_browsing_category():
+    """stat_latest: per behaviour code, the newest event whose item no newer event bought, in row
+    ``code`` (outside the category viewed most) or ``code + stride`` (in it); the read-out then holds
+    its window weights, so "the latest open cart is in the aisle being browsed" is one input even
+    when an older open cart is there too. A config saved before the field reads back without it."""
+    from core.modeling import sequences
+    from models.transformer import BOUGHT_LATER_BIT, TOP_CATEGORY_BIT
+
+    stride = sequences.BEHAVIOR_STRIDE
+    assert (BOUGHT_LATER_BIT, TOP_CATEGORY_BIT) == (sequences.BOUGHT_LATER, sequences.TOP_CATEGORY)
+    view, cart, buy = (sequences.BEHAVIOR_CODE[b] for b in ("view", "cart", "buy"))
+    config = _config(n_behaviors=stride * 16, event_stats=2, stat_totals=stride, stat_latest=True)
+    model = IntentTransformer(config).eval()
+    top, bought = stride * TOP_CATEGORY_BIT, stride * BOUGHT_LATER_BIT
+    # oldest -> newest: pad, open cart in the top category, a cart bought later (the newest cart,
+    # resolved), an open cart elsewhere (the newest open one), a view in the top category, a buy
+    behavior = torch.tensor([[0, cart + top, cart + bought + top, cart, view + top, buy],
+                             [0, 0, 0, cart, cart + top, view]])
+    mask = behavior > 0
+    marked = model.latest_events(behavior, mask)
+    assert marked.shape == (2, 6, 2 * stride)
+    assert marked[0].nonzero().tolist() == [[3, cart], [4, view + stride], [5, buy]]
+    assert marked[1].nonzero().tolist() == [[4, cart + stride], [5, view]]
+    assert not marked[~mask].any()
+    # the read-out's width and its use: the same events with the open carts' order swapped differ
+    assert model.stats_proj[0].in_features == (config.n_behaviors + 3 * stride) * 2
+    gap = torch.where(mask, torch.arange(7, 1, -1).expand(2, 6), 0)
+    category = torch.where(mask, 3, 0)
+    swapped = behavior.clone()
+    swapped[1, 3:5] = torch.tensor([cart + top, cart])
+    a = model.event_statistics(behavior, gap, category, mask, None)
+    b = model.event_statistics(swapped, gap, category, mask, None)
+    assert not torch.allclose(a[1], b[1]) and torch.equal(a[0], b[0])
+    old = TransformerConfig.from_dict({k: v for k, v in config.to_dict().items() if k != "stat_latest"})
+    assert old.stat_latest is False and IntentTransformer(old).stats_proj[0].in_features == (
+        config.n_behaviors + stride) * 2
 
 
 def test_soft_windows_nest_from_now_to_the_whole_history():

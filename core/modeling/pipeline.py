@@ -418,13 +418,14 @@ def _transformer_config(inputs: Inputs, spec: LabelSpec, preset: Preset) -> Tran
 
     if inputs.parent is not None and inputs.parent.transformer is not None:   # a warm start: the parent's
         return inputs.parent.transformer.config
-    totals = BEHAVIOR_STRIDE if preset.event_stats else 0     # per-behaviour totals beside the per-id counts
+    # per-behaviour totals and newest unresolved events beside the per-id counts
+    totals = BEHAVIOR_STRIDE if preset.event_stats else 0
     if inputs.pretrained is not None:       # the encoder's sizes and vocabulary rows, our own head
         from core.modeling.pretrain import pretrained_config
 
         return pretrained_config(inputs.pretrained.path, max_len=spec.max_len, dropout=preset.dropout,
                                  scope=spec.scope, event_stats=preset.event_stats, seq_dropout=preset.seq_dropout,
-                                 stat_totals=totals)
+                                 stat_totals=totals, stat_latest=bool(totals))
     vocab = inputs.vocab
     assert vocab is not None, "prepare_inputs(sequences=True) builds it"
     return TransformerConfig(
@@ -432,7 +433,8 @@ def _transformer_config(inputs: Inputs, spec: LabelSpec, preset: Preset) -> Tran
         n_gaps=vocab.gap_buckets + 1, n_hours=25, n_query_buckets=vocab.query_buckets + 1,
         max_len=spec.max_len, d_model=preset.d_model, n_heads=preset.n_heads,
         n_layers=preset.n_layers, d_ff=preset.d_ff, dropout=preset.dropout, scope=spec.scope,
-        event_stats=preset.event_stats, seq_dropout=preset.seq_dropout, stat_totals=totals)
+        event_stats=preset.event_stats, seq_dropout=preset.seq_dropout, stat_totals=totals,
+        stat_latest=bool(totals))
 
 
 MIN_STEPS_PER_EPOCH = 16   # a small training set (a low label share) gets smaller batches, not fewer steps

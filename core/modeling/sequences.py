@@ -290,6 +290,8 @@ _ITEMS_VIEW = "il_vocab_items"
 _CATEGORIES_VIEW = "il_vocab_categories"
 
 
+BOUGHT_LATER = 1                            # the context bit of "the item is bought by a newer event"
+SEEN_LATER = 2                              # the context bit of "the item appears in a newer event"
 NEWEST_CATEGORY = 4                         # the context bit of "same category as the newest event"
 TOP_CATEGORY = 8                            # the context bit of "the category viewed most in the last H"
 
@@ -605,7 +607,7 @@ def sequences_from_events(events: pd.DataFrame, cutoffs: Mapping[str, TimeLike] 
     newer_buys = bought_before - bought_before[np.flatnonzero(~same)][group]
     has_item = item_key[by_item] <= 0
     context = np.zeros(len(seq), np.int64)
-    context[by_item] = (has_item & (newer_buys > 0)) + 2 * (has_item & same)
+    context[by_item] = BOUGHT_LATER * (has_item & (newer_buys > 0)) + SEEN_LATER * (has_item & same)
     newest_cat = cat_key[rn == 0][seq]
     context += NEWEST_CATEGORY * ((cat_key <= 0) & (cat_key == newest_cat))
     seconds = _epoch_seconds(cut - ts)
