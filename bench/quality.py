@@ -382,6 +382,9 @@ balanced, the seeds' GBDT on the same test rows, paired intervals over the test 
   GBDT +0.036, -0.012, +0.048 (29 test buyers). The two-hour slice seed 0: 0.6925 against 0.6893 (+0.041
   [-0.029, +0.106] over the GBDT). syn-B seed 0 (teacher weight 0.7): 0.8452 (ratio 0.9779, ECE 0.0089)
   against the totals' 0.8410, +0.0232 [+0.0127, +0.0332] over the GBDT.
+  The demo log, seed 7 (the shipped models, retrained with it; validation kept teacher weight 0.7 and the
+  cart head): the Transformer 0.8945 (PR-AUC 0.654) against 0.8937 (0.646), the ensemble 0.8949 (0.653)
+  against 0.8957 (0.648); the Transformer over the GBDT +0.0059 [-0.0004, +0.0121] paired.
 - Tried in stop 38 and not kept: the same relation as a feature for the trees,
   ``latest_open_cart_top_category_h1`` (1 when the newest open cart is in the category viewed most in
   the last H; a scratch patch of core.modeling.features). It mirrors the planted term, and the GBDT
