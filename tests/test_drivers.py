@@ -116,9 +116,8 @@ def test_explanation_checks(tiny):
         # the top-scored user with at least two events, so that removing the newest leaves one to score
         top = C.cohort_users(store, model_id(transformer), "synth", D.EVERYONE, order_by="score",
                              descending=True, limit=20)["user_id"].astype(str)
-        counts = {u: store.fetchone("SELECT count(*) FROM events WHERE dataset = 'synth' AND user_id = ?", [u])[0]
-                  for u in top}
-        user = next(u for u in top if counts[u] >= 2)
+        events = "SELECT count(*) FROM events WHERE dataset = 'synth' AND user_id = ?"
+        user = next(u for u in top if store.fetchone(events, [u])[0] >= 2)
         exp = D.explain(store, transformer, "synth", user)
         assert exp.methods == ("ig", "shap", "attention")
         same = D.what_if_of(exp)
